@@ -1,0 +1,202 @@
+/*
+ * ops.h - the tensor operations, each a forward/backward pair of plain
+ * functions with explicit shapes.
+ *
+ * Layout is NCHW float32, contiguous. Shapes are stated in a comment above
+ * each pair: `in (N,C,H,W)` means N images of C channels of H x W.
+ *
+ * Conventions shared by every op:
+ *  - forward writes (=) its outputs;
+ *  - backward ACCUMULATES (+=) into every gradient buffer it is given, so a
+ *    node used twice, or a parameter shared, sums its gradients. Any gradient
+ *    pointer may be NULL, and that gradient is then not computed at all
+ *    (frozen parameters, inputs that need no gradient);
+ *  - functions that need scratch memory take an nb_workspace and return 0 or
+ *    NB_ENOMEM; the others return nothing;
+ *  - work is split over the batch with OpenMP (static schedule); BLAS calls
+ *    inside a parallel region run single-threaded; reductions over the batch
+ *    (weight gradients, BatchNorm statistics) are done in a fixed order, so a
+ *    result is bit-identical for a given thread count.
+ *
+ * Numerics follow PyTorch: the same padding rules, the same pooling windows,
+ * BatchNorm with biased batch variance for normalisation and unbiased
+ * variance for the running estimate.
+ *
+ * What this file deliberately does not do: allocate activations, know about
+ * graphs or names. The network graph (net.h) owns memory and calls these.
+ */
+#ifndef NASTY_BENCH_OPS_H
+#define NASTY_BENCH_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rng.h"
+
+/*
+ * A growable scratch buffer. Reserve before a parallel region, then split it
+ * between threads (nb_workspace_threads() slices). Never reserve inside a
+ * parallel region. The owner frees it with nb_workspace_free.
+ */
+typedef struct nb_workspace {
+	float *buf;
+	size_t cap; /* floats */
+} nb_workspace;
+
+/* Returns a buffer of at least n floats (contents undefined) or NULL. */
+float *nb_workspace_reserve(nb_workspace *ws, size_t n);
+void nb_workspace_free(nb_workspace *ws);
+/* The number of OpenMP threads a parallel region here will use. */
+int nb_workspace_threads(void);
+
+/* ---- convolution --------------------------------------------------------
+ * in (N,C,H,W), w (K, C/groups, R, S), b (K) or NULL, out (N,K,P,Q) with
+ * P = (H + 2*pad_h - R) / stride_h + 1, Q likewise. Zero padding. groups
+ * divides C and K; groups == C == K is a depthwise convolution.
+ */
+typedef struct nb_conv2d_shape {
+	int N, C, H, W;
+	int K, R, S;
+	int stride_h, stride_w;
+	int pad_h, pad_w;
+	int groups;
+	int P, Q; /* output size: fill with nb_conv2d_shape_finish */
+} nb_conv2d_shape;
+
+/* Computes P and Q; returns NB_EINVAL if the shape is impossible. */
+int nb_conv2d_shape_finish(nb_conv2d_shape *s);
+int nb_conv2d_forward(float *out, const float *in, const float *w,
+		      const float *b, const nb_conv2d_shape *s,
+		      nb_workspace *ws);
+/* din (N,C,H,W), dw (K,C/groups,R,S), db (K); each may be NULL. */
+int nb_conv2d_backward(float *din, float *dw, float *db, const float *dout,
+		       const float *in, const float *w,
+		       const nb_conv2d_shape *s, nb_workspace *ws);
+
+/* ---- linear -------------------------------------------------------------
+ * in (N,I), w (O,I) as PyTorch stores it, b (O) or NULL, out (N,O):
+ * out = in * w^T + b.
+ */
+void nb_linear_forward(float *out, const float *in, const float *w,
+		       const float *b, int N, int I, int O);
+void nb_linear_backward(float *din, float *dw, float *db, const float *dout,
+			const float *in, const float *w, int N, int I, int O);
+
+/* ---- batch normalisation ------------------------------------------------
+ * in, out (N,C,L) where L = H*W for BatchNorm2d and L = 1 (or the sequence
+ * length) for BatchNorm1d. gamma, beta (C) or NULL (affine=False).
+ *
+ * Training: normalise with the batch mean and the biased batch variance;
+ * save mean and 1/sqrt(var+eps) per channel for backward; update
+ * running_mean/var (if not NULL) as r = (1-momentum)*r + momentum*stat with
+ * the UNBIASED variance (N*L/(N*L-1)). Needs N*L > 1 (PyTorch refuses it too):
+ * returns NB_EINVAL otherwise.
+ * Evaluation: normalise with running_mean/running_var.
+ */
+int nb_batchnorm_forward_train(float *out, float *save_mean,
+			       float *save_invstd, float *running_mean,
+			       float *running_var, const float *in,
+			       const float *gamma, const float *beta, int N,
+			       int C, int L, float momentum, float eps);
+void nb_batchnorm_forward_eval(float *out, const float *in,
+			       const float *gamma, const float *beta,
+			       const float *running_mean,
+			       const float *running_var, int N, int C, int L,
+			       float eps);
+/* Backward of the training-mode forward (batch statistics depend on in). */
+void nb_batchnorm_backward_train(float *din, float *dgamma, float *dbeta,
+				 const float *dout, const float *in,
+				 const float *save_mean,
+				 const float *save_invstd, const float *gamma,
+				 int N, int C, int L);
+/* Backward of the eval-mode forward (running statistics are constants). */
+void nb_batchnorm_backward_eval(float *din, float *dgamma, float *dbeta,
+				const float *dout, const float *in,
+				const float *gamma, const float *running_mean,
+				const float *running_var, int N, int C, int L,
+				float eps);
+
+/* ---- element-wise activations (n elements) -------------------------------
+ * Backward takes the forward input `in` (relu, relu6, leaky relu) or the
+ * forward output `out` (tanh). At the kinks the gradient is PyTorch's:
+ * relu'(0) = 0, relu6'(0) = relu6'(6) = 0, leaky'(0) = slope.
+ */
+void nb_relu_forward(float *out, const float *in, size_t n);
+void nb_relu_backward(float *din, const float *dout, const float *in,
+		      size_t n);
+void nb_relu6_forward(float *out, const float *in, size_t n);
+void nb_relu6_backward(float *din, const float *dout, const float *in,
+		       size_t n);
+void nb_leaky_relu_forward(float *out, const float *in, size_t n,
+			   float slope);
+void nb_leaky_relu_backward(float *din, const float *dout, const float *in,
+			    size_t n, float slope);
+void nb_tanh_forward(float *out, const float *in, size_t n);
+void nb_tanh_backward(float *din, const float *dout, const float *out,
+		      size_t n);
+
+/* ---- pooling -------------------------------------------------------------
+ * in (N,C,H,W), out (N,C,P,Q), P = (H + 2*pad - k) / stride + 1 (floor mode).
+ * Max pooling pads with -inf and records the flat input index (h*W+w within
+ * the plane) of each maximum in argmax (N,C,P,Q); the first maximum wins
+ * ties, as PyTorch. Avg pooling counts padding in the divisor
+ * (count_include_pad=True, PyTorch's default).
+ */
+void nb_maxpool2d_forward(float *out, int32_t *argmax, const float *in,
+			  int N, int C, int H, int W, int k, int stride,
+			  int pad);
+void nb_maxpool2d_backward(float *din, const float *dout,
+			   const int32_t *argmax, int N, int C, int H, int W,
+			   int P, int Q);
+void nb_avgpool2d_forward(float *out, const float *in, int N, int C, int H,
+			  int W, int k, int stride, int pad);
+void nb_avgpool2d_backward(float *din, const float *dout, int N, int C,
+			   int H, int W, int k, int stride, int pad);
+/* Adaptive average pooling to (P,Q) with PyTorch's windows:
+ * rows [floor(i*H/P), ceil((i+1)*H/P)). */
+void nb_adaptive_avgpool2d_forward(float *out, const float *in, int N, int C,
+				   int H, int W, int P, int Q);
+void nb_adaptive_avgpool2d_backward(float *din, const float *dout, int N,
+				    int C, int H, int W, int P, int Q);
+
+/* ---- structure -----------------------------------------------------------
+ * add: out = a + b, n elements (residual connections).
+ */
+void nb_add_forward(float *out, const float *a, const float *b, size_t n);
+void nb_add_backward(float *da, float *db, const float *dout, size_t n);
+
+/* concat along channels: inputs k = 0..n_in-1, each (N, C_k, L); out
+ * (N, sum C_k, L) in input order. */
+void nb_concat_forward(float *out, const float *const *in, const int *C,
+		       int n_in, int N, int L);
+void nb_concat_backward(float *const *din, const float *dout, const int *C,
+			int n_in, int N, int L);
+
+/* channel slice: in (N,C,L), out (N,len,L) = channels [start, start+len). */
+void nb_channel_slice_forward(float *out, const float *in, int N, int C,
+			      int L, int start, int len);
+void nb_channel_slice_backward(float *din, const float *dout, int N, int C,
+			       int L, int start, int len);
+
+/* channel shuffle (ShuffleNet): in, out (N,C,L), C = groups * m; viewed as
+ * (groups, m) and transposed: out channel j*groups + g = in channel g*m + j. */
+void nb_channel_shuffle_forward(float *out, const float *in, int N, int C,
+				int L, int groups);
+void nb_channel_shuffle_backward(float *din, const float *dout, int N, int C,
+				 int L, int groups);
+
+/* nearest upsampling by an integer factor: in (N,C,H,W), out (N,C,sH,sW). */
+void nb_upsample_nearest_forward(float *out, const float *in, int N, int C,
+				 int H, int W, int scale);
+void nb_upsample_nearest_backward(float *din, const float *dout, int N,
+				  int C, int H, int W, int scale);
+
+/* dropout (inverted, as PyTorch): in training keep each element with
+ * probability 1-p and scale it by 1/(1-p); mask (n) records the factor
+ * applied (0 or 1/(1-p)). p == 0 copies. p == 1 zeroes. */
+void nb_dropout_forward(float *out, float *mask, const float *in, size_t n,
+			float p, nb_rng *rng);
+void nb_dropout_backward(float *din, const float *dout, const float *mask,
+			 size_t n);
+
+#endif

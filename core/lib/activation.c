@@ -1,0 +1,1 @@
+/* activation.c - not written yet. */

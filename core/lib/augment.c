@@ -1,0 +1,1 @@
+/* augment.c - not written yet. */

@@ -1,0 +1,1 @@
+/* batchnorm.c - not written yet. */

@@ -1,0 +1,1 @@
+/* conv2d.c - not written yet. */

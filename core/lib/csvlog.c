@@ -1,0 +1,1 @@
+/* csvlog.c - not written yet. */

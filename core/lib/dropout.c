@@ -1,0 +1,1 @@
+/* dropout.c - not written yet. */

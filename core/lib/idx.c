@@ -1,0 +1,1 @@
+/* idx.c - not written yet. */

@@ -1,0 +1,1 @@
+/* loss.c - not written yet. */

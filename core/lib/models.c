@@ -1,0 +1,1 @@
+/* models.c - not written yet. */

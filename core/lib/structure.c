@@ -1,0 +1,1 @@
+/* structure.c - not written yet. */

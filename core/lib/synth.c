@@ -1,0 +1,1 @@
+/* synth.c - not written yet. */

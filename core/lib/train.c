@@ -1,0 +1,1 @@
+/* train.c - not written yet. */
