@@ -1,2 +1,165 @@
-/* main.c */
-int main(void){return 0;}
+/*
+ * main.c - the nasty-bench program: dispatches subcommands and holds the
+ * argument helpers they share.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+#include <omp.h>
+
+#include "cli.h"
+#include "config.h"
+
+void cli_error(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("nasty-bench: error: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+}
+
+void cli_args_init(cli_args *a, int argc, char **argv)
+{
+	memset(a, 0, sizeof *a);
+	a->argc = argc;
+	a->argv = argv;
+	a->i = 0;
+}
+
+int cli_next(cli_args *a)
+{
+	if (++a->i >= a->argc)
+		return 0;
+	const char *arg = a->argv[a->i];
+	if (strncmp(arg, "--", 2) != 0 || !arg[2]) {
+		cli_error("unexpected argument '%s' (options start with --)", arg);
+		return -1;
+	}
+	const char *eq = strchr(arg, '=');
+	if (eq) {
+		size_t n = (size_t)(eq - arg - 2);
+		if (n >= sizeof a->buf)
+			n = sizeof a->buf - 1;
+		memcpy(a->buf, arg + 2, n);
+		a->buf[n] = 0;
+		a->key = a->buf;
+		a->value = eq + 1;
+	} else {
+		a->key = arg + 2;
+		a->value = NULL;
+	}
+	return 1;
+}
+
+const char *cli_value(cli_args *a)
+{
+	if (a->value)
+		return a->value;
+	if (a->i + 1 >= a->argc) {
+		cli_error("--%s needs a value", a->key);
+		return NULL;
+	}
+	a->value = a->argv[++a->i];
+	return a->value;
+}
+
+int cli_int(cli_args *a, int lo, int hi, int *out)
+{
+	const char *v = cli_value(a);
+	if (!v)
+		return -1;
+	char *end;
+	errno = 0;
+	long x = strtol(v, &end, 10);
+	if (errno || end == v || *end || x < lo || x > hi) {
+		cli_error("--%s: '%s' is not a whole number in [%d, %d]", a->key,
+			  v, lo, hi);
+		return -1;
+	}
+	*out = (int)x;
+	return 0;
+}
+
+int cli_float(cli_args *a, double lo, double hi, float *out)
+{
+	const char *v = cli_value(a);
+	if (!v)
+		return -1;
+	char *end;
+	errno = 0;
+	double x = strtod(v, &end);
+	if (errno || end == v || *end || !(x >= lo && x <= hi)) {
+		cli_error("--%s: '%s' is not a number in [%g, %g]", a->key, v, lo,
+			  hi);
+		return -1;
+	}
+	*out = (float)x;
+	return 0;
+}
+
+int cli_u64(cli_args *a, uint64_t *out)
+{
+	const char *v = cli_value(a);
+	if (!v)
+		return -1;
+	char *end;
+	errno = 0;
+	unsigned long long x = strtoull(v, &end, 10);
+	if (errno || end == v || *end || v[0] == '-') {
+		cli_error("--%s: '%s' is not a non-negative whole number", a->key,
+			  v);
+		return -1;
+	}
+	*out = x;
+	return 0;
+}
+
+void cli_set_threads(int threads)
+{
+	if (threads <= 0)
+		threads = omp_get_num_procs();
+	omp_set_num_threads(threads);
+	openblas_set_num_threads(threads);
+}
+
+static void usage(FILE *f)
+{
+	fputs("usage: nasty-bench COMMAND [OPTIONS]\n"
+	      "\n"
+	      "commands:\n"
+	      "  train    train one model on a dataset (see: nasty-bench train --help)\n"
+	      "  bench    measure training and inference speed (nasty-bench bench --help)\n"
+	      "\n"
+	      "  --help, --version\n",
+	      f);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	const char *cmd = argv[1];
+	if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+		usage(stdout);
+		return 0;
+	}
+	if (!strcmp(cmd, "--version")) {
+		printf("nasty-bench %s\n", PACKAGE_VERSION);
+		return 0;
+	}
+	if (!strcmp(cmd, "train"))
+		return cmd_train(argc - 1, argv + 1);
+	if (!strcmp(cmd, "bench"))
+		return cmd_bench(argc - 1, argv + 1);
+	cli_error("unknown command '%s' (try: nasty-bench --help)", cmd);
+	return 2;
+}

@@ -1,1 +1,1108 @@
-/* net.c - not written yet. */
+/*
+ * net.c - the network graph: nodes in topological order, one parameter
+ * block, forward with cached activations, backward from injected gradients.
+ *
+ * Every node keeps its output for the whole batch (backward needs them) and,
+ * only once a gradient reaches it, a gradient buffer of the same size. A
+ * node's gradient buffer is zeroed lazily at its first use after a forward,
+ * so a backward touches only what the injected gradients reach.
+ *
+ * What it deliberately does not do: schedule ops out of order, free
+ * activations early, or fuse ops. Those belong to a separate inference path.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "net.h"
+
+typedef struct nb_node {
+	enum nb_node_kind kind;
+	char name[NB_NAME_LEN];
+	int in[NB_MAX_INPUTS];
+	int n_in;
+	int c, h, w; /* per-sample output shape */
+	size_t size; /* c*h*w */
+
+	/* attributes (each kind reads its own) */
+	int k, stride, pad, groups, bias, scale, start, len, affine;
+	float slope, p, eps, momentum;
+	enum nb_init init;
+	nb_conv2d_shape conv;
+	double macs;
+
+	/* parameter indices into net->params, -1 if absent */
+	int p_weight, p_bias, p_rmean, p_rvar;
+
+	/* buffers for the current batch */
+	float *out, *grad;
+	int grad_live;
+	float *save_mean, *save_invstd; /* batchnorm (C) */
+	int32_t *argmax;                /* maxpool */
+	float *mask;                    /* dropout */
+	int needs_grad;                 /* set at each backward */
+} nb_node;
+
+struct nb_net {
+	nb_node *nodes;
+	int n_nodes, cap_nodes;
+	nb_param *params;
+	nb_param **param_ptrs;
+	int n_params, cap_params;
+	float *param_block, *grad_block;
+	int finalized;
+	int training;
+	int alloc_n;  /* batch size the buffers hold */
+	int cur_n;    /* batch size of the last forward */
+	int grads_alloc_n;
+	nb_workspace ws;
+	nb_rng dropout_rng;
+};
+
+/* ---- building ------------------------------------------------------------ */
+
+nb_net *nb_net_new(int c, int h, int w)
+{
+	if (c <= 0 || h <= 0 || w <= 0)
+		return NULL;
+	nb_net *net = calloc(1, sizeof *net);
+	if (!net)
+		return NULL;
+	net->training = 1;
+	nb_rng_seed(&net->dropout_rng, 0, NB_RNG_DROPOUT);
+	nb_node *in = NULL;
+	net->cap_nodes = 64;
+	net->nodes = calloc((size_t)net->cap_nodes, sizeof *net->nodes);
+	if (!net->nodes) {
+		free(net);
+		return NULL;
+	}
+	in = &net->nodes[0];
+	in->kind = NB_NODE_INPUT;
+	strcpy(in->name, "input");
+	in->c = c;
+	in->h = h;
+	in->w = w;
+	in->size = (size_t)c * h * w;
+	in->p_weight = in->p_bias = in->p_rmean = in->p_rvar = -1;
+	net->n_nodes = 1;
+	return net;
+}
+
+static void node_free_buffers(nb_node *n)
+{
+	free(n->out);
+	free(n->grad);
+	free(n->save_mean);
+	free(n->save_invstd);
+	free(n->argmax);
+	free(n->mask);
+	n->out = n->grad = n->save_mean = n->save_invstd = n->mask = NULL;
+	n->argmax = NULL;
+}
+
+void nb_net_free(nb_net *net)
+{
+	if (!net)
+		return;
+	for (int i = 0; i < net->n_nodes; i++)
+		node_free_buffers(&net->nodes[i]);
+	free(net->nodes);
+	free(net->params);
+	free(net->param_ptrs);
+	free(net->param_block);
+	free(net->grad_block);
+	nb_workspace_free(&net->ws);
+	free(net);
+}
+
+static int check_input(nb_net *net, int in, char *err)
+{
+	if (net->finalized)
+		return nb_errorf(err, NB_EINVAL,
+				 "network is finalised; no node can be added");
+	if (in < 0 || in >= net->n_nodes)
+		return nb_errorf(err, NB_EINVAL, "node %d does not exist", in);
+	return 0;
+}
+
+/* Appends a node of `kind` reading `in`; returns it or NULL (err set). */
+static nb_node *add_node(nb_net *net, enum nb_node_kind kind, const int *in,
+			 int n_in, const char *name, char *err)
+{
+	for (int i = 0; i < n_in; i++)
+		if (check_input(net, in[i], err) < 0)
+			return NULL;
+	if (net->n_nodes == net->cap_nodes) {
+		int cap = net->cap_nodes * 2;
+		nb_node *nodes = realloc(net->nodes, (size_t)cap * sizeof *nodes);
+		if (!nodes) {
+			nb_errorf(err, NB_ENOMEM, "out of memory building network");
+			return NULL;
+		}
+		net->nodes = nodes;
+		net->cap_nodes = cap;
+	}
+	nb_node *n = &net->nodes[net->n_nodes];
+	memset(n, 0, sizeof *n);
+	n->kind = kind;
+	n->n_in = n_in;
+	for (int i = 0; i < n_in; i++)
+		n->in[i] = in[i];
+	n->p_weight = n->p_bias = n->p_rmean = n->p_rvar = -1;
+	if (name)
+		snprintf(n->name, sizeof n->name, "%s", name);
+	/* default: shape of the first input */
+	const nb_node *src = &net->nodes[in[0]];
+	n->c = src->c;
+	n->h = src->h;
+	n->w = src->w;
+	n->size = src->size;
+	return n;
+}
+
+static int commit_node(nb_net *net, nb_node *n)
+{
+	n->size = (size_t)n->c * n->h * n->w;
+	return net->n_nodes++;
+}
+
+static int add_param(nb_net *net, const char *prefix, const char *suffix,
+		     enum nb_param_role role, int ndim, const int *shape,
+		     char *err)
+{
+	if (net->n_params == net->cap_params) {
+		int cap = net->cap_params ? net->cap_params * 2 : 64;
+		nb_param *p = realloc(net->params, (size_t)cap * sizeof *p);
+		if (!p)
+			return nb_errorf(err, NB_ENOMEM,
+					 "out of memory building network");
+		net->params = p;
+		net->cap_params = cap;
+	}
+	nb_param *p = &net->params[net->n_params];
+	memset(p, 0, sizeof *p);
+	if (prefix && *prefix)
+		snprintf(p->name, sizeof p->name, "%s.%s", prefix, suffix);
+	else
+		snprintf(p->name, sizeof p->name, "%s", suffix);
+	p->role = role;
+	p->ndim = ndim;
+	p->size = 1;
+	for (int i = 0; i < ndim; i++) {
+		p->shape[i] = shape[i];
+		p->size *= (size_t)shape[i];
+	}
+	return net->n_params++;
+}
+
+int nb_net_add_conv2d(nb_net *net, int in, const char *name, int out_c,
+		      int kernel, int stride, int pad, int groups, int bias,
+		      enum nb_init init, char *err)
+{
+	nb_node *n = add_node(net, NB_NODE_CONV2D, &in, 1, name, err);
+	if (!n)
+		return NB_EINVAL;
+	const nb_node *src = &net->nodes[in];
+	nb_conv2d_shape s = {.N = 1, .C = src->c, .H = src->h, .W = src->w,
+			     .K = out_c, .R = kernel, .S = kernel,
+			     .stride_h = stride, .stride_w = stride,
+			     .pad_h = pad, .pad_w = pad, .groups = groups};
+	if (out_c <= 0 || kernel <= 0 || stride <= 0 || pad < 0 ||
+	    groups <= 0 || src->c % groups || out_c % groups)
+		return nb_errorf(err, NB_EINVAL,
+				 "conv %s: bad parameters (in %d, out %d, kernel %d, stride %d, pad %d, groups %d)",
+				 name, src->c, out_c, kernel, stride, pad,
+				 groups);
+	if (nb_conv2d_shape_finish(&s) < 0 || s.P <= 0 || s.Q <= 0)
+		return nb_errorf(err, NB_EINVAL,
+				 "conv %s: kernel %d does not fit the %dx%d input (pad %d)",
+				 name, kernel, src->h, src->w, pad);
+	n->conv = s;
+	n->k = kernel;
+	n->stride = stride;
+	n->pad = pad;
+	n->groups = groups;
+	n->bias = bias;
+	n->init = init;
+	n->c = out_c;
+	n->h = s.P;
+	n->w = s.Q;
+	n->macs = (double)out_c * s.P * s.Q * (src->c / groups) * kernel *
+		  kernel;
+	int wshape[4] = {out_c, src->c / groups, kernel, kernel};
+	int rc = add_param(net, name, "weight", NB_PARAM_WEIGHT, 4, wshape, err);
+	if (rc < 0)
+		return rc;
+	n->p_weight = rc;
+	if (bias) {
+		rc = add_param(net, name, "bias", NB_PARAM_WEIGHT, 1, &out_c, err);
+		if (rc < 0)
+			return rc;
+		n->p_bias = rc;
+	}
+	return commit_node(net, n);
+}
+
+int nb_net_add_linear(nb_net *net, int in, const char *name, int out,
+		      int bias, enum nb_init init, char *err)
+{
+	nb_node *n = add_node(net, NB_NODE_LINEAR, &in, 1, name, err);
+	if (!n)
+		return NB_EINVAL;
+	const nb_node *src = &net->nodes[in];
+	if (out <= 0)
+		return nb_errorf(err, NB_EINVAL, "linear %s: %d outputs", name,
+				 out);
+	int I = (int)src->size;
+	n->bias = bias;
+	n->init = init;
+	n->c = out;
+	n->h = n->w = 1;
+	n->macs = (double)I * out;
+	int wshape[2] = {out, I};
+	int rc = add_param(net, name, "weight", NB_PARAM_WEIGHT, 2, wshape, err);
+	if (rc < 0)
+		return rc;
+	n->p_weight = rc;
+	if (bias) {
+		rc = add_param(net, name, "bias", NB_PARAM_WEIGHT, 1, &out, err);
+		if (rc < 0)
+			return rc;
+		n->p_bias = rc;
+	}
+	return commit_node(net, n);
+}
+
+int nb_net_add_batchnorm(nb_net *net, int in, const char *name, float eps,
+			 float momentum, int affine, char *err)
+{
+	nb_node *n = add_node(net, NB_NODE_BATCHNORM, &in, 1, name, err);
+	if (!n)
+		return NB_EINVAL;
+	if (!(eps > 0) || !(momentum >= 0 && momentum <= 1))
+		return nb_errorf(err, NB_EINVAL,
+				 "batchnorm %s: eps %g / momentum %g out of range",
+				 name, eps, momentum);
+	n->eps = eps;
+	n->momentum = momentum;
+	n->affine = affine;
+	int C = n->c, rc;
+	if (affine) {
+		rc = add_param(net, name, "weight", NB_PARAM_WEIGHT, 1, &C, err);
+		if (rc < 0)
+			return rc;
+		n->p_weight = rc;
+		rc = add_param(net, name, "bias", NB_PARAM_WEIGHT, 1, &C, err);
+		if (rc < 0)
+			return rc;
+		n->p_bias = rc;
+	}
+	rc = add_param(net, name, "running_mean", NB_PARAM_BUFFER, 1, &C, err);
+	if (rc < 0)
+		return rc;
+	n->p_rmean = rc;
+	rc = add_param(net, name, "running_var", NB_PARAM_BUFFER, 1, &C, err);
+	if (rc < 0)
+		return rc;
+	n->p_rvar = rc;
+	return commit_node(net, n);
+}
+
+static int add_simple(nb_net *net, enum nb_node_kind kind, int in, char *err)
+{
+	nb_node *n = add_node(net, kind, &in, 1, NULL, err);
+	if (!n)
+		return NB_EINVAL;
+	return commit_node(net, n);
+}
+
+int nb_net_add_relu(nb_net *net, int in, char *err)
+{
+	return add_simple(net, NB_NODE_RELU, in, err);
+}
+
+int nb_net_add_relu6(nb_net *net, int in, char *err)
+{
+	return add_simple(net, NB_NODE_RELU6, in, err);
+}
+
+int nb_net_add_tanh(nb_net *net, int in, char *err)
+{
+	return add_simple(net, NB_NODE_TANH, in, err);
+}
+
+int nb_net_add_leaky_relu(nb_net *net, int in, float slope, char *err)
+{
+	nb_node *n = add_node(net, NB_NODE_LEAKY_RELU, &in, 1, NULL, err);
+	if (!n)
+		return NB_EINVAL;
+	n->slope = slope;
+	return commit_node(net, n);
+}
+
+static int add_pool(nb_net *net, enum nb_node_kind kind, int in, int k,
+		    int stride, int pad, char *err)
+{
+	nb_node *n = add_node(net, kind, &in, 1, NULL, err);
+	if (!n)
+		return NB_EINVAL;
+	if (k <= 0 || stride <= 0 || pad < 0 || 2 * pad > k)
+		return nb_errorf(err, NB_EINVAL,
+				 "pooling: bad kernel %d / stride %d / pad %d",
+				 k, stride, pad);
+	int P = (n->h + 2 * pad - k) / stride + 1;
+	int Q = (n->w + 2 * pad - k) / stride + 1;
+	if (n->h + 2 * pad < k || n->w + 2 * pad < k)
+		return nb_errorf(err, NB_EINVAL,
+				 "pooling: kernel %d larger than the %dx%d input",
+				 k, n->h, n->w);
+	n->k = k;
+	n->stride = stride;
+	n->pad = pad;
+	n->h = P;
+	n->w = Q;
+	return commit_node(net, n);
+}
+
+int nb_net_add_maxpool(nb_net *net, int in, int k, int stride, int pad,
+		       char *err)
+{
+	return add_pool(net, NB_NODE_MAXPOOL, in, k, stride, pad, err);
+}
+
+int nb_net_add_avgpool(nb_net *net, int in, int k, int stride, int pad,
+		       char *err)
+{
+	return add_pool(net, NB_NODE_AVGPOOL, in, k, stride, pad, err);
+}
+
+int nb_net_add_adaptive_avgpool(nb_net *net, int in, int out_h, int out_w,
+				char *err)
+{
+	nb_node *n = add_node(net, NB_NODE_ADAPTIVE_AVGPOOL, &in, 1, NULL, err);
+	if (!n)
+		return NB_EINVAL;
+	if (out_h <= 0 || out_w <= 0)
+		return nb_errorf(err, NB_EINVAL,
+				 "adaptive pooling to %dx%d", out_h, out_w);
+	n->h = out_h;
+	n->w = out_w;
+	return commit_node(net, n);
+}
+
+int nb_net_add_add(nb_net *net, int a, int b, char *err)
+{
+	int in[2] = {a, b};
+	nb_node *n = add_node(net, NB_NODE_ADD, in, 2, NULL, err);
+	if (!n)
+		return NB_EINVAL;
+	const nb_node *na = &net->nodes[a], *nb = &net->nodes[b];
+	if (na->c != nb->c || na->h != nb->h || na->w != nb->w)
+		return nb_errorf(err, NB_EINVAL,
+				 "add: shapes differ (%dx%dx%d vs %dx%dx%d)",
+				 na->c, na->h, na->w, nb->c, nb->h, nb->w);
+	return commit_node(net, n);
+}
+
+int nb_net_add_concat(nb_net *net, const int *in, int n_in, char *err)
+{
+	if (n_in < 1 || n_in > NB_MAX_INPUTS)
+		return nb_errorf(err, NB_EINVAL, "concat of %d inputs", n_in);
+	nb_node *n = add_node(net, NB_NODE_CONCAT, in, n_in, NULL, err);
+	if (!n)
+		return NB_EINVAL;
+	int c = 0;
+	for (int i = 0; i < n_in; i++) {
+		const nb_node *s = &net->nodes[in[i]];
+		if (s->h != n->h || s->w != n->w)
+			return nb_errorf(err, NB_EINVAL,
+					 "concat: spatial sizes differ (%dx%d vs %dx%d)",
+					 s->h, s->w, n->h, n->w);
+		c += s->c;
+	}
+	n->c = c;
+	return commit_node(net, n);
+}
+
+int nb_net_add_slice(nb_net *net, int in, int start, int len, char *err)
+{
+	nb_node *n = add_node(net, NB_NODE_SLICE, &in, 1, NULL, err);
+	if (!n)
+		return NB_EINVAL;
+	if (start < 0 || len <= 0 || start + len > n->c)
+		return nb_errorf(err, NB_EINVAL,
+				 "slice [%d, %d) of %d channels", start,
+				 start + len, n->c);
+	n->start = start;
+	n->len = len;
+	n->c = len;
+	return commit_node(net, n);
+}
+
+int nb_net_add_shuffle(nb_net *net, int in, int groups, char *err)
+{
+	nb_node *n = add_node(net, NB_NODE_SHUFFLE, &in, 1, NULL, err);
+	if (!n)
+		return NB_EINVAL;
+	if (groups <= 0 || n->c % groups)
+		return nb_errorf(err, NB_EINVAL,
+				 "channel shuffle: %d groups do not divide %d channels",
+				 groups, n->c);
+	n->groups = groups;
+	return commit_node(net, n);
+}
+
+int nb_net_add_upsample(nb_net *net, int in, int scale, char *err)
+{
+	nb_node *n = add_node(net, NB_NODE_UPSAMPLE, &in, 1, NULL, err);
+	if (!n)
+		return NB_EINVAL;
+	if (scale <= 0)
+		return nb_errorf(err, NB_EINVAL, "upsample by %d", scale);
+	n->scale = scale;
+	n->h *= scale;
+	n->w *= scale;
+	return commit_node(net, n);
+}
+
+int nb_net_add_flatten(nb_net *net, int in, char *err)
+{
+	nb_node *n = add_node(net, NB_NODE_FLATTEN, &in, 1, NULL, err);
+	if (!n)
+		return NB_EINVAL;
+	n->c = (int)n->size;
+	n->h = n->w = 1;
+	return commit_node(net, n);
+}
+
+int nb_net_add_dropout(nb_net *net, int in, float p, char *err)
+{
+	nb_node *n = add_node(net, NB_NODE_DROPOUT, &in, 1, NULL, err);
+	if (!n)
+		return NB_EINVAL;
+	if (!(p >= 0 && p <= 1))
+		return nb_errorf(err, NB_EINVAL, "dropout p %g not in [0,1]", p);
+	n->p = p;
+	return commit_node(net, n);
+}
+
+/* ---- initialisation --------------------------------------------------------- */
+
+static void fill_uniform(float *x, size_t n, double bound, nb_rng *rng)
+{
+	for (size_t i = 0; i < n; i++)
+		x[i] = (float)((2.0 * nb_rng_uniform(rng) - 1.0) * bound);
+}
+
+static void fill_normal(float *x, size_t n, double std, nb_rng *rng)
+{
+	for (size_t i = 0; i < n; i++)
+		x[i] = (float)(std * nb_rng_normal(rng));
+}
+
+static void fill_const(float *x, size_t n, float v)
+{
+	for (size_t i = 0; i < n; i++)
+		x[i] = v;
+}
+
+/* Fans as torch.nn.init._calculate_fan_in_and_fan_out computes them. */
+static void init_layer(nb_net *net, const nb_node *n, nb_rng *rng)
+{
+	nb_param *w = &net->params[n->p_weight];
+	size_t receptive = w->ndim == 4 ? (size_t)w->shape[2] * w->shape[3] : 1;
+	double fan_in = (double)w->shape[1] * receptive;
+	double fan_out = (double)w->shape[0] * receptive;
+	double bias_bound = fan_in > 0 ? 1.0 / sqrt(fan_in) : 0;
+	int bias_default = 0;
+	switch (n->init) {
+	case NB_INIT_DEFAULT:
+		/* kaiming_uniform(a=sqrt(5)): bound = 1/sqrt(fan_in) */
+		fill_uniform(w->data, w->size, 1.0 / sqrt(fan_in), rng);
+		bias_default = 1;
+		break;
+	case NB_INIT_KAIMING_FAN_OUT:
+		fill_normal(w->data, w->size, sqrt(2.0 / fan_out), rng);
+		break;
+	case NB_INIT_KAIMING_FAN_IN:
+		fill_normal(w->data, w->size, sqrt(2.0 / fan_in), rng);
+		break;
+	case NB_INIT_NORMAL_FAN_OUT:
+		fill_normal(w->data, w->size, sqrt(2.0 / fan_out), rng);
+		bias_default = 1;
+		break;
+	}
+	if (n->p_bias >= 0) {
+		nb_param *b = &net->params[n->p_bias];
+		if (bias_default)
+			fill_uniform(b->data, b->size, bias_bound, rng);
+		else
+			fill_const(b->data, b->size, 0.0f);
+	}
+}
+
+int nb_net_finalize(nb_net *net, uint64_t seed, char *err)
+{
+	if (net->finalized)
+		return nb_errorf(err, NB_EINVAL, "network already finalised");
+	size_t total = 0, total_grad = 0;
+	for (int i = 0; i < net->n_params; i++) {
+		total += net->params[i].size;
+		if (net->params[i].role == NB_PARAM_WEIGHT)
+			total_grad += net->params[i].size;
+	}
+	net->param_block = calloc(total ? total : 1, sizeof(float));
+	net->grad_block = calloc(total_grad ? total_grad : 1, sizeof(float));
+	net->param_ptrs = calloc((size_t)net->n_params + 1, sizeof(nb_param *));
+	if (!net->param_block || !net->grad_block || !net->param_ptrs)
+		return nb_errorf(err, NB_ENOMEM,
+				 "out of memory for %zu parameters", total);
+	size_t off = 0, goff = 0;
+	for (int i = 0; i < net->n_params; i++) {
+		nb_param *p = &net->params[i];
+		p->data = net->param_block + off;
+		off += p->size;
+		if (p->role == NB_PARAM_WEIGHT) {
+			p->grad = net->grad_block + goff;
+			goff += p->size;
+		}
+		net->param_ptrs[i] = p;
+	}
+	nb_rng rng;
+	nb_rng_seed(&rng, seed, NB_RNG_INIT);
+	for (int i = 1; i < net->n_nodes; i++) {
+		const nb_node *n = &net->nodes[i];
+		if (n->kind == NB_NODE_CONV2D || n->kind == NB_NODE_LINEAR)
+			init_layer(net, n, &rng);
+		if (n->kind == NB_NODE_BATCHNORM) {
+			if (n->affine) {
+				nb_param *g = &net->params[n->p_weight];
+				fill_const(g->data, g->size, 1.0f);
+				/* bias already 0 */
+			}
+			nb_param *rv = &net->params[n->p_rvar];
+			fill_const(rv->data, rv->size, 1.0f);
+		}
+	}
+	net->finalized = 1;
+	return 0;
+}
+
+/* ---- queries ----------------------------------------------------------------- */
+
+int nb_net_nodes(const nb_net *net)
+{
+	return net->n_nodes;
+}
+
+int nb_net_output_node(const nb_net *net)
+{
+	return net->n_nodes - 1;
+}
+
+void nb_net_node_shape(const nb_net *net, int node, int *c, int *h, int *w)
+{
+	const nb_node *n = &net->nodes[node];
+	if (c)
+		*c = n->c;
+	if (h)
+		*h = n->h;
+	if (w)
+		*w = n->w;
+}
+
+enum nb_node_kind nb_net_node_kind(const nb_net *net, int node)
+{
+	return net->nodes[node].kind;
+}
+
+const char *nb_net_node_name(const nb_net *net, int node)
+{
+	return net->nodes[node].name;
+}
+
+double nb_net_node_macs(const nb_net *net, int node)
+{
+	return net->nodes[node].macs;
+}
+
+int nb_net_params(const nb_net *net, nb_param ***params)
+{
+	if (params)
+		*params = net->param_ptrs;
+	return net->n_params;
+}
+
+nb_param *nb_net_param(const nb_net *net, const char *name)
+{
+	for (int i = 0; i < net->n_params; i++)
+		if (strcmp(net->params[i].name, name) == 0)
+			return &net->params[i];
+	return NULL;
+}
+
+size_t nb_net_param_count(const nb_net *net)
+{
+	size_t n = 0;
+	for (int i = 0; i < net->n_params; i++)
+		if (net->params[i].role == NB_PARAM_WEIGHT)
+			n += net->params[i].size;
+	return n;
+}
+
+void nb_net_set_frozen(nb_net *net, int frozen)
+{
+	for (int i = 0; i < net->n_params; i++)
+		if (net->params[i].role == NB_PARAM_WEIGHT)
+			net->params[i].frozen = frozen;
+}
+
+void nb_net_set_training(nb_net *net, int training)
+{
+	net->training = training ? 1 : 0;
+}
+
+int nb_net_training(const nb_net *net)
+{
+	return net->training;
+}
+
+void nb_net_seed_dropout(nb_net *net, uint64_t seed)
+{
+	nb_rng_seed(&net->dropout_rng, seed, NB_RNG_DROPOUT);
+}
+
+/* ---- forward ----------------------------------------------------------------- */
+
+static void *xrealloc_free(void *old, size_t bytes)
+{
+	/* Contents need not survive a resize: free first keeps the peak low. */
+	free(old);
+	void *p = NULL;
+	if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0)
+		return NULL;
+	return p;
+}
+
+/* Makes sure every forward buffer holds n samples. */
+static int ensure_buffers(nb_net *net, int n, char *err)
+{
+	if (n <= net->alloc_n)
+		return 0;
+	for (int i = 0; i < net->n_nodes; i++) {
+		nb_node *nd = &net->nodes[i];
+		size_t elems = (size_t)n * nd->size;
+		/* flatten and the input could alias, but a copy keeps the
+		 * ownership rules simple; they are small next to convs */
+		nd->out = xrealloc_free(nd->out, elems * sizeof(float));
+		if (!nd->out)
+			goto oom;
+		if (nd->grad) {
+			free(nd->grad);
+			nd->grad = NULL;
+		}
+		nd->grad_live = 0;
+		if (nd->kind == NB_NODE_BATCHNORM && !nd->save_mean) {
+			nd->save_mean = malloc((size_t)nd->c * sizeof(float));
+			nd->save_invstd = malloc((size_t)nd->c * sizeof(float));
+			if (!nd->save_mean || !nd->save_invstd)
+				goto oom;
+		}
+		if (nd->kind == NB_NODE_MAXPOOL) {
+			nd->argmax = xrealloc_free(nd->argmax,
+						   elems * sizeof(int32_t));
+			if (!nd->argmax)
+				goto oom;
+		}
+		if (nd->kind == NB_NODE_DROPOUT) {
+			nd->mask = xrealloc_free(nd->mask, elems * sizeof(float));
+			if (!nd->mask)
+				goto oom;
+		}
+	}
+	net->alloc_n = n;
+	return 0;
+oom:
+	net->alloc_n = 0;
+	return nb_errorf(err, NB_ENOMEM,
+			 "out of memory for activations of batch %d", n);
+}
+
+static float *pdata(nb_net *net, int idx)
+{
+	return idx >= 0 ? net->params[idx].data : NULL;
+}
+
+static int node_forward(nb_net *net, nb_node *nd, int N, char *err)
+{
+	const nb_node *src = &net->nodes[nd->in[0]];
+	const float *x = src->out;
+	size_t n_elems = (size_t)N * nd->size;
+	switch (nd->kind) {
+	case NB_NODE_INPUT:
+		return 0;
+	case NB_NODE_CONV2D: {
+		nb_conv2d_shape s = nd->conv;
+		s.N = N;
+		int rc = nb_conv2d_forward(nd->out, x, pdata(net, nd->p_weight),
+					   pdata(net, nd->p_bias), &s, &net->ws);
+		if (rc < 0)
+			return nb_errorf(err, rc, "conv %s: out of memory",
+					 nd->name);
+		return 0;
+	}
+	case NB_NODE_LINEAR:
+		nb_linear_forward(nd->out, x, pdata(net, nd->p_weight),
+				  pdata(net, nd->p_bias), N, (int)src->size,
+				  nd->c);
+		return 0;
+	case NB_NODE_BATCHNORM: {
+		int L = nd->h * nd->w;
+		if (net->training) {
+			int rc = nb_batchnorm_forward_train(
+				nd->out, nd->save_mean, nd->save_invstd,
+				pdata(net, nd->p_rmean), pdata(net, nd->p_rvar),
+				x, pdata(net, nd->p_weight),
+				pdata(net, nd->p_bias), N, nd->c, L,
+				nd->momentum, nd->eps);
+			if (rc < 0)
+				return nb_errorf(err, rc,
+						 "batchnorm %s: training mode needs more than one value per channel (batch %d, %dx%d)",
+						 nd->name, N, nd->h, nd->w);
+		} else {
+			nb_batchnorm_forward_eval(nd->out, x,
+						  pdata(net, nd->p_weight),
+						  pdata(net, nd->p_bias),
+						  pdata(net, nd->p_rmean),
+						  pdata(net, nd->p_rvar), N,
+						  nd->c, L, nd->eps);
+		}
+		return 0;
+	}
+	case NB_NODE_RELU:
+		nb_relu_forward(nd->out, x, n_elems);
+		return 0;
+	case NB_NODE_RELU6:
+		nb_relu6_forward(nd->out, x, n_elems);
+		return 0;
+	case NB_NODE_LEAKY_RELU:
+		nb_leaky_relu_forward(nd->out, x, n_elems, nd->slope);
+		return 0;
+	case NB_NODE_TANH:
+		nb_tanh_forward(nd->out, x, n_elems);
+		return 0;
+	case NB_NODE_MAXPOOL:
+		nb_maxpool2d_forward(nd->out, nd->argmax, x, N, src->c, src->h,
+				     src->w, nd->k, nd->stride, nd->pad);
+		return 0;
+	case NB_NODE_AVGPOOL:
+		nb_avgpool2d_forward(nd->out, x, N, src->c, src->h, src->w,
+				     nd->k, nd->stride, nd->pad);
+		return 0;
+	case NB_NODE_ADAPTIVE_AVGPOOL:
+		nb_adaptive_avgpool2d_forward(nd->out, x, N, src->c, src->h,
+					      src->w, nd->h, nd->w);
+		return 0;
+	case NB_NODE_ADD:
+		nb_add_forward(nd->out, x, net->nodes[nd->in[1]].out, n_elems);
+		return 0;
+	case NB_NODE_CONCAT: {
+		const float *ins[NB_MAX_INPUTS];
+		int cs[NB_MAX_INPUTS];
+		for (int i = 0; i < nd->n_in; i++) {
+			ins[i] = net->nodes[nd->in[i]].out;
+			cs[i] = net->nodes[nd->in[i]].c;
+		}
+		nb_concat_forward(nd->out, ins, cs, nd->n_in, N, nd->h * nd->w);
+		return 0;
+	}
+	case NB_NODE_SLICE:
+		nb_channel_slice_forward(nd->out, x, N, src->c, nd->h * nd->w,
+					 nd->start, nd->len);
+		return 0;
+	case NB_NODE_SHUFFLE:
+		nb_channel_shuffle_forward(nd->out, x, N, nd->c, nd->h * nd->w,
+					   nd->groups);
+		return 0;
+	case NB_NODE_UPSAMPLE:
+		nb_upsample_nearest_forward(nd->out, x, N, src->c, src->h,
+					    src->w, nd->scale);
+		return 0;
+	case NB_NODE_FLATTEN:
+		memcpy(nd->out, x, n_elems * sizeof(float));
+		return 0;
+	case NB_NODE_DROPOUT:
+		if (net->training && nd->p > 0)
+			nb_dropout_forward(nd->out, nd->mask, x, n_elems, nd->p,
+					   &net->dropout_rng);
+		else
+			memcpy(nd->out, x, n_elems * sizeof(float));
+		return 0;
+	}
+	return nb_errorf(err, NB_EINVAL, "unknown node kind %d", nd->kind);
+}
+
+int nb_net_forward(nb_net *net, const float *x, int n, char *err)
+{
+	if (!net->finalized)
+		return nb_errorf(err, NB_EINVAL, "network not finalised");
+	if (n <= 0)
+		return nb_errorf(err, NB_EINVAL, "batch of %d samples", n);
+	int rc = ensure_buffers(net, n, err);
+	if (rc < 0)
+		return rc;
+	net->cur_n = n;
+	nb_node *in = &net->nodes[0];
+	memcpy(in->out, x, (size_t)n * in->size * sizeof(float));
+	for (int i = 0; i < net->n_nodes; i++)
+		net->nodes[i].grad_live = 0;
+	for (int i = 1; i < net->n_nodes; i++) {
+		rc = node_forward(net, &net->nodes[i], n, err);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+float *nb_net_output(nb_net *net, int node)
+{
+	if (node < 0 || node >= net->n_nodes)
+		return NULL;
+	return net->nodes[node].out;
+}
+
+/* ---- backward ---------------------------------------------------------------- */
+
+static float *node_grad(nb_net *net, int node)
+{
+	nb_node *nd = &net->nodes[node];
+	size_t elems = (size_t)net->alloc_n * nd->size;
+	if (!nd->grad) {
+		if (posix_memalign((void **)&nd->grad, 64,
+				   (elems ? elems : 16) * sizeof(float)) != 0) {
+			nd->grad = NULL;
+			return NULL;
+		}
+		nd->grad_live = 0;
+	}
+	if (!nd->grad_live) {
+		memset(nd->grad, 0, (size_t)net->cur_n * nd->size * sizeof(float));
+		nd->grad_live = 1;
+	}
+	return nd->grad;
+}
+
+float *nb_net_grad(nb_net *net, int node)
+{
+	if (node < 0 || node >= net->n_nodes || net->cur_n == 0)
+		return NULL;
+	return node_grad(net, node);
+}
+
+void nb_net_zero_grad(nb_net *net)
+{
+	for (int i = 0; i < net->n_params; i++)
+		if (net->params[i].grad)
+			memset(net->params[i].grad, 0,
+			       net->params[i].size * sizeof(float));
+}
+
+static float *pgrad(nb_net *net, int idx)
+{
+	if (idx < 0)
+		return NULL;
+	nb_param *p = &net->params[idx];
+	return p->frozen ? NULL : p->grad;
+}
+
+static int has_trainable(const nb_net *net, const nb_node *nd)
+{
+	int idx[2] = {nd->p_weight, nd->p_bias};
+	for (int i = 0; i < 2; i++)
+		if (idx[i] >= 0 && !net->params[idx[i]].frozen)
+			return 1;
+	return 0;
+}
+
+/* The gradient buffer of input j of nd if it needs one, else NULL. */
+static float *input_grad(nb_net *net, const nb_node *nd, int j, int *oom)
+{
+	if (!net->nodes[nd->in[j]].needs_grad)
+		return NULL;
+	float *g = node_grad(net, nd->in[j]);
+	if (!g)
+		*oom = 1;
+	return g;
+}
+
+static int node_backward(nb_net *net, nb_node *nd, int N, char *err)
+{
+	const nb_node *src = &net->nodes[nd->in[0]];
+	const float *x = src->out;
+	const float *dy = nd->grad;
+	size_t n_elems = (size_t)N * nd->size;
+	int oom = 0;
+	float *dx = input_grad(net, nd, 0, &oom);
+	if (oom)
+		goto oom;
+	switch (nd->kind) {
+	case NB_NODE_INPUT:
+		return 0;
+	case NB_NODE_CONV2D: {
+		nb_conv2d_shape s = nd->conv;
+		s.N = N;
+		int rc = nb_conv2d_backward(dx, pgrad(net, nd->p_weight),
+					    pgrad(net, nd->p_bias), dy, x,
+					    pdata(net, nd->p_weight), &s,
+					    &net->ws);
+		if (rc < 0)
+			goto oom;
+		return 0;
+	}
+	case NB_NODE_LINEAR:
+		nb_linear_backward(dx, pgrad(net, nd->p_weight),
+				   pgrad(net, nd->p_bias), dy, x,
+				   pdata(net, nd->p_weight), N, (int)src->size,
+				   nd->c);
+		return 0;
+	case NB_NODE_BATCHNORM: {
+		int L = nd->h * nd->w;
+		if (net->training)
+			nb_batchnorm_backward_train(
+				dx, pgrad(net, nd->p_weight),
+				pgrad(net, nd->p_bias), dy, x, nd->save_mean,
+				nd->save_invstd, pdata(net, nd->p_weight), N,
+				nd->c, L);
+		else
+			nb_batchnorm_backward_eval(
+				dx, pgrad(net, nd->p_weight),
+				pgrad(net, nd->p_bias), dy, x,
+				pdata(net, nd->p_weight),
+				pdata(net, nd->p_rmean), pdata(net, nd->p_rvar),
+				N, nd->c, L, nd->eps);
+		return 0;
+	}
+	case NB_NODE_RELU:
+		if (dx)
+			nb_relu_backward(dx, dy, x, n_elems);
+		return 0;
+	case NB_NODE_RELU6:
+		if (dx)
+			nb_relu6_backward(dx, dy, x, n_elems);
+		return 0;
+	case NB_NODE_LEAKY_RELU:
+		if (dx)
+			nb_leaky_relu_backward(dx, dy, x, n_elems, nd->slope);
+		return 0;
+	case NB_NODE_TANH:
+		if (dx)
+			nb_tanh_backward(dx, dy, nd->out, n_elems);
+		return 0;
+	case NB_NODE_MAXPOOL:
+		if (dx)
+			nb_maxpool2d_backward(dx, dy, nd->argmax, N, src->c,
+					      src->h, src->w, nd->h, nd->w);
+		return 0;
+	case NB_NODE_AVGPOOL:
+		if (dx)
+			nb_avgpool2d_backward(dx, dy, N, src->c, src->h, src->w,
+					      nd->k, nd->stride, nd->pad);
+		return 0;
+	case NB_NODE_ADAPTIVE_AVGPOOL:
+		if (dx)
+			nb_adaptive_avgpool2d_backward(dx, dy, N, src->c,
+						       src->h, src->w, nd->h,
+						       nd->w);
+		return 0;
+	case NB_NODE_ADD: {
+		float *db = input_grad(net, nd, 1, &oom);
+		if (oom)
+			goto oom;
+		nb_add_backward(dx, db, dy, n_elems);
+		return 0;
+	}
+	case NB_NODE_CONCAT: {
+		float *dins[NB_MAX_INPUTS];
+		int cs[NB_MAX_INPUTS];
+		for (int i = 0; i < nd->n_in; i++) {
+			dins[i] = i == 0 ? dx : input_grad(net, nd, i, &oom);
+			if (oom)
+				goto oom;
+			cs[i] = net->nodes[nd->in[i]].c;
+		}
+		nb_concat_backward(dins, dy, cs, nd->n_in, N, nd->h * nd->w);
+		return 0;
+	}
+	case NB_NODE_SLICE:
+		if (dx)
+			nb_channel_slice_backward(dx, dy, N, src->c,
+						  nd->h * nd->w, nd->start,
+						  nd->len);
+		return 0;
+	case NB_NODE_SHUFFLE:
+		if (dx)
+			nb_channel_shuffle_backward(dx, dy, N, nd->c,
+						    nd->h * nd->w, nd->groups);
+		return 0;
+	case NB_NODE_UPSAMPLE:
+		if (dx)
+			nb_upsample_nearest_backward(dx, dy, N, src->c, src->h,
+						     src->w, nd->scale);
+		return 0;
+	case NB_NODE_FLATTEN:
+		if (dx)
+			for (size_t i = 0; i < n_elems; i++)
+				dx[i] += dy[i];
+		return 0;
+	case NB_NODE_DROPOUT:
+		if (!dx)
+			return 0;
+		if (net->training && nd->p > 0)
+			nb_dropout_backward(dx, dy, nd->mask, n_elems);
+		else
+			for (size_t i = 0; i < n_elems; i++)
+				dx[i] += dy[i];
+		return 0;
+	}
+	return nb_errorf(err, NB_EINVAL, "unknown node kind %d", nd->kind);
+oom:
+	return nb_errorf(err, NB_ENOMEM, "out of memory in backward of %s",
+			 nd->name[0] ? nd->name : "a node");
+}
+
+int nb_net_backward(nb_net *net, float *dx, char *err)
+{
+	if (net->cur_n == 0)
+		return nb_errorf(err, NB_EINVAL, "backward before forward");
+	int N = net->cur_n;
+	/* Which nodes need a gradient: the input if dx is asked for, every
+	 * node with a trainable parameter, and everything downstream. */
+	net->nodes[0].needs_grad = dx != NULL;
+	for (int i = 1; i < net->n_nodes; i++) {
+		nb_node *nd = &net->nodes[i];
+		int need = has_trainable(net, nd);
+		for (int j = 0; j < nd->n_in && !need; j++)
+			need = net->nodes[nd->in[j]].needs_grad;
+		nd->needs_grad = need;
+	}
+	for (int i = net->n_nodes - 1; i >= 1; i--) {
+		nb_node *nd = &net->nodes[i];
+		if (!nd->grad_live || !nd->needs_grad)
+			continue;
+		int rc = node_backward(net, nd, N, err);
+		if (rc < 0)
+			return rc;
+	}
+	if (dx) {
+		nb_node *in = &net->nodes[0];
+		size_t bytes = (size_t)N * in->size * sizeof(float);
+		if (in->grad_live)
+			memcpy(dx, in->grad, bytes);
+		else
+			memset(dx, 0, bytes);
+	}
+	return 0;
+}

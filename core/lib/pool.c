@@ -1,1 +1,197 @@
-/* pool.c - not written yet. */
+/*
+ * pool.c - 2-D pooling with PyTorch's numerics, forward and backward, NCHW:
+ *  - max pooling: -inf padding, the first maximum (raster order) wins a
+ *    tie, a NaN propagates (as PyTorch's CPU kernel), argmax records the flat
+ *    in-plane index h*W+w of the winner for backward;
+ *  - average pooling: count_include_pad=True, so the divisor is always k*k
+ *    in floor mode;
+ *  - adaptive average pooling: rows [floor(i*H/P), ceil((i+1)*H/P)),
+ *    columns likewise, divisor = window size.
+ * Every (image, channel) plane is independent, so the work is split over
+ * the N*C planes with OpenMP; backward writes only into its own plane, so
+ * there are no races and no reductions.
+ *
+ * What it deliberately does not do: ceil_mode, dilation, non-square
+ * kernels/strides/padding for the fixed-window pools, or
+ * count_include_pad=False.
+ */
+#include <math.h>
+
+#include "ops.h"
+
+/* in (N,C,H,W) -> out, argmax (N,C,P,Q), P = (H + 2*pad - k)/stride + 1 */
+void nb_maxpool2d_forward(float *out, int32_t *argmax, const float *in,
+			  int N, int C, int H, int W, int k, int stride,
+			  int pad)
+{
+	const int P = (H + 2 * pad - k) / stride + 1;
+	const int Q = (W + 2 * pad - k) / stride + 1;
+	const long planes = (long)N * C;
+#pragma omp parallel for schedule(static)
+	for (long pl = 0; pl < planes; pl++) {
+		const float *x = in + pl * H * W;
+		float *o = out + pl * P * Q;
+		int32_t *am = argmax + pl * P * Q;
+		for (int p = 0; p < P; p++) {
+			int h0 = p * stride - pad, h1 = h0 + k;
+			h0 = h0 < 0 ? 0 : h0;
+			h1 = h1 > H ? H : h1;
+			for (int q = 0; q < Q; q++) {
+				int w0 = q * stride - pad, w1 = w0 + k;
+				w0 = w0 < 0 ? 0 : w0;
+				w1 = w1 > W ? W : w1;
+				/* padding is -inf: it never wins; a window
+				 * of only -inf reports its first pixel, as
+				 * PyTorch */
+				float best = -INFINITY;
+				int32_t at = h0 < h1 && w0 < w1 ? h0 * W + w0
+								: -1;
+				for (int h = h0; h < h1; h++)
+					for (int w = w0; w < w1; w++) {
+						float v = x[h * W + w];
+						if (v > best || isnan(v)) {
+							best = v;
+							at = h * W + w;
+						}
+					}
+				o[p * Q + q] = best;
+				am[p * Q + q] = at;
+			}
+		}
+	}
+}
+
+/* dout, argmax (N,C,P,Q) -> din (N,C,H,W) += dout at each argmax */
+void nb_maxpool2d_backward(float *din, const float *dout,
+			   const int32_t *argmax, int N, int C, int H, int W,
+			   int P, int Q)
+{
+	const long planes = (long)N * C;
+#pragma omp parallel for schedule(static)
+	for (long pl = 0; pl < planes; pl++) {
+		float *d = din + pl * H * W;
+		const float *g = dout + pl * P * Q;
+		const int32_t *am = argmax + pl * P * Q;
+		for (int i = 0; i < P * Q; i++)
+			if (am[i] >= 0)
+				d[am[i]] += g[i];
+	}
+}
+
+/* in (N,C,H,W) -> out (N,C,P,Q), zero padding counted in the divisor */
+void nb_avgpool2d_forward(float *out, const float *in, int N, int C, int H,
+			  int W, int k, int stride, int pad)
+{
+	const int P = (H + 2 * pad - k) / stride + 1;
+	const int Q = (W + 2 * pad - k) / stride + 1;
+	const long planes = (long)N * C;
+	const float scale = 1.0f / (float)(k * k);
+#pragma omp parallel for schedule(static)
+	for (long pl = 0; pl < planes; pl++) {
+		const float *x = in + pl * H * W;
+		float *o = out + pl * P * Q;
+		for (int p = 0; p < P; p++) {
+			int h0 = p * stride - pad, h1 = h0 + k;
+			h0 = h0 < 0 ? 0 : h0;
+			h1 = h1 > H ? H : h1;
+			for (int q = 0; q < Q; q++) {
+				int w0 = q * stride - pad, w1 = w0 + k;
+				w0 = w0 < 0 ? 0 : w0;
+				w1 = w1 > W ? W : w1;
+				float acc = 0;
+				for (int h = h0; h < h1; h++)
+					for (int w = w0; w < w1; w++)
+						acc += x[h * W + w];
+				o[p * Q + q] = acc * scale;
+			}
+		}
+	}
+}
+
+/* dout (N,C,P,Q) -> din (N,C,H,W) += dout / (k*k) over each window */
+void nb_avgpool2d_backward(float *din, const float *dout, int N, int C,
+			   int H, int W, int k, int stride, int pad)
+{
+	const int P = (H + 2 * pad - k) / stride + 1;
+	const int Q = (W + 2 * pad - k) / stride + 1;
+	const long planes = (long)N * C;
+	const float scale = 1.0f / (float)(k * k);
+#pragma omp parallel for schedule(static)
+	for (long pl = 0; pl < planes; pl++) {
+		float *d = din + pl * H * W;
+		const float *g = dout + pl * P * Q;
+		for (int p = 0; p < P; p++) {
+			int h0 = p * stride - pad, h1 = h0 + k;
+			h0 = h0 < 0 ? 0 : h0;
+			h1 = h1 > H ? H : h1;
+			for (int q = 0; q < Q; q++) {
+				int w0 = q * stride - pad, w1 = w0 + k;
+				w0 = w0 < 0 ? 0 : w0;
+				w1 = w1 > W ? W : w1;
+				float v = g[p * Q + q] * scale;
+				for (int h = h0; h < h1; h++)
+					for (int w = w0; w < w1; w++)
+						d[h * W + w] += v;
+			}
+		}
+	}
+}
+
+/* PyTorch's adaptive window for output index i of n_out over n_in:
+ * [floor(i*n_in/n_out), ceil((i+1)*n_in/n_out)). */
+static void adaptive_window(int i, int n_in, int n_out, int *lo, int *hi)
+{
+	*lo = (int)(((long)i * n_in) / n_out);
+	*hi = (int)(((long)(i + 1) * n_in + n_out - 1) / n_out);
+}
+
+/* in (N,C,H,W) -> out (N,C,P,Q), each output the mean of its window */
+void nb_adaptive_avgpool2d_forward(float *out, const float *in, int N, int C,
+				   int H, int W, int P, int Q)
+{
+	const long planes = (long)N * C;
+#pragma omp parallel for schedule(static)
+	for (long pl = 0; pl < planes; pl++) {
+		const float *x = in + pl * H * W;
+		float *o = out + pl * P * Q;
+		for (int p = 0; p < P; p++) {
+			int h0, h1;
+			adaptive_window(p, H, P, &h0, &h1);
+			for (int q = 0; q < Q; q++) {
+				int w0, w1;
+				adaptive_window(q, W, Q, &w0, &w1);
+				float acc = 0;
+				for (int h = h0; h < h1; h++)
+					for (int w = w0; w < w1; w++)
+						acc += x[h * W + w];
+				o[p * Q + q] =
+				    acc / (float)((h1 - h0) * (w1 - w0));
+			}
+		}
+	}
+}
+
+/* dout (N,C,P,Q) -> din (N,C,H,W) += dout / window size over each window */
+void nb_adaptive_avgpool2d_backward(float *din, const float *dout, int N,
+				    int C, int H, int W, int P, int Q)
+{
+	const long planes = (long)N * C;
+#pragma omp parallel for schedule(static)
+	for (long pl = 0; pl < planes; pl++) {
+		float *d = din + pl * H * W;
+		const float *g = dout + pl * P * Q;
+		for (int p = 0; p < P; p++) {
+			int h0, h1;
+			adaptive_window(p, H, P, &h0, &h1);
+			for (int q = 0; q < Q; q++) {
+				int w0, w1;
+				adaptive_window(q, W, Q, &w0, &w1);
+				float v = g[p * Q + q] /
+					  (float)((h1 - h0) * (w1 - w0));
+				for (int h = h0; h < h1; h++)
+					for (int w = w0; w < w1; w++)
+						d[h * W + w] += v;
+			}
+		}
+	}
+}

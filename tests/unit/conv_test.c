@@ -1,7 +1,911 @@
-/* conv_test.c - placeholder until the conv tests land. */
+/*
+ * conv_test.c - tests for conv2d.c, linear.c and pool.c.
+ *
+ * The fast convolution paths (im2col + GEMM, 1x1 GEMM, grouped GEMMs,
+ * depthwise direct loops) are compared with the plain-loop reference
+ * below on many shapes; every op has a finite-difference gradient check
+ * with the probe loss sum(r * out); pooling is checked against PyTorch's
+ * rules on hand-made cases; backward is checked to accumulate, to skip NULL
+ * gradients, and to be deterministic across runs and thread counts.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <omp.h>
+
+#include "error.h"
+#include "ops.h"
 #include "testutil.h"
 
-static const nb_test_entry tests[] = {{NULL, NULL}};
+/* ---- helpers ------------------------------------------------------------ */
+
+static float *fzeros(size_t n)
+{
+	float *p = calloc(n ? n : 1, sizeof(float));
+	CU_ASSERT_FATAL(p != NULL);
+	return p;
+}
+
+static float *fdup(const float *x, size_t n)
+{
+	float *p = fzeros(n);
+	memcpy(p, x, n * sizeof(float));
+	return p;
+}
+
+static double max_abs(const float *x, size_t n)
+{
+	double m = 0;
+	for (size_t i = 0; i < n; i++)
+		m = fmax(m, fabs((double)x[i]));
+	return m;
+}
+
+/* Passes when max|got - want| <= rtol * max(1, max|want|): a norm-wise
+ * relative check, robust to single elements that cancel to near zero. */
+static void check_close(const char *what, int case_no, const float *got,
+			const float *want, size_t n, double rtol)
+{
+	double d = tu_max_abs_diff(got, want, n);
+	double lim = rtol * fmax(1.0, max_abs(want, n));
+	char msg[200];
+	snprintf(msg, sizeof msg, "case %d: %s differs by %.3g (limit %.3g)",
+		 case_no, what, d, lim);
+	CU_assertImplementation(d <= lim, __LINE__, msg, __FILE__, "",
+				CU_FALSE);
+}
+
+/* Fills x (n) with distinct values 0.02 apart in a shuffled order, so that
+ * max pooling has no near-ties for a finite difference to cross. */
+static void fill_distinct(float *x, size_t n, uint64_t seed)
+{
+	float *u = fzeros(n);
+	tu_fill_uniform(u, n, 0, 1, seed);
+	for (size_t i = 0; i < n; i++)
+		x[i] = 0.02f * (float)i - 0.01f * (float)n;
+	for (size_t i = n; i > 1; i--) {
+		size_t j = (size_t)(u[i - 1] * (float)i);
+		if (j >= i)
+			j = i - 1;
+		float t = x[i - 1];
+		x[i - 1] = x[j];
+		x[j] = t;
+	}
+	free(u);
+}
+
+/* ---- the plain-loop reference convolution ----------------------------------
+ * Straight from the definition, accumulating in double. Same shapes as
+ * nb_conv2d_forward/backward; backward accumulates (+=) too. */
+
+static float ref_in(const float *in, const nb_conv2d_shape *s, int n, int c,
+		    int h, int w)
+{
+	if (h < 0 || h >= s->H || w < 0 || w >= s->W)
+		return 0.0f;
+	return in[(((size_t)n * s->C + c) * s->H + h) * s->W + w];
+}
+
+static void ref_conv_forward(float *out, const float *in, const float *w,
+			     const float *b, const nb_conv2d_shape *s)
+{
+	int Cg = s->C / s->groups, Kg = s->K / s->groups;
+	for (int n = 0; n < s->N; n++)
+		for (int k = 0; k < s->K; k++)
+			for (int p = 0; p < s->P; p++)
+				for (int q = 0; q < s->Q; q++) {
+					int g = k / Kg;
+					double acc = b ? b[k] : 0.0;
+					for (int c = 0; c < Cg; c++)
+						for (int r = 0; r < s->R; r++)
+							for (int t = 0; t < s->S; t++) {
+								int h = p * s->stride_h - s->pad_h + r;
+								int x = q * s->stride_w - s->pad_w + t;
+								acc += (double)ref_in(in, s, n, g * Cg + c, h, x) *
+								       w[(((size_t)k * Cg + c) * s->R + r) * s->S + t];
+							}
+					out[(((size_t)n * s->K + k) * s->P + p) * s->Q + q] = (float)acc;
+				}
+}
+
+static void ref_conv_backward(float *din, float *dw, float *db,
+			      const float *dout, const float *in,
+			      const float *w, const nb_conv2d_shape *s)
+{
+	int Cg = s->C / s->groups, Kg = s->K / s->groups;
+	size_t nin = (size_t)s->N * s->C * s->H * s->W;
+	size_t nw = (size_t)s->K * Cg * s->R * s->S;
+	double *gi = calloc(nin, sizeof(double));
+	double *gw = calloc(nw, sizeof(double));
+	double *gb = calloc(s->K, sizeof(double));
+	CU_ASSERT_FATAL(gi && gw && gb);
+	for (int n = 0; n < s->N; n++)
+		for (int k = 0; k < s->K; k++)
+			for (int p = 0; p < s->P; p++)
+				for (int q = 0; q < s->Q; q++) {
+					int g = k / Kg;
+					double go = dout[(((size_t)n * s->K + k) * s->P + p) * s->Q + q];
+					gb[k] += go;
+					for (int c = 0; c < Cg; c++)
+						for (int r = 0; r < s->R; r++)
+							for (int t = 0; t < s->S; t++) {
+								int h = p * s->stride_h - s->pad_h + r;
+								int x = q * s->stride_w - s->pad_w + t;
+								if (h < 0 || h >= s->H || x < 0 || x >= s->W)
+									continue;
+								size_t ii = (((size_t)n * s->C + g * Cg + c) * s->H + h) * s->W + x;
+								size_t wi = (((size_t)k * Cg + c) * s->R + r) * s->S + t;
+								gi[ii] += go * w[wi];
+								gw[wi] += go * in[ii];
+							}
+				}
+	if (din)
+		for (size_t i = 0; i < nin; i++)
+			din[i] += (float)gi[i];
+	if (dw)
+		for (size_t i = 0; i < nw; i++)
+			dw[i] += (float)gw[i];
+	if (db)
+		for (int k = 0; k < s->K; k++)
+			db[k] += (float)gb[k];
+	free(gi);
+	free(gw);
+	free(gb);
+}
+
+/* ---- the shapes --------------------------------------------------------- */
+
+typedef struct conv_case {
+	int N, C, H, W, K, R, S, sh, sw, ph, pw, groups, bias;
+} conv_case;
+
+/* Every path and edge: odd and non-square sizes, stride 2 (and 3, and
+ * mixed), padding 0/1/2 (also padding wider than the kernel), groups
+ * 1/2/3, depthwise with stride and 5x5, channel multiplier, 1x1 with and
+ * without the GEMM-only path, batch 1 and 3, bias on and off. */
+static const conv_case conv_cases[] = {
+	/* N C  H  W   K R S sh sw ph pw  G bias */
+	{1, 3, 5, 5, 4, 3, 3, 1, 1, 1, 1, 1, 1},
+	{3, 3, 7, 6, 5, 3, 3, 2, 2, 1, 1, 1, 0},
+	{2, 4, 9, 7, 6, 3, 3, 1, 2, 0, 1, 2, 1},
+	{3, 6, 8, 8, 6, 3, 3, 1, 1, 1, 1, 6, 1},   /* depthwise */
+	{2, 5, 7, 9, 5, 3, 3, 2, 2, 1, 1, 5, 0},   /* depthwise, stride 2 */
+	{1, 3, 6, 5, 3, 5, 5, 1, 1, 2, 2, 3, 1},   /* depthwise 5x5 */
+	{3, 8, 6, 5, 4, 1, 1, 1, 1, 0, 0, 1, 1},   /* 1x1: plain GEMM */
+	{2, 8, 5, 7, 6, 1, 1, 1, 1, 0, 0, 2, 0},   /* 1x1 grouped */
+	{3, 4, 9, 9, 8, 1, 1, 2, 2, 0, 0, 1, 1},   /* 1x1 stride 2 */
+	{1, 2, 3, 3, 2, 1, 1, 1, 1, 1, 1, 1, 1},   /* 1x1, pad > kernel */
+	{2, 3, 11, 9, 4, 5, 5, 2, 1, 2, 0, 1, 1},  /* 5x5 */
+	{1, 2, 4, 4, 3, 3, 3, 1, 1, 2, 2, 1, 1},   /* pad 2 on 3x3 */
+	{3, 4, 5, 6, 6, 2, 3, 1, 1, 0, 1, 2, 1},   /* non-square kernel */
+	{1, 1, 3, 3, 1, 3, 3, 1, 1, 0, 0, 1, 0},   /* output 1x1 */
+	{2, 6, 7, 7, 12, 3, 3, 1, 1, 1, 1, 3, 1},  /* groups 3 */
+	{1, 4, 6, 6, 8, 3, 3, 1, 1, 1, 1, 4, 1},   /* channel multiplier */
+	{1, 3, 8, 7, 2, 3, 3, 3, 3, 1, 1, 1, 1},   /* stride 3 */
+	{3, 16, 8, 8, 16, 3, 3, 1, 1, 1, 1, 1, 1}, /* ResNet-like */
+	{2, 32, 1, 1, 10, 1, 1, 1, 1, 0, 0, 1, 1}, /* 1x1 plane */
+	/* depthwise with whole 4x8 register tiles and leftovers */
+	{2, 3, 13, 19, 3, 3, 3, 1, 1, 1, 1, 3, 1},
+	{2, 4, 19, 21, 4, 3, 3, 2, 2, 1, 1, 4, 1},
+	{1, 2, 16, 16, 2, 5, 5, 1, 1, 2, 2, 2, 0},
+	{1, 2, 9, 17, 2, 3, 3, 1, 1, 0, 0, 2, 1},
+	{1, 2, 10, 12, 2, 3, 3, 1, 1, 3, 2, 2, 1}, /* pad > kernel */
+};
+#define N_CONV_CASES (int)(sizeof conv_cases / sizeof conv_cases[0])
+
+static nb_conv2d_shape shape_of(const conv_case *c)
+{
+	nb_conv2d_shape s = {.N = c->N, .C = c->C, .H = c->H, .W = c->W,
+			     .K = c->K, .R = c->R, .S = c->S,
+			     .stride_h = c->sh, .stride_w = c->sw,
+			     .pad_h = c->ph, .pad_w = c->pw,
+			     .groups = c->groups};
+	CU_ASSERT_FATAL(nb_conv2d_shape_finish(&s) == NB_OK);
+	return s;
+}
+
+static size_t n_in(const nb_conv2d_shape *s)
+{
+	return (size_t)s->N * s->C * s->H * s->W;
+}
+static size_t n_w(const nb_conv2d_shape *s)
+{
+	return (size_t)s->K * (s->C / s->groups) * s->R * s->S;
+}
+static size_t n_out(const nb_conv2d_shape *s)
+{
+	return (size_t)s->N * s->K * s->P * s->Q;
+}
+
+/* Buffers for one convolution with random contents. */
+typedef struct conv_bufs {
+	nb_conv2d_shape s;
+	float *in, *w, *b, *out, *r; /* r: the probe / upstream gradient */
+	nb_workspace ws;
+} conv_bufs;
+
+static void conv_bufs_init(conv_bufs *cb, const conv_case *c, uint64_t seed)
+{
+	memset(cb, 0, sizeof *cb);
+	cb->s = shape_of(c);
+	cb->in = fzeros(n_in(&cb->s));
+	cb->w = fzeros(n_w(&cb->s));
+	cb->b = c->bias ? fzeros(cb->s.K) : NULL;
+	cb->out = fzeros(n_out(&cb->s));
+	cb->r = fzeros(n_out(&cb->s));
+	tu_fill_uniform(cb->in, n_in(&cb->s), -1, 1, seed);
+	tu_fill_normal(cb->w, n_w(&cb->s), 0.3f, seed + 1);
+	if (cb->b)
+		tu_fill_uniform(cb->b, cb->s.K, -0.5f, 0.5f, seed + 2);
+	tu_fill_uniform(cb->r, n_out(&cb->s), -1, 1, seed + 3);
+}
+
+static void conv_bufs_free(conv_bufs *cb)
+{
+	free(cb->in);
+	free(cb->w);
+	free(cb->b);
+	free(cb->out);
+	free(cb->r);
+	nb_workspace_free(&cb->ws);
+}
+
+/* ---- convolution tests ---------------------------------------------------- */
+
+static void test_conv_shape_finish(void)
+{
+	nb_conv2d_shape s = {.N = 2, .C = 3, .H = 32, .W = 31, .K = 8,
+			     .R = 3, .S = 3, .stride_h = 2, .stride_w = 1,
+			     .pad_h = 1, .pad_w = 0, .groups = 1};
+	CU_ASSERT_EQUAL(nb_conv2d_shape_finish(&s), NB_OK);
+	CU_ASSERT_EQUAL(s.P, 16); /* (32 + 2 - 3) / 2 + 1 */
+	CU_ASSERT_EQUAL(s.Q, 29); /* (31 - 3) / 1 + 1 */
+
+	nb_conv2d_shape bad = s;
+	bad.groups = 2; /* does not divide C = 3 */
+	CU_ASSERT_EQUAL(nb_conv2d_shape_finish(&bad), NB_EINVAL);
+	bad = s;
+	bad.C = 4;
+	bad.K = 6;
+	bad.groups = 4; /* divides C, not K */
+	CU_ASSERT_EQUAL(nb_conv2d_shape_finish(&bad), NB_EINVAL);
+	bad = s;
+	bad.stride_w = 0;
+	CU_ASSERT_EQUAL(nb_conv2d_shape_finish(&bad), NB_EINVAL);
+	bad = s;
+	bad.pad_h = -1;
+	CU_ASSERT_EQUAL(nb_conv2d_shape_finish(&bad), NB_EINVAL);
+	bad = s;
+	bad.H = 1; /* 1 + 2 < 3 is fine, 1 + 0 < 3 is not */
+	bad.pad_h = 0;
+	CU_ASSERT_EQUAL(nb_conv2d_shape_finish(&bad), NB_EINVAL);
+	bad = s;
+	bad.N = 0;
+	CU_ASSERT_EQUAL(nb_conv2d_shape_finish(&bad), NB_EINVAL);
+}
+
+/* Fast forward and backward against the reference on every shape; the
+ * gradient buffers start non-zero to check that backward adds. */
+static void test_conv_matches_reference(void)
+{
+	for (int i = 0; i < N_CONV_CASES; i++) {
+		conv_bufs cb;
+		conv_bufs_init(&cb, &conv_cases[i], 100 + 10 * i);
+		const nb_conv2d_shape *s = &cb.s;
+		float *want = fzeros(n_out(s));
+		CU_ASSERT_EQUAL(nb_conv2d_forward(cb.out, cb.in, cb.w, cb.b, s,
+						  &cb.ws),
+				NB_OK);
+		ref_conv_forward(want, cb.in, cb.w, cb.b, s);
+		check_close("forward", i, cb.out, want, n_out(s), 1e-4);
+
+		float *din = fzeros(n_in(s)), *dw = fzeros(n_w(s)),
+		      *db = fzeros(s->K);
+		tu_fill_uniform(din, n_in(s), -1, 1, 7);
+		tu_fill_uniform(dw, n_w(s), -1, 1, 8);
+		tu_fill_uniform(db, s->K, -1, 1, 9);
+		float *rdin = fdup(din, n_in(s)), *rdw = fdup(dw, n_w(s)),
+		      *rdb = fdup(db, s->K);
+		CU_ASSERT_EQUAL(nb_conv2d_backward(din, dw, db, cb.r, cb.in,
+						   cb.w, s, &cb.ws),
+				NB_OK);
+		ref_conv_backward(rdin, rdw, rdb, cb.r, cb.in, cb.w, s);
+		check_close("din", i, din, rdin, n_in(s), 1e-4);
+		check_close("dw", i, dw, rdw, n_w(s), 1e-4);
+		check_close("db", i, db, rdb, s->K, 1e-4);
+
+		free(want);
+		free(din);
+		free(dw);
+		free(db);
+		free(rdin);
+		free(rdw);
+		free(rdb);
+		conv_bufs_free(&cb);
+	}
+}
+
+/* Each gradient alone (the others NULL) equals its share of the full
+ * result; all NULL is a no-op that does not even touch the workspace. */
+static void test_conv_null_gradients(void)
+{
+	static const int picks[] = {0, 2, 3, 6, 8}; /* gemm, grouped, dw, 1x1 */
+	for (size_t j = 0; j < sizeof picks / sizeof picks[0]; j++) {
+		int i = picks[j];
+		conv_bufs cb;
+		conv_bufs_init(&cb, &conv_cases[i], 300 + i);
+		const nb_conv2d_shape *s = &cb.s;
+		float *rdin = fzeros(n_in(s)), *rdw = fzeros(n_w(s)),
+		      *rdb = fzeros(s->K);
+		ref_conv_backward(rdin, rdw, rdb, cb.r, cb.in, cb.w, s);
+
+		CU_ASSERT_EQUAL(nb_conv2d_backward(NULL, NULL, NULL, cb.r,
+						   cb.in, cb.w, s, &cb.ws),
+				NB_OK);
+		CU_ASSERT_EQUAL(cb.ws.cap, 0);
+
+		float *din = fzeros(n_in(s));
+		nb_conv2d_backward(din, NULL, NULL, cb.r, cb.in, cb.w, s,
+				   &cb.ws);
+		check_close("din alone", i, din, rdin, n_in(s), 1e-4);
+		if (i == 6) /* 1x1: din is a GEMM straight into din */
+			CU_ASSERT_EQUAL(cb.ws.cap, 0);
+
+		float *dw = fzeros(n_w(s));
+		nb_conv2d_backward(NULL, dw, NULL, cb.r, cb.in, cb.w, s,
+				   &cb.ws);
+		check_close("dw alone", i, dw, rdw, n_w(s), 1e-4);
+
+		float *db = fzeros(s->K);
+		nb_conv2d_backward(NULL, NULL, db, cb.r, cb.in, cb.w, s,
+				   &cb.ws);
+		check_close("db alone", i, db, rdb, s->K, 1e-4);
+
+		free(din);
+		free(dw);
+		free(db);
+		free(rdin);
+		free(rdw);
+		free(rdb);
+		conv_bufs_free(&cb);
+	}
+}
+
+static double conv_probe(void *ctx)
+{
+	conv_bufs *cb = ctx;
+	nb_conv2d_forward(cb->out, cb->in, cb->w, cb->b, &cb->s, &cb->ws);
+	return tu_dot(cb->r, cb->out, n_out(&cb->s));
+}
+
+static void test_conv_gradcheck(void)
+{
+	static const conv_case cases[] = {
+	    /* N C H W K R S sh sw ph pw G bias */
+	    {2, 3, 5, 5, 4, 3, 3, 1, 1, 1, 1, 1, 1},
+	    {1, 4, 7, 6, 6, 3, 3, 2, 2, 1, 1, 2, 1}, /* stride 2, groups 2 */
+	    {2, 3, 6, 5, 3, 3, 3, 1, 1, 1, 1, 3, 1}, /* depthwise */
+	    {1, 4, 5, 7, 4, 3, 3, 2, 2, 0, 1, 4, 0}, /* depthwise stride 2 */
+	    {1, 2, 7, 5, 3, 5, 5, 2, 1, 2, 2, 1, 1}, /* 5x5, odd */
+	    {2, 4, 5, 5, 6, 1, 1, 1, 1, 0, 0, 2, 1}, /* 1x1 grouped */
+	    {2, 3, 5, 6, 4, 1, 1, 2, 2, 0, 0, 1, 0}, /* 1x1 stride 2 */
+	    {2, 3, 6, 7, 4, 3, 3, 1, 2, 0, 1, 1, 1}, /* pad_h != pad_w */
+	    {1, 2, 13, 11, 2, 3, 3, 1, 1, 1, 1, 2, 1}, /* depthwise tiles */
+	    {1, 2, 17, 19, 2, 3, 3, 2, 2, 1, 1, 2, 1}, /* same, stride 2 */
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		conv_bufs cb;
+		conv_bufs_init(&cb, &cases[i], 500 + 10 * i);
+		const nb_conv2d_shape *s = &cb.s;
+		float *din = fzeros(n_in(s)), *dw = fzeros(n_w(s)),
+		      *db = fzeros(s->K);
+		nb_conv2d_backward(din, dw, cb.b ? db : NULL, cb.r, cb.in,
+				   cb.w, s, &cb.ws);
+		/* the probe is linear in each argument, so a large step is
+		 * exact up to float rounding of the output */
+		tu_gradcheck("conv din", conv_probe, &cb, cb.in, din, n_in(s),
+			     200, 1e-2, 1e-3, 1e-3);
+		tu_gradcheck("conv dw", conv_probe, &cb, cb.w, dw, n_w(s), 200,
+			     1e-2, 1e-3, 1e-3);
+		if (cb.b)
+			tu_gradcheck("conv db", conv_probe, &cb, cb.b, db, s->K,
+				     200, 1e-2, 1e-3, 1e-3);
+		free(din);
+		free(dw);
+		free(db);
+		conv_bufs_free(&cb);
+	}
+}
+
+/* Calling backward twice doubles every gradient. */
+static void test_conv_accumulates(void)
+{
+	static const int picks[] = {1, 3, 6, 14};
+	for (size_t j = 0; j < sizeof picks / sizeof picks[0]; j++) {
+		int i = picks[j];
+		conv_bufs cb;
+		conv_bufs_init(&cb, &conv_cases[i], 700 + i);
+		const nb_conv2d_shape *s = &cb.s;
+		float *din = fzeros(n_in(s)), *dw = fzeros(n_w(s)),
+		      *db = fzeros(s->K);
+		nb_conv2d_backward(din, dw, db, cb.r, cb.in, cb.w, s, &cb.ws);
+		float *din2 = fdup(din, n_in(s)), *dw2 = fdup(dw, n_w(s)),
+		      *db2 = fdup(db, s->K);
+		for (size_t k = 0; k < n_in(s); k++)
+			din2[k] *= 2;
+		for (size_t k = 0; k < n_w(s); k++)
+			dw2[k] *= 2;
+		for (int k = 0; k < s->K; k++)
+			db2[k] *= 2;
+		nb_conv2d_backward(din, dw, db, cb.r, cb.in, cb.w, s, &cb.ws);
+		check_close("din twice", i, din, din2, n_in(s), 1e-6);
+		check_close("dw twice", i, dw, dw2, n_w(s), 1e-6);
+		check_close("db twice", i, db, db2, s->K, 1e-6);
+		free(din);
+		free(dw);
+		free(db);
+		free(din2);
+		free(dw2);
+		free(db2);
+		conv_bufs_free(&cb);
+	}
+}
+
+/* Runs backward from zeroed gradients with `threads` OpenMP threads. */
+static void conv_grads(conv_bufs *cb, int threads, float *out, float *din,
+		       float *dw, float *db)
+{
+	int keep = omp_get_max_threads();
+	omp_set_num_threads(threads);
+	memset(din, 0, n_in(&cb->s) * sizeof(float));
+	memset(dw, 0, n_w(&cb->s) * sizeof(float));
+	memset(db, 0, cb->s.K * sizeof(float));
+	nb_conv2d_forward(out, cb->in, cb->w, cb->b, &cb->s, &cb->ws);
+	nb_conv2d_backward(din, dw, db, cb->r, cb->in, cb->w, &cb->s,
+			   &cb->ws);
+	omp_set_num_threads(keep);
+}
+
+/* Bit-identical for a given thread count (weight gradients are reduced in
+ * thread order), and the same within rounding for 1, 2 and 3 threads.
+ * Batch 7 splits unevenly over the threads. */
+static void test_conv_deterministic(void)
+{
+	static const conv_case cases[] = {
+	    {7, 16, 8, 8, 16, 3, 3, 1, 1, 1, 1, 1, 1},
+	    {7, 8, 9, 9, 8, 3, 3, 2, 2, 1, 1, 8, 1},   /* depthwise */
+	    {7, 4, 12, 12, 4, 3, 3, 1, 1, 1, 1, 4, 1}, /* depthwise */
+	    {7, 8, 6, 6, 16, 1, 1, 1, 1, 0, 0, 1, 1}, /* 1x1 */
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		conv_bufs cb;
+		conv_bufs_init(&cb, &cases[i], 900 + i);
+		const nb_conv2d_shape *s = &cb.s;
+		float *o[2], *x[2], *w[2], *b[2];
+		for (int k = 0; k < 2; k++) {
+			o[k] = fzeros(n_out(s));
+			x[k] = fzeros(n_in(s));
+			w[k] = fzeros(n_w(s));
+			b[k] = fzeros(s->K);
+		}
+		int ref_threads[] = {1, 2, 3};
+		for (int t = 0; t < 3; t++) {
+			int th = ref_threads[t];
+			conv_grads(&cb, th, o[0], x[0], w[0], b[0]);
+			conv_grads(&cb, th, o[1], x[1], w[1], b[1]);
+			CU_ASSERT(memcmp(o[0], o[1], n_out(s) * 4) == 0);
+			CU_ASSERT(memcmp(x[0], x[1], n_in(s) * 4) == 0);
+			CU_ASSERT(memcmp(w[0], w[1], n_w(s) * 4) == 0);
+			CU_ASSERT(memcmp(b[0], b[1], s->K * 4) == 0);
+			if (th == 1) /* keep the 1-thread result in slot 1 */
+				continue;
+			conv_grads(&cb, 1, o[1], x[1], w[1], b[1]);
+			check_close("out 1 vs n threads", (int)i, o[0], o[1],
+				    n_out(s), 1e-5);
+			check_close("din 1 vs n threads", (int)i, x[0], x[1],
+				    n_in(s), 1e-5);
+			check_close("dw 1 vs n threads", (int)i, w[0], w[1],
+				    n_w(s), 1e-5);
+			check_close("db 1 vs n threads", (int)i, b[0], b[1],
+				    s->K, 1e-5);
+		}
+		for (int k = 0; k < 2; k++) {
+			free(o[k]);
+			free(x[k]);
+			free(w[k]);
+			free(b[k]);
+		}
+		conv_bufs_free(&cb);
+	}
+}
+
+/* ---- linear --------------------------------------------------------------- */
+
+typedef struct lin_ctx {
+	int N, I, O;
+	float *in, *w, *b, *out, *r;
+} lin_ctx;
+
+static void lin_init(lin_ctx *l, int N, int I, int O, int bias, uint64_t seed)
+{
+	l->N = N;
+	l->I = I;
+	l->O = O;
+	l->in = fzeros((size_t)N * I);
+	l->w = fzeros((size_t)O * I);
+	l->b = bias ? fzeros(O) : NULL;
+	l->out = fzeros((size_t)N * O);
+	l->r = fzeros((size_t)N * O);
+	tu_fill_uniform(l->in, (size_t)N * I, -1, 1, seed);
+	tu_fill_normal(l->w, (size_t)O * I, 0.4f, seed + 1);
+	if (l->b)
+		tu_fill_uniform(l->b, O, -1, 1, seed + 2);
+	tu_fill_uniform(l->r, (size_t)N * O, -1, 1, seed + 3);
+}
+
+static void lin_free(lin_ctx *l)
+{
+	free(l->in);
+	free(l->w);
+	free(l->b);
+	free(l->out);
+	free(l->r);
+}
+
+static double lin_probe(void *ctx)
+{
+	lin_ctx *l = ctx;
+	nb_linear_forward(l->out, l->in, l->w, l->b, l->N, l->I, l->O);
+	return tu_dot(l->r, l->out, (size_t)l->N * l->O);
+}
+
+/* Forward against out[n][o] = b[o] + sum_i in[n][i] * w[o][i] (w is
+ * (O,I) as PyTorch) and backward against its plain-loop transpose. */
+static void test_linear_matches_reference(void)
+{
+	static const int shapes[][4] = {
+	    {3, 7, 5, 1}, {1, 10, 1, 0}, {5, 1, 4, 1}, {64, 33, 17, 1}};
+	for (int c = 0; c < 4; c++) {
+		lin_ctx l;
+		lin_init(&l, shapes[c][0], shapes[c][1], shapes[c][2],
+			 shapes[c][3], 40 + c);
+		int N = l.N, I = l.I, O = l.O;
+		float *want = fzeros((size_t)N * O);
+		float *rdin = fzeros((size_t)N * I), *rdw = fzeros((size_t)O * I),
+		      *rdb = fzeros(O);
+		for (int n = 0; n < N; n++)
+			for (int o = 0; o < O; o++) {
+				double acc = l.b ? l.b[o] : 0;
+				double g = l.r[n * O + o];
+				for (int i = 0; i < I; i++) {
+					acc += (double)l.in[n * I + i] *
+					       l.w[o * I + i];
+					rdin[n * I + i] += (float)(g * l.w[o * I + i]);
+					rdw[o * I + i] += (float)(g * l.in[n * I + i]);
+				}
+				want[n * O + o] = (float)acc;
+				rdb[o] += (float)g;
+			}
+		nb_linear_forward(l.out, l.in, l.w, l.b, N, I, O);
+		check_close("linear forward", c, l.out, want, (size_t)N * O,
+			    1e-5);
+		float *din = fzeros((size_t)N * I), *dw = fzeros((size_t)O * I),
+		      *db = fzeros(O);
+		nb_linear_backward(din, dw, db, l.r, l.in, l.w, N, I, O);
+		check_close("linear din", c, din, rdin, (size_t)N * I, 1e-5);
+		check_close("linear dw", c, dw, rdw, (size_t)O * I, 1e-5);
+		check_close("linear db", c, db, rdb, O, 1e-5);
+		/* accumulates, and NULL gradients are skipped */
+		nb_linear_backward(din, NULL, NULL, l.r, l.in, l.w, N, I, O);
+		nb_linear_backward(NULL, dw, NULL, l.r, l.in, l.w, N, I, O);
+		nb_linear_backward(NULL, NULL, db, l.r, l.in, l.w, N, I, O);
+		nb_linear_backward(NULL, NULL, NULL, l.r, l.in, l.w, N, I, O);
+		for (int k = 0; k < N * I; k++)
+			rdin[k] *= 2;
+		for (int k = 0; k < O * I; k++)
+			rdw[k] *= 2;
+		for (int k = 0; k < O; k++)
+			rdb[k] *= 2;
+		check_close("linear din twice", c, din, rdin, (size_t)N * I,
+			    1e-5);
+		check_close("linear dw twice", c, dw, rdw, (size_t)O * I, 1e-5);
+		check_close("linear db twice", c, db, rdb, O, 1e-5);
+		free(want);
+		free(rdin);
+		free(rdw);
+		free(rdb);
+		free(din);
+		free(dw);
+		free(db);
+		lin_free(&l);
+	}
+}
+
+static void test_linear_gradcheck(void)
+{
+	lin_ctx l;
+	lin_init(&l, 3, 7, 5, 1, 60);
+	size_t ni = (size_t)l.N * l.I, nw = (size_t)l.O * l.I;
+	float *din = fzeros(ni), *dw = fzeros(nw), *db = fzeros(l.O);
+	nb_linear_backward(din, dw, db, l.r, l.in, l.w, l.N, l.I, l.O);
+	tu_gradcheck("linear din", lin_probe, &l, l.in, din, ni, 200, 1e-2,
+		     1e-3, 1e-3);
+	tu_gradcheck("linear dw", lin_probe, &l, l.w, dw, nw, 200, 1e-2, 1e-3,
+		     1e-3);
+	tu_gradcheck("linear db", lin_probe, &l, l.b, db, l.O, 200, 1e-2,
+		     1e-3, 1e-3);
+	free(din);
+	free(dw);
+	free(db);
+	lin_free(&l);
+}
+
+/* ---- pooling -------------------------------------------------------------- */
+
+enum pool_kind { POOL_MAX, POOL_AVG, POOL_ADAPTIVE };
+
+typedef struct pool_ctx {
+	enum pool_kind kind;
+	int N, C, H, W, k, stride, pad, P, Q;
+	float *in, *out, *r;
+	int32_t *argmax;
+} pool_ctx;
+
+static void pool_init(pool_ctx *p, enum pool_kind kind, int N, int C, int H,
+		      int W, int a, int b, int c, uint64_t seed)
+{
+	memset(p, 0, sizeof *p);
+	p->kind = kind;
+	p->N = N;
+	p->C = C;
+	p->H = H;
+	p->W = W;
+	if (kind == POOL_ADAPTIVE) {
+		p->P = a;
+		p->Q = b;
+	} else {
+		p->k = a;
+		p->stride = b;
+		p->pad = c;
+		p->P = (H + 2 * c - a) / b + 1;
+		p->Q = (W + 2 * c - a) / b + 1;
+	}
+	size_t ni = (size_t)N * C * H * W, no = (size_t)N * C * p->P * p->Q;
+	p->in = fzeros(ni);
+	p->out = fzeros(no);
+	p->r = fzeros(no);
+	p->argmax = calloc(no, sizeof(int32_t));
+	CU_ASSERT_FATAL(p->argmax != NULL);
+	fill_distinct(p->in, ni, seed);
+	tu_fill_uniform(p->r, no, -1, 1, seed + 1);
+}
+
+static void pool_free(pool_ctx *p)
+{
+	free(p->in);
+	free(p->out);
+	free(p->r);
+	free(p->argmax);
+}
+
+static void pool_forward(pool_ctx *p)
+{
+	if (p->kind == POOL_MAX)
+		nb_maxpool2d_forward(p->out, p->argmax, p->in, p->N, p->C, p->H,
+				     p->W, p->k, p->stride, p->pad);
+	else if (p->kind == POOL_AVG)
+		nb_avgpool2d_forward(p->out, p->in, p->N, p->C, p->H, p->W,
+				     p->k, p->stride, p->pad);
+	else
+		nb_adaptive_avgpool2d_forward(p->out, p->in, p->N, p->C, p->H,
+					      p->W, p->P, p->Q);
+}
+
+static void pool_backward(pool_ctx *p, float *din)
+{
+	if (p->kind == POOL_MAX)
+		nb_maxpool2d_backward(din, p->r, p->argmax, p->N, p->C, p->H,
+				      p->W, p->P, p->Q);
+	else if (p->kind == POOL_AVG)
+		nb_avgpool2d_backward(din, p->r, p->N, p->C, p->H, p->W, p->k,
+				      p->stride, p->pad);
+	else
+		nb_adaptive_avgpool2d_backward(din, p->r, p->N, p->C, p->H,
+					       p->W, p->P, p->Q);
+}
+
+static double pool_probe(void *ctx)
+{
+	pool_ctx *p = ctx;
+	pool_forward(p);
+	return tu_dot(p->r, p->out, (size_t)p->N * p->C * p->P * p->Q);
+}
+
+/* Gradient check, then backward a second time must double din. */
+static void pool_check(pool_ctx *p, const char *what)
+{
+	size_t ni = (size_t)p->N * p->C * p->H * p->W;
+	float *din = fzeros(ni);
+	pool_forward(p);
+	pool_backward(p, din);
+	/* inputs are 0.02 apart, so a 1e-3 step never changes a max */
+	tu_gradcheck(what, pool_probe, p, p->in, din, ni, 400, 1e-3, 1e-3,
+		     1e-3);
+	float *twice = fdup(din, ni);
+	for (size_t i = 0; i < ni; i++)
+		twice[i] *= 2;
+	pool_forward(p);
+	pool_backward(p, din);
+	check_close(what, 0, din, twice, ni, 1e-6);
+	free(din);
+	free(twice);
+}
+
+static void test_maxpool_gradcheck(void)
+{
+	static const int cases[][7] = {
+	    /* N C H W k stride pad */
+	    {2, 3, 7, 6, 3, 2, 1},
+	    {1, 2, 6, 6, 2, 2, 0},
+	    {1, 2, 5, 5, 3, 1, 1}, /* overlapping windows */
+	    {2, 1, 9, 7, 5, 2, 2},
+	};
+	for (int i = 0; i < 4; i++) {
+		pool_ctx p;
+		pool_init(&p, POOL_MAX, cases[i][0], cases[i][1], cases[i][2],
+			  cases[i][3], cases[i][4], cases[i][5], cases[i][6],
+			  1000 + i);
+		pool_check(&p, "maxpool din");
+		pool_free(&p);
+	}
+}
+
+static void test_avgpool_gradcheck(void)
+{
+	static const int cases[][7] = {
+	    /* N C H W k stride pad */
+	    {2, 2, 7, 6, 3, 2, 1},
+	    {1, 3, 5, 5, 3, 1, 1},
+	    {1, 1, 6, 6, 2, 2, 0},
+	    {1, 2, 8, 5, 4, 3, 2},
+	};
+	for (int i = 0; i < 4; i++) {
+		pool_ctx p;
+		pool_init(&p, POOL_AVG, cases[i][0], cases[i][1], cases[i][2],
+			  cases[i][3], cases[i][4], cases[i][5], cases[i][6],
+			  1100 + i);
+		pool_check(&p, "avgpool din");
+		pool_free(&p);
+	}
+}
+
+static void test_adaptive_avgpool_gradcheck(void)
+{
+	static const int cases[][6] = {
+	    /* N C H W P Q */
+	    {2, 2, 5, 5, 3, 3}, /* 5 -> 3: overlapping windows */
+	    {1, 3, 7, 7, 2, 2}, /* 7 -> 2 */
+	    {2, 2, 5, 7, 1, 1}, /* global average */
+	    {1, 2, 7, 5, 3, 2},
+	    {1, 1, 3, 4, 5, 6}, /* upsampling windows */
+	};
+	for (int i = 0; i < 5; i++) {
+		pool_ctx p;
+		pool_init(&p, POOL_ADAPTIVE, cases[i][0], cases[i][1],
+			  cases[i][2], cases[i][3], cases[i][4], cases[i][5],
+			  0, 1200 + i);
+		pool_check(&p, "adaptive avgpool din");
+		pool_free(&p);
+	}
+}
+
+/* PyTorch's max pooling rules on hand-made planes. */
+static void test_maxpool_rules(void)
+{
+	float out[9];
+	int32_t am[9];
+
+	/* padding is -inf, not 0: an all-negative plane keeps its max */
+	const float neg[4] = {-1, -2, -3, -4};
+	nb_maxpool2d_forward(out, am, neg, 1, 1, 2, 2, 3, 1, 1);
+	for (int i = 0; i < 4; i++) {
+		CU_ASSERT_EQUAL(out[i], -1.0f);
+		CU_ASSERT_EQUAL(am[i], 0);
+	}
+
+	/* ties: the first maximum in raster order wins */
+	const float tie[9] = {1, 5, 5, /**/ 5, 2, 5, /**/ 0, 5, 1};
+	nb_maxpool2d_forward(out, am, tie, 1, 1, 3, 3, 2, 1, 0);
+	CU_ASSERT_EQUAL(am[0], 1); /* window {1,5;5,2} */
+	CU_ASSERT_EQUAL(am[1], 1); /* window {5,5;2,5} */
+	CU_ASSERT_EQUAL(am[2], 3); /* window {5,2;0,5} */
+	CU_ASSERT_EQUAL(am[3], 5); /* window {2,5;5,1} */
+	for (int i = 0; i < 4; i++)
+		CU_ASSERT_EQUAL(out[i], 5.0f);
+	const float flat[4] = {7, 7, 7, 7};
+	nb_maxpool2d_forward(out, am, flat, 1, 1, 2, 2, 2, 2, 0);
+	CU_ASSERT_EQUAL(am[0], 0);
+
+	/* backward routes to the argmax and adds where windows share it */
+	float din[9] = {0};
+	const float g[4] = {1, 2, 3, 4};
+	nb_maxpool2d_forward(out, am, tie, 1, 1, 3, 3, 2, 1, 0);
+	nb_maxpool2d_backward(din, g, am, 1, 1, 3, 3, 2, 2);
+	CU_ASSERT_EQUAL(din[1], 3.0f);
+	CU_ASSERT_EQUAL(din[3], 3.0f);
+	CU_ASSERT_EQUAL(din[5], 4.0f);
+	CU_ASSERT_EQUAL(din[0] + din[2] + din[4] + din[6] + din[7] + din[8],
+			0.0f);
+}
+
+/* count_include_pad=True: the divisor is k*k even at the border. */
+static void test_avgpool_rules(void)
+{
+	const float ones[4] = {1, 1, 1, 1};
+	float out[4], din[4] = {0};
+	nb_avgpool2d_forward(out, ones, 1, 1, 2, 2, 3, 1, 1);
+	for (int i = 0; i < 4; i++)
+		CU_ASSERT_DOUBLE_EQUAL(out[i], 4.0 / 9.0, 1e-6);
+	nb_avgpool2d_backward(din, ones, 1, 1, 2, 2, 3, 1, 1);
+	for (int i = 0; i < 4; i++) /* each pixel lies in all 4 windows */
+		CU_ASSERT_DOUBLE_EQUAL(din[i], 4.0 / 9.0, 1e-6);
+
+	const float x[16] = {1, 2, 3, 4, 5, 6, 7, 8,
+			     9, 10, 11, 12, 13, 14, 15, 16};
+	nb_avgpool2d_forward(out, x, 1, 1, 4, 4, 2, 2, 0);
+	CU_ASSERT_DOUBLE_EQUAL(out[0], 3.5, 1e-6);
+	CU_ASSERT_DOUBLE_EQUAL(out[1], 5.5, 1e-6);
+	CU_ASSERT_DOUBLE_EQUAL(out[2], 11.5, 1e-6);
+	CU_ASSERT_DOUBLE_EQUAL(out[3], 13.5, 1e-6);
+}
+
+/* PyTorch's adaptive windows [floor(i*H/P), ceil((i+1)*H/P)). */
+static void test_adaptive_avgpool_rules(void)
+{
+	const float x[7] = {1, 2, 3, 4, 5, 6, 7};
+	float out[3];
+	/* 5 -> 3: rows [0,2) [1,4) [3,5) */
+	nb_adaptive_avgpool2d_forward(out, x, 1, 1, 5, 1, 3, 1);
+	CU_ASSERT_DOUBLE_EQUAL(out[0], 1.5, 1e-6);
+	CU_ASSERT_DOUBLE_EQUAL(out[1], 3.0, 1e-6);
+	CU_ASSERT_DOUBLE_EQUAL(out[2], 4.5, 1e-6);
+	/* 7 -> 2 along columns: [0,4) [3,7) */
+	nb_adaptive_avgpool2d_forward(out, x, 1, 1, 1, 7, 1, 2);
+	CU_ASSERT_DOUBLE_EQUAL(out[0], 2.5, 1e-6);
+	CU_ASSERT_DOUBLE_EQUAL(out[1], 5.5, 1e-6);
+	/* to 1x1: the mean */
+	nb_adaptive_avgpool2d_forward(out, x, 1, 1, 7, 1, 1, 1);
+	CU_ASSERT_DOUBLE_EQUAL(out[0], 4.0, 1e-6);
+	/* backward of 5 -> 3 with ones: rows shared by two windows get
+	 * 1/2 + 1/3 */
+	float din[5] = {0};
+	const float g[3] = {1, 1, 1};
+	nb_adaptive_avgpool2d_backward(din, g, 1, 1, 5, 1, 3, 1);
+	CU_ASSERT_DOUBLE_EQUAL(din[0], 0.5, 1e-6);
+	CU_ASSERT_DOUBLE_EQUAL(din[1], 0.5 + 1.0 / 3, 1e-6);
+	CU_ASSERT_DOUBLE_EQUAL(din[2], 1.0 / 3, 1e-6);
+	CU_ASSERT_DOUBLE_EQUAL(din[3], 1.0 / 3 + 0.5, 1e-6);
+	CU_ASSERT_DOUBLE_EQUAL(din[4], 0.5, 1e-6);
+}
+
+static const nb_test_entry tests[] = {
+    {"conv2d shape_finish", test_conv_shape_finish},
+    {"conv2d fast paths match the reference", test_conv_matches_reference},
+    {"conv2d NULL gradients are skipped", test_conv_null_gradients},
+    {"conv2d gradcheck", test_conv_gradcheck},
+    {"conv2d backward accumulates", test_conv_accumulates},
+    {"conv2d deterministic across runs and threads", test_conv_deterministic},
+    {"linear matches the reference, accumulates", test_linear_matches_reference},
+    {"linear gradcheck", test_linear_gradcheck},
+    {"maxpool gradcheck, accumulates", test_maxpool_gradcheck},
+    {"avgpool gradcheck, accumulates", test_avgpool_gradcheck},
+    {"adaptive avgpool gradcheck, accumulates", test_adaptive_avgpool_gradcheck},
+    {"maxpool -inf padding, first max wins", test_maxpool_rules},
+    {"avgpool count_include_pad", test_avgpool_rules},
+    {"adaptive avgpool PyTorch windows", test_adaptive_avgpool_rules},
+    {NULL, NULL}};
 
 void nb_test_conv(void)
 {

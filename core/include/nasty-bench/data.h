@@ -9,13 +9,19 @@
  *
  * Formats:
  *  - MNIST / Fashion-MNIST IDX: images magic 0x00000803 (N,rows,cols), labels
- *    magic 0x00000801 (N); plain or gzip (read through zlib);
+ *    magic 0x00000801 (N); big-endian header; plain or gzip (read through
+ *    zlib, which reads plain files too);
  *  - CIFAR-10 binary: data_batch_1..5.bin, test_batch.bin; records of
- *    1 label byte + 3072 pixel bytes (R, G, B planes of 32x32);
+ *    1 label byte + 3072 pixel bytes (R, G, B planes of 32x32, row-major);
  *  - CIFAR-100 binary: train.bin, test.bin; records of coarse label byte,
  *    fine label byte, 3072 pixel bytes.
- * Every loader checks magic numbers, sizes and label ranges and reports a
- * one-line error naming the file, the problem and how to get the data.
+ * Every loader checks magic numbers, dimensions, exact file sizes and label
+ * ranges and returns a one-line error naming the file and the problem.
+ *
+ * Ownership: a loader fills *ds (it does not free what *ds held before); on
+ * failure *ds is left zeroed. The caller frees with nb_dataset_free.
+ * All int functions return 0 or a negative NB_E* code with a message in err
+ * (NB_ERR_LEN bytes, see error.h).
  */
 #ifndef NASTY_BENCH_DATA_H
 #define NASTY_BENCH_DATA_H
@@ -28,73 +34,125 @@ typedef struct nb_dataset {
 	char name[32];
 	int n, c, h, w;
 	int classes;
-	uint8_t *images; /* n*c*h*w, owned */
-	int *labels;     /* n, owned */
+	uint8_t *images; /* (n,c,h,w), owned */
+	int *labels;	 /* (n), owned, each in [0, classes) */
 } nb_dataset;
 
+/* Frees images and labels and zeroes *ds. Safe on a zeroed dataset. */
 void nb_dataset_free(nb_dataset *ds);
 
 enum nb_split { NB_SPLIT_TRAIN = 0, NB_SPLIT_TEST = 1 };
 
-/* IDX pair (plain or .gz). classes is set to max label + 1, at least 10. */
-int nb_idx_load(const char *images_path, const char *labels_path,
+/*
+ * IDX pair (each plain or .gz). classes (1..256) is the expected class
+ * count: a label >= classes is an error naming the file and the sample.
+ * The images and labels files must hold the same count and end exactly
+ * where their headers say. ds->c = 1, ds->name is left empty.
+ */
+int nb_idx_load(const char *images_path, const char *labels_path, int classes,
 		nb_dataset *ds, char *err);
-/* CIFAR-10 binary from dir (the cifar-10-batches-bin folder). */
+/*
+ * CIFAR-10 binary from dir (the cifar-10-batches-bin folder): train reads
+ * data_batch_1..5.bin, test reads test_batch.bin. Each file must be a
+ * non-empty whole number of 3073-byte records (the originals hold 10000).
+ * ds is (N,3,32,32), 10 classes.
+ */
 int nb_cifar10_load(const char *dir, enum nb_split split, nb_dataset *ds,
 		    char *err);
-/* CIFAR-100 binary from dir (the cifar-100-binary folder); fine labels
- * (100 classes) or coarse (20). */
+/*
+ * CIFAR-100 binary from dir (the cifar-100-binary folder): train.bin or
+ * test.bin, 3074-byte records. Fine labels (100 classes), or coarse (20)
+ * when coarse is non-zero; both are range-checked.
+ */
 int nb_cifar100_load(const char *dir, enum nb_split split, int coarse,
 		     nb_dataset *ds, char *err);
 
 /*
- * Loads a named dataset ("fashion-mnist", "mnist", "cifar10", "cifar100")
- * from dir, or from its default place when dir is NULL or empty:
- * fashion-mnist: /usr/share/datasets/fashion-mnist (Debian package
- * dataset-fashion-mnist); others: $NASTY_BENCH_DATA/<name> or
- * data/<name>. The error says where the data was looked for and how to get
- * it.
+ * Loads a named dataset from dir, or from its default folder when dir is
+ * NULL or empty. Names:
+ *  - "fashion-mnist": default /usr/share/datasets/fashion-mnist (Debian
+ *    package dataset-fashion-mnist);
+ *  - "mnist": default $NASTY_BENCH_DATA/mnist, else data/mnist;
+ *    files train-images-idx3-ubyte, ... with or without .gz (both names
+ *    are accepted for fashion-mnist too);
+ *  - "cifar10": default $NASTY_BENCH_DATA/cifar10, else data/cifar10; the
+ *    folder itself or its cifar-10-batches-bin subfolder;
+ *  - "cifar100" (fine labels) and "cifar100-coarse": default
+ *    $NASTY_BENCH_DATA/cifar100, else data/cifar100; the folder or its
+ *    cifar-100-binary subfolder.
+ * When the data is absent the one-line error names where it looked and how
+ * to get the data. ds->name is set to name.
  */
 int nb_dataset_load(const char *name, const char *dir, enum nb_split split,
 		    nb_dataset *ds, char *err);
-/* The default folder of a named dataset (static string). */
+/* The default folder of a named dataset (a static string, overwritten by
+ * the next call for the same name), or NULL for an unknown name. */
 const char *nb_dataset_default_dir(const char *name);
 
-/* Keeps the first n samples (n <= ds->n). */
+/* Keeps the first n samples; does nothing when n < 0 or n >= ds->n. */
 void nb_dataset_truncate(nb_dataset *ds, int n);
 
 typedef struct nb_augment {
-	int pad_to;       /* 0, or zero-pad (centred) to pad_to x pad_to first */
-	int crop_pad;     /* random crop of the (padded) size after zero
-			     padding by crop_pad on every side; 0 = none */
-	int flip;         /* random horizontal flip with p = 0.5 */
-	float mean[4];    /* per-channel mean of x/255 */
-	float std[4];     /* per-channel std of x/255 */
+	int pad_to;    /* 0, or zero-pad (centred) to pad_to x pad_to first;
+			  e.g. 28 -> 32 for LeNet-5 (offset (32-28)/2) */
+	int crop_pad;  /* random crop of the (padded) size after zero
+			  padding by crop_pad on every side
+			  (torchvision RandomCrop(size, padding)); 0 = none */
+	int flip;      /* random horizontal flip with p = 0.5 */
+	float mean[4]; /* per-channel mean of x/255 */
+	float std[4];  /* per-channel std of x/255, > 0 */
 } nb_augment;
 
+/* Checks aug against ds: 1 <= c <= 4, pad_to 0 or >= h and w (at most
+ * 4096), 0 <= crop_pad <= 1024, std > 0 and finite, mean finite. Call it
+ * once before nb_batch_build, which assumes a checked aug. */
+int nb_augment_check(const nb_dataset *ds, const nb_augment *aug, char *err);
+
 /* Output size of a batch built with aug (h', w'). */
-void nb_augment_out_size(const nb_dataset *ds, const nb_augment *aug,
-			 int *h, int *w);
+void nb_augment_out_size(const nb_dataset *ds, const nb_augment *aug, int *h,
+			 int *w);
 
 /*
- * Builds a batch: x (B,C,h',w') float, y (B) labels, from samples idx[0..B).
- * When train is 0, crop and flip are off (test preprocessing). rng is the
- * augmentation stream; its use is deterministic for a given seed
- * whatever the thread count.
+ * One image, the simple twin of nb_batch_build: out (c,h',w') from img
+ * (c,h,w) with explicit crop offsets oy, ox in [0, 2*crop_pad] (crop_pad,
+ * crop_pad is the centre, i.e. no shift) and flip 0/1. Output pixel (y,x)
+ * of the padded-and-cropped image comes from padded pixel
+ * (y + oy - crop_pad, x' + ox - crop_pad), x' = flip ? w'-1-x : x; pixels
+ * outside the image are raw 0. Then (v/255 - mean[c]) / std[c].
+ */
+void nb_augment_apply(float *out, const uint8_t *img, int c, int h, int w,
+		      const nb_augment *aug, int oy, int ox, int flip);
+
+/*
+ * Builds a batch: x (B,C,h',w') float, y (B) labels, from samples
+ * idx[0..B) (each in [0, ds->n)). When train is 0, crop and flip are off
+ * (test preprocessing) and rng is not used (may be NULL). When train is
+ * non-zero, the random numbers of the whole batch are drawn first, in
+ * order, per sample: oy = below(2*crop_pad+1), ox = likewise (only if
+ * crop_pad > 0), flip = below(2) (only if aug->flip); then the images are
+ * filled in parallel. The result therefore depends on the seed only, never
+ * on the thread count.
  */
 void nb_batch_build(float *x, int *y, const nb_dataset *ds, const int *idx,
 		    int B, const nb_augment *aug, int train, nb_rng *rng);
 
 /*
- * Synthetic datasets in the original file formats, for tests: n samples of
- * class-dependent patterns (so a model can learn them). Writes the files a
- * loader expects into dir:
- *  - format "idx": train-images-idx3-ubyte(.gz), train-labels-idx1-ubyte(.gz),
- *    t10k-...; gz selects gzip;
- *  - "cifar10": data_batch_1..5.bin and test_batch.bin;
- *  - "cifar100": train.bin and test.bin.
+ * Synthetic datasets in the original file formats, for tests and smoke
+ * runs: n_train / n_test samples of class-dependent patterns (a bright blob
+ * whose position depends on the class, plus stripes, on a noisy
+ * background) that a small model can learn. Balanced labels in a shuffled
+ * order, fully determined by seed. Writes into dir (which must exist), each
+ * file through a temporary name and rename:
+ *  - "idx": 28x28, 10 classes: train-images-idx3-ubyte,
+ *    train-labels-idx1-ubyte, t10k-images-idx3-ubyte,
+ *    t10k-labels-idx1-ubyte, each with .gz appended when gz is non-zero;
+ *  - "cifar10": data_batch_1..5.bin (n_train split over the five, so
+ *    n_train >= 5) and test_batch.bin;
+ *  - "cifar100": train.bin and test.bin, fine label = class (100), coarse
+ *    label = fine / 5.
+ * gz only applies to "idx". n_train, n_test >= 1.
  */
-int nb_synth_write(const char *dir, const char *format, int n_train,
-		   int n_test, int gz, uint64_t seed, char *err);
+int nb_synth_write(const char *dir, const char *format, int n_train, int n_test,
+		   int gz, uint64_t seed, char *err);
 
 #endif
