@@ -131,7 +131,7 @@ static int cifar_load(const char *dir, const char *const *names, int nfiles,
 		      const cifar_format *f, nb_dataset *ds, char *err)
 {
 	char path[4096];
-	long long counts[8], total = 0;
+	long long counts[8] = {0}, total = 0;
 	uint8_t *buf = NULL;
 	int rc;
 

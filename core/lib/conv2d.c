@@ -8,8 +8,10 @@
  * runs serial inside a parallel region). Three shapes take other paths:
  *  - 1x1, stride 1, no padding: the input plane already is the im2col
  *    matrix, so it is a plain GEMM with no copy;
- *  - depthwise (groups == C == K): a GEMM with M = 1 wastes the BLAS, so a
- *    direct loop kernel that vectorises along the output row is used;
+ *  - depthwise (groups == C == K): a GEMM with M = 1 wastes the BLAS, so
+ *    direct kernels with register tiles are used (forward, weight
+ *    gradient, and the stride-1 input gradient as a forward convolution of
+ *    the padded output gradient with the flipped taps);
  *  - grouped: one GEMM per group on that group's slice.
  * Weight and bias gradients are summed per thread into private buffers and
  * then reduced in thread order, so a result is bit-identical for a given
@@ -45,106 +47,111 @@ int nb_conv2d_shape_finish(nb_conv2d_shape *s)
 	return NB_OK;
 }
 
-/* The output positions o in [0, n_out) whose input index
- * o*stride - pad + off falls inside [0, n_in), as the range [*lo, *hi). */
-static void valid_range(int n_out, int stride, int pad, int off, int n_in,
-			int *lo, int *hi)
+/* xp (Hp,Wp) interior <- x (H,W); the border is left alone (zero). */
+static void pad_plane(float *restrict xp, const float *restrict x, int H, int W,
+		      int ph, int pw)
 {
-	int a = pad - off; /* need o*stride >= a */
-	int l = a <= 0 ? 0 : (a + stride - 1) / stride;
-	int b = n_in - 1 + pad - off; /* need o*stride <= b */
-	int h = b < 0 ? 0 : b / stride + 1;
-	if (h > n_out)
-		h = n_out;
-	if (l > h)
-		l = h;
-	*lo = l;
-	*hi = h;
+	const int Wp = W + 2 * pw;
+	for (int h = 0; h < H; h++) {
+		float *d = xp + (size_t)(h + ph) * Wp + pw;
+		const float *src = x + (size_t)h * W;
+#pragma omp simd
+		for (int i = 0; i < W; i++)
+			d[i] = src[i];
+	}
 }
 
 /*
  * im (C,H,W) -> col (C*R*S, P*Q): row (c,r,s) holds the input pixel under
  * kernel tap (r,s) for every output position, zero where it is padding.
- * Row order matches w (K, C, R, S) flattened, so out = w * col.
- * The runs are short (a few to a few dozen floats), so plain loops on
- * restrict pointers, which the compiler vectorises, beat memcpy/memset
- * calls.
+ * Row order matches w (K,C,R,S) flattened, so out = w * col.
+ * With padding, the planes are first copied into xp (C,Hp,Wp), whose zero
+ * border the caller keeps (only interiors are ever written here); then
+ * every row of col is P whole runs of Q with no edge cases, which
+ * vectorise without remainders for the usual Q = 8, 16, 32.
  */
-static void im2col(float *col, const float *im, int C, int H, int W, int R,
-		   int S, int sh, int sw, int ph, int pw, int P, int Q)
+static void im2col(float *restrict col, float *restrict xp, const float *im,
+		   int C, int H, int W, int R, int S, int sh, int sw, int ph,
+		   int pw, int P, int Q)
 {
+	const int Hp = H + 2 * ph, Wp = W + 2 * pw;
+	const float *src = im;
+	if (ph || pw) {
+		for (int c = 0; c < C; c++)
+			pad_plane(xp + (size_t)c * Hp * Wp,
+				  im + (size_t)c * H * W, H, W, ph, pw);
+		src = xp;
+	}
 	for (int c = 0; c < C; c++)
-		for (int r = 0; r < R; r++) {
-			int p0, p1;
-			valid_range(P, sh, ph, r, H, &p0, &p1);
-			for (int s = 0; s < S; s++) {
-				float *restrict dst =
-				    col + ((size_t)(c * R + r) * S + s) * P * Q;
-				const float *src = im + (size_t)c * H * W;
-				int q0, q1;
-				valid_range(Q, sw, pw, s, W, &q0, &q1);
-				for (size_t i = 0; i < (size_t)p0 * Q; i++)
-					dst[i] = 0;
-				for (int p = p0; p < p1; p++) {
-					float *restrict d = dst + (size_t)p * Q;
-					/* input row h; column of q is q*sw+off */
-					const float *restrict row =
-					    src + (size_t)(p * sh - ph + r) * W;
-					const int off = s - pw;
-					for (int q = 0; q < q0; q++)
-						d[q] = 0;
+		for (int r = 0; r < R; r++)
+			for (int t = 0; t < S; t++) {
+				float *d =
+				    col + ((size_t)(c * R + r) * S + t) * P * Q;
+				for (int p = 0; p < P; p++) {
+					const float *x =
+					    src +
+					    ((size_t)c * Hp + p * sh + r) * Wp +
+					    t;
+					float *o = d + (size_t)p * Q;
 					if (sw == 1) {
 #pragma omp simd
-						for (int q = q0; q < q1; q++)
-							d[q] = row[q + off];
+						for (int q = 0; q < Q; q++)
+							o[q] = x[q];
 					} else {
 #pragma omp simd
-						for (int q = q0; q < q1; q++)
-							d[q] = row[q * sw + off];
+						for (int q = 0; q < Q; q++)
+							o[q] = x[q * sw];
 					}
-					for (int q = q1; q < Q; q++)
-						d[q] = 0;
 				}
-				for (size_t i = (size_t)p1 * Q; i < (size_t)P * Q;
-				     i++)
-					dst[i] = 0;
 			}
-		}
 }
 
-/* The adjoint of im2col: im (C,H,W) += col (C*R*S, P*Q) scattered back;
- * padding positions are dropped. */
-static void col2im_add(float *im, const float *col, int C, int H, int W,
-		       int R, int S, int sh, int sw, int ph, int pw, int P,
-		       int Q)
+/* The adjoint of im2col: im (C,H,W) += col (C*R*S, P*Q) scattered back.
+ * With padding, the scatter goes into dxp (C,Hp,Wp), zeroed here, and only
+ * its interior is added to im. */
+static void col2im_add(float *im, float *restrict dxp,
+		       const float *restrict col, int C, int H, int W, int R,
+		       int S, int sh, int sw, int ph, int pw, int P, int Q)
 {
+	const int Hp = H + 2 * ph, Wp = W + 2 * pw;
+	float *dst = im;
+	if (ph || pw) {
+		memset(dxp, 0, sizeof(float) * C * Hp * Wp);
+		dst = dxp;
+	}
 	for (int c = 0; c < C; c++)
-		for (int r = 0; r < R; r++) {
-			int p0, p1;
-			valid_range(P, sh, ph, r, H, &p0, &p1);
-			for (int s = 0; s < S; s++) {
-				const float *src =
-				    col + ((size_t)(c * R + r) * S + s) * P * Q;
-				float *dst = im + (size_t)c * H * W;
-				int q0, q1;
-				valid_range(Q, sw, pw, s, W, &q0, &q1);
-				for (int p = p0; p < p1; p++) {
-					const float *restrict d =
-					    src + (size_t)p * Q;
-					float *restrict row =
-					    dst + (size_t)(p * sh - ph + r) * W;
-					const int off = s - pw;
+		for (int r = 0; r < R; r++)
+			for (int t = 0; t < S; t++) {
+				const float *d =
+				    col + ((size_t)(c * R + r) * S + t) * P * Q;
+				for (int p = 0; p < P; p++) {
+					float *restrict x =
+					    dst +
+					    ((size_t)c * Hp + p * sh + r) * Wp +
+					    t;
+					const float *restrict g =
+					    d + (size_t)p * Q;
 					if (sw == 1) {
 #pragma omp simd
-						for (int q = q0; q < q1; q++)
-							row[q + off] += d[q];
+						for (int q = 0; q < Q; q++)
+							x[q] += g[q];
 					} else {
 #pragma omp simd
-						for (int q = q0; q < q1; q++)
-							row[q * sw + off] += d[q];
+						for (int q = 0; q < Q; q++)
+							x[q * sw] += g[q];
 					}
 				}
 			}
+	if (dst == im)
+		return;
+	for (int c = 0; c < C; c++)
+		for (int h = 0; h < H; h++) {
+			float *restrict o = im + ((size_t)c * H + h) * W;
+			const float *restrict e =
+			    dxp + ((size_t)c * Hp + h + ph) * Wp + pw;
+#pragma omp simd
+			for (int i = 0; i < W; i++)
+				o[i] += e[i];
 		}
 }
 
@@ -168,8 +175,8 @@ static float sum_floats(const float *x, size_t n)
 
 static int is_pointwise(const nb_conv2d_shape *s)
 {
-	return s->R == 1 && s->S == 1 && s->stride_h == 1 &&
-	       s->stride_w == 1 && s->pad_h == 0 && s->pad_w == 0;
+	return s->R == 1 && s->S == 1 && s->stride_h == 1 && s->stride_w == 1 &&
+	       s->pad_h == 0 && s->pad_w == 0;
 }
 
 static int is_depthwise(const nb_conv2d_shape *s)
@@ -186,33 +193,16 @@ static size_t pad16(size_t n)
 
 /* ---- depthwise direct kernels -------------------------------------------
  * Each plane is first copied into a zero-bordered scratch plane xp of
- * (Hp,Wp) = (H+2*pad_h, W+2*pad_w), so that every kernel tap runs over
- * whole output rows with no edge cases: the inner loops have the full
- * length Q (16 or 32 on CIFAR), with no remainders. `omp simd` makes GCC
- * vectorise them at -O2 too. */
-
-/* xp (Hp,Wp) interior <- x (H,W); the border is left alone (zero). */
-static void pad_plane(float *restrict xp, const float *restrict x, int H,
-		      int W, int ph, int pw)
-{
-	const int Wp = W + 2 * pw;
-	for (int h = 0; h < H; h++) {
-		float *d = xp + (size_t)(h + ph) * Wp + pw;
-		const float *src = x + (size_t)h * W;
-#pragma omp simd
-		for (int i = 0; i < W; i++)
-			d[i] = src[i];
-	}
-}
-
-/* Output tiles of DW_TR rows x 8 columns keep their sums in registers
- * (GCC/Clang vector extensions; one 256-bit vector per row) through all
- * the taps; a loop that adds one tap at a time into memory is bound by
- * store-to-load latency instead. */
+ * (Hp,Wp) = (H+2*pad_h, W+2*pad_w), so that the kernels need no edge cases.
+ * Output tiles of DW_TR rows x DW_TC columns keep their sums in registers
+ * (GCC/Clang vector extensions, one 256-bit vector per row) through all the
+ * taps: a loop that adds one tap at a time into memory is bound by
+ * store-to-load latency instead (measured 4x slower). */
 #define DW_TR 4 /* a0..a3 below */
-#define DW_TC 8
+#define DW_TC 8 /* one v8f */
 typedef float v8f __attribute__((vector_size(32)));
-typedef float v8f_u __attribute__((vector_size(32), aligned(4)));
+/* for loads and stores at any float address; may alias float */
+typedef float v8f_u __attribute__((vector_size(32), aligned(4), may_alias));
 
 /* 8 floats x[0], x[sw], ..., x[7*sw] */
 static inline v8f load8(const float *x, int sw)
@@ -230,9 +220,8 @@ static inline v8f load8(const float *x, int sw)
  * gradient.
  */
 static void dw_plane_conv(float *restrict out, int accumulate,
-			  const float *restrict xp, const float *w,
-			  float bias, int Wp, int R, int S, int sh, int sw,
-			  int P, int Q)
+			  const float *restrict xp, const float *w, float bias,
+			  int Wp, int R, int S, int sh, int sw, int P, int Q)
 {
 	const int Pt = P - P % DW_TR, Qt = Q - Q % DW_TC;
 	for (int p = 0; p < Pt; p += DW_TR)
@@ -243,9 +232,9 @@ static void dw_plane_conv(float *restrict out, int accumulate,
 			for (int r = 0; r < R; r++)
 				for (int t = 0; t < S; t++) {
 					const float wv = w[r * S + t];
-					const float *x = xp +
-							 (size_t)(p * sh + r) * Wp +
-							 (size_t)q * sw + t;
+					const float *x =
+					    xp + (size_t)(p * sh + r) * Wp +
+					    (size_t)q * sw + t;
 					a0 += wv * load8(x, sw);
 					a1 += wv * load8(x + rs, sw);
 					a2 += wv * load8(x + 2 * rs, sw);
@@ -280,31 +269,59 @@ static void dw_plane_conv(float *restrict out, int accumulate,
 		}
 }
 
-/* lanes (R*S, Q) += for each tap (r,s) and output column q, the sum over
- * output rows p of g[p][q] * xp[p*sh + r][q*sw + s]. Summing each lane row
- * afterwards gives dw[r,s] in a fixed order; the lanes vectorise where a
- * single running sum would not (without -ffast-math). */
-static void dw_plane_lanes(float *restrict lanes, const float *restrict g,
+/* the sum of the 8 elements, in a fixed order */
+static float hsum8(v8f v)
+{
+	float acc = 0;
+	for (int j = 0; j < 8; j++)
+		acc += v[j];
+	return acc;
+}
+
+/*
+ * dw (R,S) += for each tap (r,s) the sum over outputs (p,q) of
+ * g[p][q] * xp[p*sh + r][q*sw + s]. Taps go four at a time, each with its
+ * own vector of 8 column sums in a register; the order of every sum is
+ * fixed, so the result is deterministic.
+ */
+static void dw_plane_wgrad(float *dw, const float *restrict g,
 			   const float *restrict xp, int Wp, int R, int S,
 			   int sh, int sw, int P, int Q)
 {
-	for (int p = 0; p < P; p++) {
-		const float *gp = g + (size_t)p * Q;
-		for (int r = 0; r < R; r++)
-			for (int t = 0; t < S; t++) {
-				float *l = lanes + (size_t)(r * S + t) * Q;
+	const int RS = R * S, Qt = Q - Q % DW_TC;
+	for (int k0 = 0; k0 < RS; k0 += 4) {
+		const int nk = RS - k0 < 4 ? RS - k0 : 4;
+		/* where each tap reads in xp; a missing fourth tap repeats
+		 * the last one and is dropped at the end */
+		size_t off[4];
+		for (int i = 0; i < 4; i++) {
+			int k = k0 + (i < nk ? i : nk - 1);
+			off[i] = (size_t)(k / S) * Wp + k % S;
+		}
+		v8f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+		for (int q = 0; q < Qt; q += DW_TC)
+			for (int p = 0; p < P; p++) {
+				const v8f gv =
+				    *(const v8f_u *)(g + (size_t)p * Q + q);
 				const float *x =
-				    xp + (size_t)(p * sh + r) * Wp + t;
-				if (sw == 1) {
-#pragma omp simd
-					for (int q = 0; q < Q; q++)
-						l[q] += gp[q] * x[q];
-				} else {
-#pragma omp simd
-					for (int q = 0; q < Q; q++)
-						l[q] += gp[q] * x[q * sw];
-				}
+				    xp + (size_t)p * sh * Wp + (size_t)q * sw;
+				a0 += gv * load8(x + off[0], sw);
+				a1 += gv * load8(x + off[1], sw);
+				a2 += gv * load8(x + off[2], sw);
+				a3 += gv * load8(x + off[3], sw);
 			}
+		float tail[4] = {0};
+		for (int p = 0; p < P; p++)
+			for (int q = Qt; q < Q; q++) {
+				const float gv = g[(size_t)p * Q + q];
+				const float *x =
+				    xp + (size_t)p * sh * Wp + (size_t)q * sw;
+				for (int i = 0; i < 4; i++)
+					tail[i] += gv * x[off[i]];
+			}
+		const v8f acc[4] = {a0, a1, a2, a3};
+		for (int i = 0; i < nk; i++)
+			dw[k0 + i] += hsum8(acc[i]) + tail[i];
 	}
 }
 
@@ -330,29 +347,23 @@ static void dw_plane_scatter(float *restrict dxp, const float *restrict g,
 /*
  * The backward pass of one depthwise plane: g (P,Q), x (H,W), w (R,S) ->
  * dx (H,W) +=, dw (R,S) +=; either may be NULL.
- * Scratch: xp (Hp,Wp) with a zero border (if dw); lanes (R*S,Q) (if dw);
- * gb (if dx): for stride 1, g padded by R-1 rows and S-1 columns each side
- * (zero border) followed by the R*S flipped taps, because then
- * dx[h][w] = sum_{r,s} w[R-1-r][S-1-s] * gpad[h+pad_h+r][w+pad_w+s] is
- * again a forward convolution; for other strides, a padded (Hp,Wp) plane
- * to scatter into.
+ * Scratch: xp (Hp,Wp) with a zero border (if dw); gb (if dx): for stride 1, g
+ * padded by R-1 rows and S-1 columns each side (zero border) followed by the
+ * R*S flipped taps, because then dx[h][w] = sum_{r,s} w[R-1-r][S-1-s] *
+ * gpad[h+pad_h+r][w+pad_w+s] is again a forward convolution; for other strides,
+ * a padded (Hp,Wp) plane to scatter into.
  */
 static void dw_plane_backward(float *dx, float *dw, const float *g,
 			      const float *x, const float *w, float *xp,
-			      float *lanes, float *gb,
-			      const nb_conv2d_shape *s)
+			      float *gb, const nb_conv2d_shape *s)
 {
 	const int H = s->H, W = s->W, R = s->R, S = s->S, P = s->P, Q = s->Q;
 	const int sh = s->stride_h, sw = s->stride_w, ph = s->pad_h,
 		  pw = s->pad_w;
 	const int Wp = W + 2 * pw;
 	if (dw) {
-		const size_t RS = (size_t)R * S;
 		pad_plane(xp, x, H, W, ph, pw);
-		memset(lanes, 0, sizeof(float) * RS * Q);
-		dw_plane_lanes(lanes, g, xp, Wp, R, S, sh, sw, P, Q);
-		for (size_t i = 0; i < RS; i++)
-			dw[i] += sum_floats(lanes + i * Q, (size_t)Q);
+		dw_plane_wgrad(dw, g, xp, Wp, R, S, sh, sw, P, Q);
 	}
 	if (!dx)
 		return;
@@ -362,8 +373,8 @@ static void dw_plane_backward(float *dx, float *dw, const float *g,
 		for (int i = 0; i < R * S; i++)
 			wf[i] = w[R * S - 1 - i];
 		pad_plane(gb, g, P, Q, R - 1, S - 1);
-		dw_plane_conv(dx, 1, gb + (size_t)ph * Qp + pw, wf, 0.0f, Qp,
-			      R, S, 1, 1, H, W);
+		dw_plane_conv(dx, 1, gb + (size_t)ph * Qp + pw, wf, 0.0f, Qp, R,
+			      S, 1, 1, H, W);
 	} else {
 		const int Hp = H + 2 * ph;
 		memset(gb, 0, sizeof(float) * Hp * Wp);
@@ -382,7 +393,8 @@ static void dw_plane_backward(float *dx, float *dw, const float *g,
 static size_t dw_gb_floats(const nb_conv2d_shape *s)
 {
 	if (s->stride_h == 1 && s->stride_w == 1)
-		return (size_t)(s->P + 2 * (s->R - 1)) * (s->Q + 2 * (s->S - 1)) +
+		return (size_t)(s->P + 2 * (s->R - 1)) *
+			   (s->Q + 2 * (s->S - 1)) +
 		       (size_t)s->R * s->S;
 	return (size_t)(s->H + 2 * s->pad_h) * (s->W + 2 * s->pad_w);
 }
@@ -409,11 +421,10 @@ static int depthwise_forward(float *out, const float *in, const float *w,
 			for (int c = 0; c < C; c++) {
 				pad_plane(xp, in + ((size_t)n * C + c) * HW, H,
 					  W, s->pad_h, s->pad_w);
-				dw_plane_conv(out + ((size_t)n * C + c) * PQ, 0,
-					      xp, w + (size_t)c * R * S,
-					      b ? b[c] : 0.0f, Wp, R, S,
-					      s->stride_h, s->stride_w, s->P,
-					      s->Q);
+				dw_plane_conv(
+				    out + ((size_t)n * C + c) * PQ, 0, xp,
+				    w + (size_t)c * R * S, b ? b[c] : 0.0f, Wp,
+				    R, S, s->stride_h, s->stride_w, s->P, s->Q);
 			}
 	}
 	return NB_OK;
@@ -436,17 +447,26 @@ int nb_conv2d_forward(float *out, const float *in, const float *w,
 	if (is_depthwise(s))
 		return depthwise_forward(out, in, w, b, s, ws);
 
+	/* per-thread scratch: [col (CRSg,PQ)] [xp (Cg,Hp,Wp) if padded] */
 	const int direct = is_pointwise(s);
+	const int padded = ph || pw;
+	const size_t col_n = direct ? 0 : pad16(CRSg * PQ);
+	const size_t xp_n =
+	    !direct && padded ? pad16((size_t)Cg * (H + 2 * ph) * (W + 2 * pw))
+			      : 0;
+	const size_t slice = col_n + xp_n;
 	const int T = nb_workspace_threads();
-	const size_t slice = direct ? 0 : pad16(CRSg * PQ);
 	float *scratch = NULL;
 	if (slice && !(scratch = nb_workspace_reserve(ws, slice * T)))
 		return NB_ENOMEM;
 
 #pragma omp parallel num_threads(T)
 	{
-		float *col = scratch ? scratch + slice * omp_get_thread_num()
-				     : NULL;
+		float *col =
+		    scratch ? scratch + slice * omp_get_thread_num() : NULL;
+		float *xp = xp_n ? col + col_n : NULL;
+		if (xp) /* the border stays zero: only interiors are written */
+			memset(xp, 0, sizeof(float) * xp_n);
 #pragma omp for schedule(static)
 		for (int n = 0; n < N; n++) {
 			float *on = out + (size_t)n * K * PQ;
@@ -459,17 +479,19 @@ int nb_conv2d_forward(float *out, const float *in, const float *w,
 				beta = 1.0f;
 			}
 			for (int g = 0; g < G; g++) {
-				const float *ig = in + ((size_t)n * C + (size_t)g * Cg) * HW;
+				const float *ig =
+				    in + ((size_t)n * C + (size_t)g * Cg) * HW;
 				const float *B = ig;
 				if (!direct) {
-					im2col(col, ig, Cg, H, W, R, S, sh, sw,
-					       ph, pw, P, Q);
+					im2col(col, xp, ig, Cg, H, W, R, S, sh,
+					       sw, ph, pw, P, Q);
 					B = col;
 				}
-				/* out_g (Kg,PQ) = w_g (Kg,CRSg) * B (CRSg,PQ) */
+				/* out_g (Kg,PQ) += w_g (Kg,CRSg) * B */
 				cblas_sgemm(CblasRowMajor, CblasNoTrans,
-					    CblasNoTrans, Kg, (int)PQ, (int)CRSg,
-					    1.0f, w + (size_t)g * Kg * CRSg,
+					    CblasNoTrans, Kg, (int)PQ,
+					    (int)CRSg, 1.0f,
+					    w + (size_t)g * Kg * CRSg,
 					    (int)CRSg, B, (int)PQ, beta,
 					    on + (size_t)g * Kg * PQ, (int)PQ);
 			}
@@ -482,9 +504,8 @@ int nb_conv2d_forward(float *out, const float *in, const float *w,
  * dout (N,K,P,Q), in (N,C,H,W), w (K,C/G,R,S) -> din (N,C,H,W) +=,
  * dw (K,C/G,R,S) +=, db (K) +=; each may be NULL.
  *
- * Per-thread workspace slice: [col (C/G*R*S, P*Q), or for depthwise
- * xp, lanes, gb] [dw partial] [db partial], each part present only when
- * needed. */
+ * Per-thread workspace slice: [col] [xp] [dxp] [dw partial] [db partial],
+ * each part present only when needed (see below). */
 int nb_conv2d_backward(float *din, float *dw, float *db, const float *dout,
 		       const float *in, const float *w,
 		       const nb_conv2d_shape *s, nb_workspace *ws)
@@ -503,17 +524,24 @@ int nb_conv2d_backward(float *din, float *dw, float *db, const float *dout,
 	const int depthwise = is_depthwise(s);
 	const int direct = is_pointwise(s);
 	const int need_col = !depthwise && !direct && (din || dw);
-	/* the im2col matrix; for depthwise instead the scratch of
-	 * dw_plane_backward: xp, lanes, gb */
-	const int Hp = H + 2 * ph, Wp = W + 2 * pw;
-	const size_t xp_n = depthwise && dw ? pad16((size_t)Hp * Wp) : 0;
-	const size_t lanes_n = depthwise && dw ? pad16((size_t)R * S * Q) : 0;
-	const size_t gb_n = depthwise && din ? pad16(dw_gb_floats(s)) : 0;
-	const size_t col_n =
-	    need_col ? pad16(CRSg * PQ) : xp_n + lanes_n + gb_n;
+	/* GEMM path: the im2col matrix col, and with padding the padded
+	 * input planes xp (for dw) and the padded din planes dxp; depthwise:
+	 * the xp and gb of dw_plane_backward */
+	const int padded = ph || pw;
+	const size_t plane_n = (size_t)(H + 2 * ph) * (W + 2 * pw);
+	const size_t col_n = need_col ? pad16(CRSg * PQ) : 0;
+	size_t xp_n = 0, dxp_n = 0;
+	if (depthwise) {
+		xp_n = dw ? pad16(plane_n) : 0;
+		dxp_n = din ? pad16(dw_gb_floats(s)) : 0;
+	} else if (need_col && padded) {
+		xp_n = dw ? pad16((size_t)Cg * plane_n) : 0;
+		dxp_n = din ? pad16((size_t)Cg * plane_n) : 0;
+	}
+	const size_t work_n = col_n + xp_n + dxp_n;
 	const size_t dw_n = dw ? pad16(nw) : 0;
 	const size_t db_n = db ? pad16((size_t)K) : 0;
-	const size_t slice = col_n + dw_n + db_n;
+	const size_t slice = work_n + dw_n + db_n;
 	const int T = nb_workspace_threads();
 	float *scratch = NULL;
 	if (slice && !(scratch = nb_workspace_reserve(ws, slice * T)))
@@ -525,16 +553,16 @@ int nb_conv2d_backward(float *din, float *dw, float *db, const float *dout,
 		const int t = omp_get_thread_num();
 		float *mine = scratch ? scratch + slice * t : NULL;
 		float *col = need_col ? mine : NULL;
-		float *xp = xp_n ? mine : NULL;
-		float *lanes = lanes_n ? mine + xp_n : NULL;
-		float *gb = gb_n ? mine + xp_n + lanes_n : NULL;
-		/* zero borders once: the planes only overwrite interiors */
+		float *xp = xp_n ? mine + col_n : NULL;
+		float *dxp = dxp_n ? mine + col_n + xp_n : NULL;
+		/* zero borders once: the planes only overwrite interiors
+		 * (col2im_add zeroes its dxp itself) */
 		if (xp)
 			memset(xp, 0, sizeof(float) * xp_n);
-		if (gb)
-			memset(gb, 0, sizeof(float) * gb_n);
-		float *dwp = dw ? mine + col_n : NULL;
-		float *dbp = db ? mine + col_n + dw_n : NULL;
+		if (dxp)
+			memset(dxp, 0, sizeof(float) * dxp_n);
+		float *dwp = dw ? mine + work_n : NULL;
+		float *dbp = db ? mine + work_n + dw_n : NULL;
 		if (dwp)
 			memset(dwp, 0, sizeof(float) * nw);
 		if (dbp)
@@ -556,10 +584,10 @@ int nb_conv2d_backward(float *din, float *dw, float *db, const float *dout,
 				for (int c = 0; c < C && (dxn || dwp); c++)
 					dw_plane_backward(
 					    dxn ? dxn + c * HW : NULL,
-					    dwp ? dwp + (size_t)c * R * S : NULL,
+					    dwp ? dwp + (size_t)c * R * S
+						: NULL,
 					    gn + c * PQ, xn + c * HW,
-					    w + (size_t)c * R * S, xp, lanes, gb,
-					    s);
+					    w + (size_t)c * R * S, xp, dxp, s);
 				continue;
 			}
 			for (int g = 0; g < G; g++) {
@@ -571,8 +599,8 @@ int nb_conv2d_backward(float *din, float *dw, float *db, const float *dout,
 					 * col^T (PQ,CRSg) */
 					const float *B = xg;
 					if (!direct) {
-						im2col(col, xg, Cg, H, W, R, S,
-						       sh, sw, ph, pw, P, Q);
+						im2col(col, xp, xg, Cg, H, W, R,
+						       S, sh, sw, ph, pw, P, Q);
 						B = col;
 					}
 					cblas_sgemm(CblasRowMajor, CblasNoTrans,
@@ -586,17 +614,16 @@ int nb_conv2d_backward(float *din, float *dw, float *db, const float *dout,
 					/* col (CRSg,PQ) = w_g^T * dout_g; for
 					 * 1x1 that is din_g itself, += */
 					float *dxg = dxn + (size_t)g * Cg * HW;
-					cblas_sgemm(CblasRowMajor, CblasTrans,
-						    CblasNoTrans, (int)CRSg,
-						    (int)PQ, Kg, 1.0f, wg,
-						    (int)CRSg, gg, (int)PQ,
-						    direct ? 1.0f : 0.0f,
-						    direct ? dxg : col,
-						    (int)PQ);
+					cblas_sgemm(
+					    CblasRowMajor, CblasTrans,
+					    CblasNoTrans, (int)CRSg, (int)PQ,
+					    Kg, 1.0f, wg, (int)CRSg, gg,
+					    (int)PQ, direct ? 1.0f : 0.0f,
+					    direct ? dxg : col, (int)PQ);
 					if (!direct)
-						col2im_add(dxg, col, Cg, H, W,
-							   R, S, sh, sw, ph, pw,
-							   P, Q);
+						col2im_add(dxg, dxp, col, Cg, H,
+							   W, R, S, sh, sw, ph,
+							   pw, P, Q);
 				}
 			}
 		}
@@ -609,7 +636,7 @@ int nb_conv2d_backward(float *din, float *dw, float *db, const float *dout,
 			for (size_t i = 0; i < nw; i++) {
 				float acc = 0;
 				for (int u = 0; u < used; u++)
-					acc += scratch[slice * u + col_n + i];
+					acc += scratch[slice * u + work_n + i];
 				dw[i] += acc;
 			}
 		}
@@ -618,7 +645,7 @@ int nb_conv2d_backward(float *din, float *dw, float *db, const float *dout,
 			for (int k = 0; k < K; k++) {
 				float acc = 0;
 				for (int u = 0; u < used; u++)
-					acc += scratch[slice * u + col_n +
+					acc += scratch[slice * u + work_n +
 						       dw_n + k];
 				db[k] += acc;
 			}

@@ -213,7 +213,7 @@ int nb_idx_load(const char *images_path, const char *labels_path, int classes,
 {
 	idx_file fi = {0}, fl = {0};
 	uint8_t *lab8 = NULL;
-	uint32_t idim[3], ldim[1];
+	uint32_t idim[3] = {0, 0, 0}, ldim[1] = {0};
 	int rc;
 
 	memset(ds, 0, sizeof *ds);

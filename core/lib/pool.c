@@ -20,9 +20,8 @@
 #include "ops.h"
 
 /* in (N,C,H,W) -> out, argmax (N,C,P,Q), P = (H + 2*pad - k)/stride + 1 */
-void nb_maxpool2d_forward(float *out, int32_t *argmax, const float *in,
-			  int N, int C, int H, int W, int k, int stride,
-			  int pad)
+void nb_maxpool2d_forward(float *out, int32_t *argmax, const float *in, int N,
+			  int C, int H, int W, int k, int stride, int pad)
 {
 	const int P = (H + 2 * pad - k) / stride + 1;
 	const int Q = (W + 2 * pad - k) / stride + 1;
@@ -44,8 +43,8 @@ void nb_maxpool2d_forward(float *out, int32_t *argmax, const float *in,
 				 * of only -inf reports its first pixel, as
 				 * PyTorch */
 				float best = -INFINITY;
-				int32_t at = h0 < h1 && w0 < w1 ? h0 * W + w0
-								: -1;
+				int32_t at =
+				    h0 < h1 && w0 < w1 ? h0 * W + w0 : -1;
 				for (int h = h0; h < h1; h++)
 					for (int w = w0; w < w1; w++) {
 						float v = x[h * W + w];
@@ -62,9 +61,8 @@ void nb_maxpool2d_forward(float *out, int32_t *argmax, const float *in,
 }
 
 /* dout, argmax (N,C,P,Q) -> din (N,C,H,W) += dout at each argmax */
-void nb_maxpool2d_backward(float *din, const float *dout,
-			   const int32_t *argmax, int N, int C, int H, int W,
-			   int P, int Q)
+void nb_maxpool2d_backward(float *din, const float *dout, const int32_t *argmax,
+			   int N, int C, int H, int W, int P, int Q)
 {
 	const long planes = (long)N * C;
 #pragma omp parallel for schedule(static)
@@ -109,8 +107,8 @@ void nb_avgpool2d_forward(float *out, const float *in, int N, int C, int H,
 }
 
 /* dout (N,C,P,Q) -> din (N,C,H,W) += dout / (k*k) over each window */
-void nb_avgpool2d_backward(float *din, const float *dout, int N, int C,
-			   int H, int W, int k, int stride, int pad)
+void nb_avgpool2d_backward(float *din, const float *dout, int N, int C, int H,
+			   int W, int k, int stride, int pad)
 {
 	const int P = (H + 2 * pad - k) / stride + 1;
 	const int Q = (W + 2 * pad - k) / stride + 1;
@@ -172,8 +170,8 @@ void nb_adaptive_avgpool2d_forward(float *out, const float *in, int N, int C,
 }
 
 /* dout (N,C,P,Q) -> din (N,C,H,W) += dout / window size over each window */
-void nb_adaptive_avgpool2d_backward(float *din, const float *dout, int N,
-				    int C, int H, int W, int P, int Q)
+void nb_adaptive_avgpool2d_backward(float *din, const float *dout, int N, int C,
+				    int H, int W, int P, int Q)
 {
 	const long planes = (long)N * C;
 #pragma omp parallel for schedule(static)

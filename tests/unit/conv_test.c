@@ -80,78 +80,112 @@ static void fill_distinct(float *x, size_t n, uint64_t seed)
  * Straight from the definition, accumulating in double. Same shapes as
  * nb_conv2d_forward/backward; backward accumulates (+=) too. */
 
-static float ref_in(const float *in, const nb_conv2d_shape *s, int n, int c,
-		    int h, int w)
+/* The flat index of in[n][c][h][w], or -1 where (h,w) is padding. */
+static long ref_in_index(const nb_conv2d_shape *s, int n, int c, int h, int w)
 {
 	if (h < 0 || h >= s->H || w < 0 || w >= s->W)
-		return 0.0f;
-	return in[(((size_t)n * s->C + c) * s->H + h) * s->W + w];
+		return -1;
+	return (((long)n * s->C + c) * s->H + h) * s->W + w;
 }
 
+/* Calls visit(ctx, out index, in index, w index) for every (output, tap)
+ * pair that reads a real input pixel: the definition of the convolution as
+ * one flat walk, shared by the reference forward and backward. */
+typedef void (*ref_visit_fn)(void *ctx, long o, long i, long wi);
+
+static void ref_walk(const nb_conv2d_shape *s, ref_visit_fn visit, void *ctx)
+{
+	const int Cg = s->C / s->groups, Kg = s->K / s->groups;
+	const long n_out = (long)s->N * s->K * s->P * s->Q;
+	for (long o = 0; o < n_out; o++) {
+		const int q = (int)(o % s->Q), p = (int)(o / s->Q % s->P);
+		const int k = (int)(o / ((long)s->Q * s->P) % s->K);
+		const int n = (int)(o / ((long)s->Q * s->P * s->K));
+		const int g = k / Kg;
+		for (int c = 0; c < Cg; c++)
+			for (int r = 0; r < s->R; r++)
+				for (int t = 0; t < s->S; t++) {
+					int h = p * s->stride_h - s->pad_h + r;
+					int x = q * s->stride_w - s->pad_w + t;
+					long i = ref_in_index(s, n, g * Cg + c,
+							      h, x);
+					long wi =
+					    (((long)k * Cg + c) * s->R + r) *
+						s->S +
+					    t;
+					if (i >= 0)
+						visit(ctx, o, i, wi);
+				}
+	}
+}
+
+typedef struct ref_ctx {
+	const float *in, *w, *dout;
+	double *out, *gin, *gw;
+} ref_ctx;
+
+static void ref_visit_forward(void *ctx, long o, long i, long wi)
+{
+	ref_ctx *c = ctx;
+	c->out[o] += (double)c->in[i] * c->w[wi];
+}
+
+static void ref_visit_backward(void *ctx, long o, long i, long wi)
+{
+	ref_ctx *c = ctx;
+	c->gin[i] += (double)c->dout[o] * c->w[wi];
+	c->gw[wi] += (double)c->dout[o] * c->in[i];
+}
+
+static double *dzeros(size_t n)
+{
+	double *p = calloc(n ? n : 1, sizeof(double));
+	CU_ASSERT_FATAL(p != NULL);
+	return p;
+}
+
+/* The plain-loop reference forward: out = conv(in, w) + b, in double. */
 static void ref_conv_forward(float *out, const float *in, const float *w,
 			     const float *b, const nb_conv2d_shape *s)
 {
-	int Cg = s->C / s->groups, Kg = s->K / s->groups;
-	for (int n = 0; n < s->N; n++)
-		for (int k = 0; k < s->K; k++)
-			for (int p = 0; p < s->P; p++)
-				for (int q = 0; q < s->Q; q++) {
-					int g = k / Kg;
-					double acc = b ? b[k] : 0.0;
-					for (int c = 0; c < Cg; c++)
-						for (int r = 0; r < s->R; r++)
-							for (int t = 0; t < s->S; t++) {
-								int h = p * s->stride_h - s->pad_h + r;
-								int x = q * s->stride_w - s->pad_w + t;
-								acc += (double)ref_in(in, s, n, g * Cg + c, h, x) *
-								       w[(((size_t)k * Cg + c) * s->R + r) * s->S + t];
-							}
-					out[(((size_t)n * s->K + k) * s->P + p) * s->Q + q] = (float)acc;
-				}
+	const long n_out = (long)s->N * s->K * s->P * s->Q;
+	ref_ctx c = {.in = in, .w = w, .out = dzeros(n_out)};
+	ref_walk(s, ref_visit_forward, &c);
+	for (long o = 0; o < n_out; o++) {
+		int k = (int)(o / ((long)s->P * s->Q) % s->K);
+		out[o] = (float)(c.out[o] + (b ? b[k] : 0.0));
+	}
+	free(c.out);
 }
 
+/* The plain-loop reference backward; accumulates (+=) like the real one. */
 static void ref_conv_backward(float *din, float *dw, float *db,
 			      const float *dout, const float *in,
 			      const float *w, const nb_conv2d_shape *s)
 {
-	int Cg = s->C / s->groups, Kg = s->K / s->groups;
-	size_t nin = (size_t)s->N * s->C * s->H * s->W;
-	size_t nw = (size_t)s->K * Cg * s->R * s->S;
-	double *gi = calloc(nin, sizeof(double));
-	double *gw = calloc(nw, sizeof(double));
-	double *gb = calloc(s->K, sizeof(double));
-	CU_ASSERT_FATAL(gi && gw && gb);
-	for (int n = 0; n < s->N; n++)
-		for (int k = 0; k < s->K; k++)
-			for (int p = 0; p < s->P; p++)
-				for (int q = 0; q < s->Q; q++) {
-					int g = k / Kg;
-					double go = dout[(((size_t)n * s->K + k) * s->P + p) * s->Q + q];
-					gb[k] += go;
-					for (int c = 0; c < Cg; c++)
-						for (int r = 0; r < s->R; r++)
-							for (int t = 0; t < s->S; t++) {
-								int h = p * s->stride_h - s->pad_h + r;
-								int x = q * s->stride_w - s->pad_w + t;
-								if (h < 0 || h >= s->H || x < 0 || x >= s->W)
-									continue;
-								size_t ii = (((size_t)n * s->C + g * Cg + c) * s->H + h) * s->W + x;
-								size_t wi = (((size_t)k * Cg + c) * s->R + r) * s->S + t;
-								gi[ii] += go * w[wi];
-								gw[wi] += go * in[ii];
-							}
-				}
+	const size_t nin = (size_t)s->N * s->C * s->H * s->W;
+	const size_t nw = (size_t)s->K * (s->C / s->groups) * s->R * s->S;
+	const long n_out = (long)s->N * s->K * s->P * s->Q;
+	ref_ctx c = {.in = in,
+		     .w = w,
+		     .dout = dout,
+		     .gin = dzeros(nin),
+		     .gw = dzeros(nw)};
+	ref_walk(s, ref_visit_backward, &c);
+	double *gb = dzeros(s->K);
+	for (long o = 0; o < n_out; o++)
+		gb[o / ((long)s->P * s->Q) % s->K] += dout[o];
 	if (din)
 		for (size_t i = 0; i < nin; i++)
-			din[i] += (float)gi[i];
+			din[i] += (float)c.gin[i];
 	if (dw)
 		for (size_t i = 0; i < nw; i++)
-			dw[i] += (float)gw[i];
+			dw[i] += (float)c.gw[i];
 	if (db)
 		for (int k = 0; k < s->K; k++)
 			db[k] += (float)gb[k];
-	free(gi);
-	free(gw);
+	free(c.gin);
+	free(c.gw);
 	free(gb);
 }
 
@@ -166,41 +200,48 @@ typedef struct conv_case {
  * 1/2/3, depthwise with stride and 5x5, channel multiplier, 1x1 with and
  * without the GEMM-only path, batch 1 and 3, bias on and off. */
 static const conv_case conv_cases[] = {
-	/* N C  H  W   K R S sh sw ph pw  G bias */
-	{1, 3, 5, 5, 4, 3, 3, 1, 1, 1, 1, 1, 1},
-	{3, 3, 7, 6, 5, 3, 3, 2, 2, 1, 1, 1, 0},
-	{2, 4, 9, 7, 6, 3, 3, 1, 2, 0, 1, 2, 1},
-	{3, 6, 8, 8, 6, 3, 3, 1, 1, 1, 1, 6, 1},   /* depthwise */
-	{2, 5, 7, 9, 5, 3, 3, 2, 2, 1, 1, 5, 0},   /* depthwise, stride 2 */
-	{1, 3, 6, 5, 3, 5, 5, 1, 1, 2, 2, 3, 1},   /* depthwise 5x5 */
-	{3, 8, 6, 5, 4, 1, 1, 1, 1, 0, 0, 1, 1},   /* 1x1: plain GEMM */
-	{2, 8, 5, 7, 6, 1, 1, 1, 1, 0, 0, 2, 0},   /* 1x1 grouped */
-	{3, 4, 9, 9, 8, 1, 1, 2, 2, 0, 0, 1, 1},   /* 1x1 stride 2 */
-	{1, 2, 3, 3, 2, 1, 1, 1, 1, 1, 1, 1, 1},   /* 1x1, pad > kernel */
-	{2, 3, 11, 9, 4, 5, 5, 2, 1, 2, 0, 1, 1},  /* 5x5 */
-	{1, 2, 4, 4, 3, 3, 3, 1, 1, 2, 2, 1, 1},   /* pad 2 on 3x3 */
-	{3, 4, 5, 6, 6, 2, 3, 1, 1, 0, 1, 2, 1},   /* non-square kernel */
-	{1, 1, 3, 3, 1, 3, 3, 1, 1, 0, 0, 1, 0},   /* output 1x1 */
-	{2, 6, 7, 7, 12, 3, 3, 1, 1, 1, 1, 3, 1},  /* groups 3 */
-	{1, 4, 6, 6, 8, 3, 3, 1, 1, 1, 1, 4, 1},   /* channel multiplier */
-	{1, 3, 8, 7, 2, 3, 3, 3, 3, 1, 1, 1, 1},   /* stride 3 */
-	{3, 16, 8, 8, 16, 3, 3, 1, 1, 1, 1, 1, 1}, /* ResNet-like */
-	{2, 32, 1, 1, 10, 1, 1, 1, 1, 0, 0, 1, 1}, /* 1x1 plane */
-	/* depthwise with whole 4x8 register tiles and leftovers */
-	{2, 3, 13, 19, 3, 3, 3, 1, 1, 1, 1, 3, 1},
-	{2, 4, 19, 21, 4, 3, 3, 2, 2, 1, 1, 4, 1},
-	{1, 2, 16, 16, 2, 5, 5, 1, 1, 2, 2, 2, 0},
-	{1, 2, 9, 17, 2, 3, 3, 1, 1, 0, 0, 2, 1},
-	{1, 2, 10, 12, 2, 3, 3, 1, 1, 3, 2, 2, 1}, /* pad > kernel */
+    /* N C  H  W   K R S sh sw ph pw  G bias */
+    {1, 3, 5, 5, 4, 3, 3, 1, 1, 1, 1, 1, 1},
+    {3, 3, 7, 6, 5, 3, 3, 2, 2, 1, 1, 1, 0},
+    {2, 4, 9, 7, 6, 3, 3, 1, 2, 0, 1, 2, 1},
+    {3, 6, 8, 8, 6, 3, 3, 1, 1, 1, 1, 6, 1},   /* depthwise */
+    {2, 5, 7, 9, 5, 3, 3, 2, 2, 1, 1, 5, 0},   /* depthwise, stride 2 */
+    {1, 3, 6, 5, 3, 5, 5, 1, 1, 2, 2, 3, 1},   /* depthwise 5x5 */
+    {3, 8, 6, 5, 4, 1, 1, 1, 1, 0, 0, 1, 1},   /* 1x1: plain GEMM */
+    {2, 8, 5, 7, 6, 1, 1, 1, 1, 0, 0, 2, 0},   /* 1x1 grouped */
+    {3, 4, 9, 9, 8, 1, 1, 2, 2, 0, 0, 1, 1},   /* 1x1 stride 2 */
+    {1, 2, 3, 3, 2, 1, 1, 1, 1, 1, 1, 1, 1},   /* 1x1, pad > kernel */
+    {2, 3, 11, 9, 4, 5, 5, 2, 1, 2, 0, 1, 1},  /* 5x5 */
+    {1, 2, 4, 4, 3, 3, 3, 1, 1, 2, 2, 1, 1},   /* pad 2 on 3x3 */
+    {3, 4, 5, 6, 6, 2, 3, 1, 1, 0, 1, 2, 1},   /* non-square kernel */
+    {1, 1, 3, 3, 1, 3, 3, 1, 1, 0, 0, 1, 0},   /* output 1x1 */
+    {2, 6, 7, 7, 12, 3, 3, 1, 1, 1, 1, 3, 1},  /* groups 3 */
+    {1, 4, 6, 6, 8, 3, 3, 1, 1, 1, 1, 4, 1},   /* channel multiplier */
+    {1, 3, 8, 7, 2, 3, 3, 3, 3, 1, 1, 1, 1},   /* stride 3 */
+    {3, 16, 8, 8, 16, 3, 3, 1, 1, 1, 1, 1, 1}, /* ResNet-like */
+    {2, 32, 1, 1, 10, 1, 1, 1, 1, 0, 0, 1, 1}, /* 1x1 plane */
+    /* depthwise with whole 4x8 register tiles and leftovers */
+    {2, 3, 13, 19, 3, 3, 3, 1, 1, 1, 1, 3, 1},
+    {2, 4, 19, 21, 4, 3, 3, 2, 2, 1, 1, 4, 1},
+    {1, 2, 16, 16, 2, 5, 5, 1, 1, 2, 2, 2, 0},
+    {1, 2, 9, 17, 2, 3, 3, 1, 1, 0, 0, 2, 1},
+    {1, 2, 10, 12, 2, 3, 3, 1, 1, 3, 2, 2, 1}, /* pad > kernel */
 };
 #define N_CONV_CASES (int)(sizeof conv_cases / sizeof conv_cases[0])
 
 static nb_conv2d_shape shape_of(const conv_case *c)
 {
-	nb_conv2d_shape s = {.N = c->N, .C = c->C, .H = c->H, .W = c->W,
-			     .K = c->K, .R = c->R, .S = c->S,
-			     .stride_h = c->sh, .stride_w = c->sw,
-			     .pad_h = c->ph, .pad_w = c->pw,
+	nb_conv2d_shape s = {.N = c->N,
+			     .C = c->C,
+			     .H = c->H,
+			     .W = c->W,
+			     .K = c->K,
+			     .R = c->R,
+			     .S = c->S,
+			     .stride_h = c->sh,
+			     .stride_w = c->sw,
+			     .pad_h = c->ph,
+			     .pad_w = c->pw,
 			     .groups = c->groups};
 	CU_ASSERT_FATAL(nb_conv2d_shape_finish(&s) == NB_OK);
 	return s;
@@ -252,13 +293,23 @@ static void conv_bufs_free(conv_bufs *cb)
 	nb_workspace_free(&cb->ws);
 }
 
-/* ---- convolution tests ---------------------------------------------------- */
+/* ---- convolution tests ----------------------------------------------------
+ */
 
 static void test_conv_shape_finish(void)
 {
-	nb_conv2d_shape s = {.N = 2, .C = 3, .H = 32, .W = 31, .K = 8,
-			     .R = 3, .S = 3, .stride_h = 2, .stride_w = 1,
-			     .pad_h = 1, .pad_w = 0, .groups = 1};
+	nb_conv2d_shape s = {.N = 2,
+			     .C = 3,
+			     .H = 32,
+			     .W = 31,
+			     .K = 8,
+			     .R = 3,
+			     .S = 3,
+			     .stride_h = 2,
+			     .stride_w = 1,
+			     .pad_h = 1,
+			     .pad_w = 0,
+			     .groups = 1};
 	CU_ASSERT_EQUAL(nb_conv2d_shape_finish(&s), NB_OK);
 	CU_ASSERT_EQUAL(s.P, 16); /* (32 + 2 - 3) / 2 + 1 */
 	CU_ASSERT_EQUAL(s.Q, 29); /* (31 - 3) / 1 + 1 */
@@ -295,9 +346,9 @@ static void test_conv_matches_reference(void)
 		conv_bufs_init(&cb, &conv_cases[i], 100 + 10 * i);
 		const nb_conv2d_shape *s = &cb.s;
 		float *want = fzeros(n_out(s));
-		CU_ASSERT_EQUAL(nb_conv2d_forward(cb.out, cb.in, cb.w, cb.b, s,
-						  &cb.ws),
-				NB_OK);
+		CU_ASSERT_EQUAL(
+		    nb_conv2d_forward(cb.out, cb.in, cb.w, cb.b, s, &cb.ws),
+		    NB_OK);
 		ref_conv_forward(want, cb.in, cb.w, cb.b, s);
 		check_close("forward", i, cb.out, want, n_out(s), 1e-4);
 
@@ -385,13 +436,13 @@ static void test_conv_gradcheck(void)
 	static const conv_case cases[] = {
 	    /* N C H W K R S sh sw ph pw G bias */
 	    {2, 3, 5, 5, 4, 3, 3, 1, 1, 1, 1, 1, 1},
-	    {1, 4, 7, 6, 6, 3, 3, 2, 2, 1, 1, 2, 1}, /* stride 2, groups 2 */
-	    {2, 3, 6, 5, 3, 3, 3, 1, 1, 1, 1, 3, 1}, /* depthwise */
-	    {1, 4, 5, 7, 4, 3, 3, 2, 2, 0, 1, 4, 0}, /* depthwise stride 2 */
-	    {1, 2, 7, 5, 3, 5, 5, 2, 1, 2, 2, 1, 1}, /* 5x5, odd */
-	    {2, 4, 5, 5, 6, 1, 1, 1, 1, 0, 0, 2, 1}, /* 1x1 grouped */
-	    {2, 3, 5, 6, 4, 1, 1, 2, 2, 0, 0, 1, 0}, /* 1x1 stride 2 */
-	    {2, 3, 6, 7, 4, 3, 3, 1, 2, 0, 1, 1, 1}, /* pad_h != pad_w */
+	    {1, 4, 7, 6, 6, 3, 3, 2, 2, 1, 1, 2, 1},   /* stride 2, groups 2 */
+	    {2, 3, 6, 5, 3, 3, 3, 1, 1, 1, 1, 3, 1},   /* depthwise */
+	    {1, 4, 5, 7, 4, 3, 3, 2, 2, 0, 1, 4, 0},   /* depthwise stride 2 */
+	    {1, 2, 7, 5, 3, 5, 5, 2, 1, 2, 2, 1, 1},   /* 5x5, odd */
+	    {2, 4, 5, 5, 6, 1, 1, 1, 1, 0, 0, 2, 1},   /* 1x1 grouped */
+	    {2, 3, 5, 6, 4, 1, 1, 2, 2, 0, 0, 1, 0},   /* 1x1 stride 2 */
+	    {2, 3, 6, 7, 4, 3, 3, 1, 2, 0, 1, 1, 1},   /* pad_h != pad_w */
 	    {1, 2, 13, 11, 2, 3, 3, 1, 1, 1, 1, 2, 1}, /* depthwise tiles */
 	    {1, 2, 17, 19, 2, 3, 3, 2, 2, 1, 1, 2, 1}, /* same, stride 2 */
 	};
@@ -401,8 +452,8 @@ static void test_conv_gradcheck(void)
 		const nb_conv2d_shape *s = &cb.s;
 		float *din = fzeros(n_in(s)), *dw = fzeros(n_w(s)),
 		      *db = fzeros(s->K);
-		nb_conv2d_backward(din, dw, cb.b ? db : NULL, cb.r, cb.in,
-				   cb.w, s, &cb.ws);
+		nb_conv2d_backward(din, dw, cb.b ? db : NULL, cb.r, cb.in, cb.w,
+				   s, &cb.ws);
 		/* the probe is linear in each argument, so a large step is
 		 * exact up to float rounding of the output */
 		tu_gradcheck("conv din", conv_probe, &cb, cb.in, din, n_in(s),
@@ -463,8 +514,7 @@ static void conv_grads(conv_bufs *cb, int threads, float *out, float *din,
 	memset(dw, 0, n_w(&cb->s) * sizeof(float));
 	memset(db, 0, cb->s.K * sizeof(float));
 	nb_conv2d_forward(out, cb->in, cb->w, cb->b, &cb->s, &cb->ws);
-	nb_conv2d_backward(din, dw, db, cb->r, cb->in, cb->w, &cb->s,
-			   &cb->ws);
+	nb_conv2d_backward(din, dw, db, cb->r, cb->in, cb->w, &cb->s, &cb->ws);
 	omp_set_num_threads(keep);
 }
 
@@ -477,7 +527,7 @@ static void test_conv_deterministic(void)
 	    {7, 16, 8, 8, 16, 3, 3, 1, 1, 1, 1, 1, 1},
 	    {7, 8, 9, 9, 8, 3, 3, 2, 2, 1, 1, 8, 1},   /* depthwise */
 	    {7, 4, 12, 12, 4, 3, 3, 1, 1, 1, 1, 4, 1}, /* depthwise */
-	    {7, 8, 6, 6, 16, 1, 1, 1, 1, 0, 0, 1, 1}, /* 1x1 */
+	    {7, 8, 6, 6, 16, 1, 1, 1, 1, 0, 0, 1, 1},  /* 1x1 */
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		conv_bufs cb;
@@ -521,7 +571,8 @@ static void test_conv_deterministic(void)
 	}
 }
 
-/* ---- linear --------------------------------------------------------------- */
+/* ---- linear ---------------------------------------------------------------
+ */
 
 typedef struct lin_ctx {
 	int N, I, O;
@@ -573,8 +624,8 @@ static void test_linear_matches_reference(void)
 			 shapes[c][3], 40 + c);
 		int N = l.N, I = l.I, O = l.O;
 		float *want = fzeros((size_t)N * O);
-		float *rdin = fzeros((size_t)N * I), *rdw = fzeros((size_t)O * I),
-		      *rdb = fzeros(O);
+		float *rdin = fzeros((size_t)N * I),
+		      *rdw = fzeros((size_t)O * I), *rdb = fzeros(O);
 		for (int n = 0; n < N; n++)
 			for (int o = 0; o < O; o++) {
 				double acc = l.b ? l.b[o] : 0;
@@ -582,8 +633,10 @@ static void test_linear_matches_reference(void)
 				for (int i = 0; i < I; i++) {
 					acc += (double)l.in[n * I + i] *
 					       l.w[o * I + i];
-					rdin[n * I + i] += (float)(g * l.w[o * I + i]);
-					rdw[o * I + i] += (float)(g * l.in[n * I + i]);
+					rdin[n * I + i] +=
+					    (float)(g * l.w[o * I + i]);
+					rdw[o * I + i] +=
+					    (float)(g * l.in[n * I + i]);
 				}
 				want[n * O + o] = (float)acc;
 				rdb[o] += (float)g;
@@ -634,15 +687,16 @@ static void test_linear_gradcheck(void)
 		     1e-3, 1e-3);
 	tu_gradcheck("linear dw", lin_probe, &l, l.w, dw, nw, 200, 1e-2, 1e-3,
 		     1e-3);
-	tu_gradcheck("linear db", lin_probe, &l, l.b, db, l.O, 200, 1e-2,
-		     1e-3, 1e-3);
+	tu_gradcheck("linear db", lin_probe, &l, l.b, db, l.O, 200, 1e-2, 1e-3,
+		     1e-3);
 	free(din);
 	free(dw);
 	free(db);
 	lin_free(&l);
 }
 
-/* ---- pooling -------------------------------------------------------------- */
+/* ---- pooling --------------------------------------------------------------
+ */
 
 enum pool_kind { POOL_MAX, POOL_AVG, POOL_ADAPTIVE };
 
@@ -788,14 +842,13 @@ static void test_adaptive_avgpool_gradcheck(void)
 	    {2, 2, 5, 5, 3, 3}, /* 5 -> 3: overlapping windows */
 	    {1, 3, 7, 7, 2, 2}, /* 7 -> 2 */
 	    {2, 2, 5, 7, 1, 1}, /* global average */
-	    {1, 2, 7, 5, 3, 2},
-	    {1, 1, 3, 4, 5, 6}, /* upsampling windows */
+	    {1, 2, 7, 5, 3, 2}, {1, 1, 3, 4, 5, 6}, /* upsampling windows */
 	};
 	for (int i = 0; i < 5; i++) {
 		pool_ctx p;
 		pool_init(&p, POOL_ADAPTIVE, cases[i][0], cases[i][1],
-			  cases[i][2], cases[i][3], cases[i][4], cases[i][5],
-			  0, 1200 + i);
+			  cases[i][2], cases[i][3], cases[i][4], cases[i][5], 0,
+			  1200 + i);
 		pool_check(&p, "adaptive avgpool din");
 		pool_free(&p);
 	}
@@ -852,7 +905,7 @@ static void test_avgpool_rules(void)
 	for (int i = 0; i < 4; i++) /* each pixel lies in all 4 windows */
 		CU_ASSERT_DOUBLE_EQUAL(din[i], 4.0 / 9.0, 1e-6);
 
-	const float x[16] = {1, 2, 3, 4, 5, 6, 7, 8,
+	const float x[16] = {1, 2,  3,	4,  5,	6,  7,	8,
 			     9, 10, 11, 12, 13, 14, 15, 16};
 	nb_avgpool2d_forward(out, x, 1, 1, 4, 4, 2, 2, 0);
 	CU_ASSERT_DOUBLE_EQUAL(out[0], 3.5, 1e-6);
@@ -897,11 +950,13 @@ static const nb_test_entry tests[] = {
     {"conv2d gradcheck", test_conv_gradcheck},
     {"conv2d backward accumulates", test_conv_accumulates},
     {"conv2d deterministic across runs and threads", test_conv_deterministic},
-    {"linear matches the reference, accumulates", test_linear_matches_reference},
+    {"linear matches the reference, accumulates",
+     test_linear_matches_reference},
     {"linear gradcheck", test_linear_gradcheck},
     {"maxpool gradcheck, accumulates", test_maxpool_gradcheck},
     {"avgpool gradcheck, accumulates", test_avgpool_gradcheck},
-    {"adaptive avgpool gradcheck, accumulates", test_adaptive_avgpool_gradcheck},
+    {"adaptive avgpool gradcheck, accumulates",
+     test_adaptive_avgpool_gradcheck},
     {"maxpool -inf padding, first max wins", test_maxpool_rules},
     {"avgpool count_include_pad", test_avgpool_rules},
     {"adaptive avgpool PyTorch windows", test_adaptive_avgpool_rules},
