@@ -23,12 +23,12 @@
 #include "cli.h"
 #include "error.h"
 #include "loss.h"
-#include "models.h"
+#include "registry.h"
 #include "optim.h"
 #include "rng.h"
 
 typedef struct bench_cfg {
-	const char *arch;
+	const nb_plugin *arch;
 	int train; /* 1 train, 0 infer */
 	int batch, threads;
 	int c, h, w, classes;
@@ -43,7 +43,7 @@ static void bench_usage(FILE *f)
 	      "Without options: lenet5 and convstack, train and infer, batch 128,\n"
 	      "1 and 2 threads.\n"
 	      "\n"
-	      "  --arch NAME        lenet5, lenet5-half, convstack (repeatable)\n"
+	      "  --arch NAME        an architecture plugin (repeatable)\n"
 	      "  --mode M           train, infer or both (default both)\n"
 	      "  --batch N          default 128\n"
 	      "  --threads N        thread count (repeatable; default 1 and 2)\n"
@@ -53,10 +53,12 @@ static void bench_usage(FILE *f)
 	      f);
 }
 
-static void default_input(const char *arch, int *c, int *h, int *w)
+static void default_input(const nb_plugin *arch, int *c, int *h, int *w)
 {
-	*h = *w = 32;
-	*c = strncmp(arch, "lenet5", 6) == 0 ? 1 : 3;
+	const nb_arch_ops *o = arch->arch;
+	*c = o->default_c > 0 ? o->default_c : 3;
+	*h = o->default_h > 0 ? o->default_h : 32;
+	*w = o->default_w > 0 ? o->default_w : 32;
 }
 
 /* Runs one configuration in this process and prints its line. */
@@ -65,10 +67,9 @@ static int bench_one(const bench_cfg *b)
 	char err[NB_ERR_LEN];
 	cli_set_threads(b->threads);
 	nb_net *net = NULL;
-	if (nb_model_build(b->arch, b->c, b->h, b->w, b->classes, &net, err) < 0 ||
-	    nb_net_finalize(net, 1, err) < 0) {
+	if (nb_arch_build(b->arch, NULL, b->c, b->h, b->w, b->classes, 1, &net,
+			  err) < 0) {
 		cli_error("bench: %s", err);
-		nb_net_free(net);
 		return 1;
 	}
 	double macs = 0;
@@ -130,7 +131,7 @@ static int bench_one(const bench_cfg *b)
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
 	printf("arch=%s mode=%s batch=%d threads=%d img_per_s=%.1f gflops=%.2f peak_rss_mb=%.1f\n",
-	       b->arch, b->train ? "train" : "infer", b->batch, b->threads,
+	       b->arch->name, b->train ? "train" : "infer", b->batch, b->threads,
 	       img_s, flops / 1e9, ru.ru_maxrss / 1024.0);
 	fflush(stdout);
 	nb_optim_free(opt);
@@ -202,8 +203,7 @@ int cmd_bench(int argc, char **argv)
 			bad = cli_float(&a, 0.01, 3600, &seconds) < 0;
 		else if (!strcmp(k, "input")) {
 			const char *v = cli_value(&a);
-			if (!v || sscanf(v, "%dx%dx%d", &c, &h, &w) != 3 || c <= 0 ||
-			    h <= 0 || w <= 0) {
+			if (cli_parse_input(v, &c, &h, &w) < 0) {
 				cli_error("--input: '%s' is not CxHxW", v ? v : "");
 				return 2;
 			}
@@ -225,17 +225,24 @@ int cmd_bench(int argc, char **argv)
 		threads[n_threads++] = 1;
 		threads[n_threads++] = 2;
 	}
+	nb_registry *reg = cli_registry();
+	if (!reg)
+		return 2;
+	const nb_plugin *plugins[16];
+	for (int i = 0; i < n_archs; i++)
+		if (!(plugins[i] = cli_find_arch(reg, archs[i])))
+			return 2;
 	int fails = 0;
 	for (int i = 0; i < n_archs; i++)
 		for (int m = 1; m <= 2; m++) {
 			if (!(modes & m))
 				continue;
 			for (int t = 0; t < n_threads; t++) {
-				bench_cfg b = {archs[i], m == 1, batch,
+				bench_cfg b = {plugins[i], m == 1, batch,
 					       threads[t], c, h, w, classes,
 					       seconds};
 				if (!c)
-					default_input(archs[i], &b.c, &b.h, &b.w);
+					default_input(plugins[i], &b.c, &b.h, &b.w);
 				fails += bench_forked(&b) != 0;
 			}
 		}

@@ -7,8 +7,31 @@
 
 #include <stdint.h>
 
+#include "data.h"
+#include "registry.h"
+
 int cmd_train(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_describe(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_list_plugins(void);
+int cmd_plugin_help(const char *name);
+
+/* Adds a --plugin-dir folder (before the first cli_registry call). */
+void cli_add_plugin_dir(const char *dir);
+/* The plugins, loaded at the first call from the --plugin-dir folders,
+ * NASTY_BENCH_PLUGIN_PATH and the program's own folder. NULL after
+ * printing the error. Freed at exit. */
+nb_registry *cli_registry(void);
+/* The architecture plugin called name, or NULL after printing an error
+ * that lists the known ones. */
+const nb_plugin *cli_find_arch(nb_registry *reg, const char *name);
+
+/* Preprocessing of a named dataset, as the paper's code and DAFL use it:
+ * normalisation constants, padding, crop and flip. */
+void cli_dataset_augment(const char *name, nb_augment *aug);
+/* "CxHxW" -> c, h, w (each positive); -1 if malformed. */
+int cli_parse_input(const char *s, int *c, int *h, int *w);
 
 /* Iterates "--key value" / "--key=value" arguments. */
 typedef struct cli_args {

@@ -131,18 +131,49 @@ void cli_set_threads(int threads)
 
 static void usage(FILE *f)
 {
-	fputs("usage: nasty-bench COMMAND [OPTIONS]\n"
+	fputs("usage: nasty-bench [--plugin-dir DIR]... COMMAND [OPTIONS]\n"
+	      "       nasty-bench --list-plugins | --plugin-help NAME | --help | --version\n"
 	      "\n"
 	      "commands:\n"
-	      "  train    train one model on a dataset (see: nasty-bench train --help)\n"
-	      "  bench    measure training and inference speed (nasty-bench bench --help)\n"
+	      "  train      train one model on a dataset\n"
+	      "  describe   print an architecture's layers, parameters and MACs\n"
+	      "  eval       test accuracy (and logits) of a checkpoint\n"
+	      "  bench      training and inference speed\n"
+	      "(each takes --help)\n"
 	      "\n"
-	      "  --help, --version\n",
+	      "  --plugin-dir DIR   load plugins from DIR too (repeatable; also\n"
+	      "                     NASTY_BENCH_PLUGIN_PATH=DIR:DIR)\n"
+	      "  --list-plugins     every plugin by kind, with its summary\n"
+	      "  --plugin-help NAME a plugin's options, types and defaults\n",
 	      f);
+}
+
+/* Takes every --plugin-dir out of argv (it may stand anywhere). */
+static int take_plugin_dirs(int *argc, char **argv)
+{
+	int out = 1;
+	for (int i = 1; i < *argc; i++) {
+		if (!strcmp(argv[i], "--plugin-dir")) {
+			if (i + 1 >= *argc) {
+				cli_error("--plugin-dir needs a folder");
+				return -1;
+			}
+			cli_add_plugin_dir(argv[++i]);
+		} else if (!strncmp(argv[i], "--plugin-dir=", 13)) {
+			cli_add_plugin_dir(argv[i] + 13);
+		} else {
+			argv[out++] = argv[i];
+		}
+	}
+	*argc = out;
+	argv[out] = NULL;
+	return 0;
 }
 
 int main(int argc, char **argv)
 {
+	if (take_plugin_dirs(&argc, argv) < 0)
+		return 2;
 	if (argc < 2) {
 		usage(stderr);
 		return 2;
@@ -153,13 +184,29 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (!strcmp(cmd, "--version")) {
-		printf("nasty-bench %s\n", PACKAGE_VERSION);
+		printf("nasty-bench %s (plugin ABI %d)\n", PACKAGE_VERSION,
+		       NB_PLUGIN_ABI_VERSION);
 		return 0;
+	}
+	if (!strcmp(cmd, "--list-plugins"))
+		return cmd_list_plugins();
+	if (!strcmp(cmd, "--plugin-help") ||
+	    !strncmp(cmd, "--plugin-help=", 14)) {
+		const char *name = cmd[13] == '=' ? cmd + 14 : argv[2];
+		if (!name) {
+			cli_error("--plugin-help needs a plugin name");
+			return 2;
+		}
+		return cmd_plugin_help(name);
 	}
 	if (!strcmp(cmd, "train"))
 		return cmd_train(argc - 1, argv + 1);
 	if (!strcmp(cmd, "bench"))
 		return cmd_bench(argc - 1, argv + 1);
+	if (!strcmp(cmd, "describe"))
+		return cmd_describe(argc - 1, argv + 1);
+	if (!strcmp(cmd, "eval"))
+		return cmd_eval(argc - 1, argv + 1);
 	cli_error("unknown command '%s' (try: nasty-bench --help)", cmd);
 	return 2;
 }

@@ -11,7 +11,8 @@
 #include "cli.h"
 #include "data.h"
 #include "error.h"
-#include "models.h"
+#include "checkpoint.h"
+#include "config.h"
 #include "train.h"
 
 static void train_usage(FILE *f)
@@ -21,7 +22,7 @@ static void train_usage(FILE *f)
 	      "Trains one model with cross entropy and prints the test accuracy\n"
 	      "after every epoch.\n"
 	      "\n"
-	      "  --arch NAME        lenet5 (default), lenet5-half, convstack\n"
+	      "  --arch NAME        an architecture plugin (default lenet5; see --list-plugins)\n"
 	      "  --dataset NAME     fashion-mnist (default), mnist, cifar10, cifar100\n"
 	      "  --data-dir DIR     where the dataset files are (default: its usual place)\n"
 	      "  --epochs N         default 10\n"
@@ -37,35 +38,9 @@ static void train_usage(FILE *f)
 	      "  --train-limit N    use only the first N training images\n"
 	      "  --test-limit N     use only the first N test images\n"
 	      "  --log FILE.csv     per-epoch log (written atomically each epoch)\n"
+	      "  --save FILE        write the trained model as a safetensors checkpoint\n"
 	      "  --quiet            print only the final line\n",
 	      f);
-}
-
-/* Dataset preprocessing as the paper's code and DAFL use it. */
-static void dataset_augment(const char *name, nb_augment *aug)
-{
-	memset(aug, 0, sizeof *aug);
-	for (int i = 0; i < 4; i++)
-		aug->std[i] = 1.0f;
-	if (!strcmp(name, "fashion-mnist")) {
-		aug->pad_to = 32; /* LeNet-5 expects 32x32 (DAFL) */
-		aug->mean[0] = 0.2860f;
-		aug->std[0] = 0.3530f;
-	} else if (!strcmp(name, "mnist")) {
-		aug->pad_to = 32;
-		aug->mean[0] = 0.1307f;
-		aug->std[0] = 0.3081f;
-	} else if (!strcmp(name, "cifar10") || !strcmp(name, "cifar100")) {
-		/* the paper's code uses the CIFAR-10 constants for both */
-		static const float mean[3] = {0.4914f, 0.4822f, 0.4465f};
-		static const float std[3] = {0.247f, 0.243f, 0.261f};
-		aug->crop_pad = 4;
-		aug->flip = 1;
-		for (int i = 0; i < 3; i++) {
-			aug->mean[i] = mean[i];
-			aug->std[i] = std[i];
-		}
-	}
 }
 
 /* "constant", "step:60,120,160:0.2", "cosine" or "cosine:0.001" */
@@ -148,7 +123,7 @@ int cmd_train(int argc, char **argv)
 {
 	const char *arch = "lenet5", *dataset = "fashion-mnist";
 	const char *data_dir = NULL, *log = NULL, *sched_s = "constant";
-	const char *optim = "adam";
+	const char *optim = "adam", *save = NULL;
 	int epochs = 10, batch = 128, threads = 0, train_limit = 0;
 	int test_limit = 0, quiet = 0, nesterov = 0;
 	float lr = -1, momentum = 0.9f, wd = -1;
@@ -170,6 +145,8 @@ int cmd_train(int argc, char **argv)
 			bad = !(data_dir = cli_value(&a));
 		else if (!strcmp(k, "log"))
 			bad = !(log = cli_value(&a));
+		else if (!strcmp(k, "save"))
+			bad = !(save = cli_value(&a));
 		else if (!strcmp(k, "schedule"))
 			bad = !(sched_s = cli_value(&a));
 		else if (!strcmp(k, "optim"))
@@ -233,7 +210,7 @@ int cmd_train(int argc, char **argv)
 	cfg.batch = batch;
 	cfg.seed = seed;
 	cfg.log_csv = log;
-	dataset_augment(dataset, &cfg.aug);
+	cli_dataset_augment(dataset, &cfg.aug);
 	progress prog = {quiet, isatty(2)};
 	cfg.on_epoch = on_epoch;
 	cfg.on_step = on_step;
@@ -255,8 +232,12 @@ int cmd_train(int argc, char **argv)
 		nb_dataset_truncate(&test, test_limit);
 	int h, w;
 	nb_augment_out_size(&train, &cfg.aug, &h, &w);
-	if (nb_model_build(arch, train.c, h, w, train.classes, &net, err) < 0 ||
-	    nb_net_finalize(net, seed, err) < 0) {
+	nb_registry *reg = cli_registry();
+	const nb_plugin *ap = reg ? cli_find_arch(reg, arch) : NULL;
+	if (!ap)
+		goto out;
+	if (nb_arch_build(ap, NULL, train.c, h, w, train.classes, seed, &net,
+			  err) < 0) {
 		cli_error("%s", err);
 		goto out;
 	}
@@ -275,6 +256,27 @@ int cmd_train(int argc, char **argv)
 	       res.last_acc, res.diverged ? "diverged" : "ok", res.wall_s,
 	       res.img_per_s);
 	rc = res.diverged ? 1 : 0;
+	if (save && !res.diverged) {
+		nb_ckpt_meta meta = {0};
+		snprintf(meta.arch, sizeof meta.arch, "%s", ap->name);
+		snprintf(meta.strategy, sizeof meta.strategy, "normal");
+		snprintf(meta.dataset, sizeof meta.dataset, "%s", dataset);
+		snprintf(meta.version, sizeof meta.version, "%s",
+			 PACKAGE_VERSION);
+		meta.classes = train.classes;
+		meta.in_c = train.c;
+		meta.in_h = h;
+		meta.in_w = w;
+		meta.epochs = res.epochs_done;
+		meta.seed = seed;
+		meta.best_acc = res.best_acc;
+		if (nb_checkpoint_save(net, &meta, save, err) < 0) {
+			cli_error("%s", err);
+			rc = 2;
+		} else if (!quiet) {
+			printf("saved %s (last epoch's weights)\n", save);
+		}
+	}
 out:
 	nb_net_free(net);
 	nb_dataset_free(&train);

@@ -35,6 +35,7 @@ typedef struct nb_node {
 
 	/* parameter indices into net->params, -1 if absent */
 	int p_weight, p_bias, p_rmean, p_rvar;
+	int counter; /* batchnorm: index into net->counters */
 
 	/* buffers for the current batch */
 	float *out, *grad;
@@ -52,6 +53,13 @@ struct nb_net {
 	nb_param **param_ptrs;
 	int n_params, cap_params;
 	float *param_block, *grad_block;
+	nb_counter *counters; /* one per BatchNorm node, in node order */
+	int n_counters, cap_counters;
+	struct {
+		char name[NB_NAME_LEN];
+		int node;
+	} *taps;
+	int n_taps, cap_taps;
 	int finalized;
 	int training;
 	int alloc_n;  /* batch size the buffers hold */
@@ -112,6 +120,8 @@ void nb_net_free(nb_net *net)
 	free(net->nodes);
 	free(net->params);
 	free(net->param_ptrs);
+	free(net->counters);
+	free(net->taps);
 	free(net->param_block);
 	free(net->grad_block);
 	nb_workspace_free(&net->ws);
@@ -308,6 +318,20 @@ int nb_net_add_batchnorm(nb_net *net, int in, const char *name, float eps,
 	if (rc < 0)
 		return rc;
 	n->p_rvar = rc;
+	if (net->n_counters == net->cap_counters) {
+		int cap = net->cap_counters ? net->cap_counters * 2 : 32;
+		nb_counter *c = realloc(net->counters, (size_t)cap * sizeof *c);
+		if (!c)
+			return nb_errorf(err, NB_ENOMEM,
+					 "out of memory building network");
+		net->counters = c;
+		net->cap_counters = cap;
+	}
+	n->counter = net->n_counters++;
+	nb_counter *cnt = &net->counters[n->counter];
+	snprintf(cnt->name, sizeof cnt->name, "%s.num_batches_tracked",
+		 name ? name : "");
+	cnt->value = 0;
 	return commit_node(net, n);
 }
 
@@ -489,6 +513,66 @@ int nb_net_add_dropout(nb_net *net, int in, float p, char *err)
 	return commit_node(net, n);
 }
 
+int nb_net_add_tap(nb_net *net, int node, const char *name, char *err)
+{
+	if (node < 0 || node >= net->n_nodes || !name || !*name)
+		return nb_errorf(err, NB_EINVAL, "tap '%s' on node %d",
+				 name ? name : "", node);
+	if (nb_net_find_tap(net, name) >= 0)
+		return nb_errorf(err, NB_EINVAL, "tap '%s' named twice", name);
+	if (net->n_taps == net->cap_taps) {
+		int cap = net->cap_taps ? net->cap_taps * 2 : 8;
+		void *t = realloc(net->taps, (size_t)cap * sizeof *net->taps);
+		if (!t)
+			return nb_errorf(err, NB_ENOMEM,
+					 "out of memory building network");
+		net->taps = t;
+		net->cap_taps = cap;
+	}
+	snprintf(net->taps[net->n_taps].name, NB_NAME_LEN, "%s", name);
+	net->taps[net->n_taps].node = node;
+	net->n_taps++;
+	return 0;
+}
+
+int nb_net_taps(const nb_net *net)
+{
+	return net->n_taps;
+}
+
+const char *nb_net_tap_name(const nb_net *net, int i)
+{
+	return i >= 0 && i < net->n_taps ? net->taps[i].name : NULL;
+}
+
+int nb_net_tap_node(const nb_net *net, int i)
+{
+	return i >= 0 && i < net->n_taps ? net->taps[i].node : -1;
+}
+
+int nb_net_find_tap(const nb_net *net, const char *name)
+{
+	for (int i = 0; i < net->n_taps; i++)
+		if (!strcmp(net->taps[i].name, name))
+			return net->taps[i].node;
+	return -1;
+}
+
+int nb_net_node_input(const nb_net *net, int node, int j)
+{
+	if (node < 0 || node >= net->n_nodes || j < 0 ||
+	    j >= net->nodes[node].n_in)
+		return -1;
+	return net->nodes[node].in[j];
+}
+
+int nb_net_counters(const nb_net *net, nb_counter **counters)
+{
+	if (counters)
+		*counters = net->counters;
+	return net->n_counters;
+}
+
 /* ---- initialisation --------------------------------------------------------- */
 
 static void fill_uniform(float *x, size_t n, double bound, nb_rng *rng)
@@ -622,6 +706,43 @@ enum nb_node_kind nb_net_node_kind(const nb_net *net, int node)
 const char *nb_net_node_name(const nb_net *net, int node)
 {
 	return net->nodes[node].name;
+}
+
+const char *nb_node_kind_name(enum nb_node_kind kind)
+{
+	static const char *const names[] = {
+		[NB_NODE_INPUT] = "input",
+		[NB_NODE_CONV2D] = "conv2d",
+		[NB_NODE_LINEAR] = "linear",
+		[NB_NODE_BATCHNORM] = "batchnorm",
+		[NB_NODE_RELU] = "relu",
+		[NB_NODE_RELU6] = "relu6",
+		[NB_NODE_LEAKY_RELU] = "leaky_relu",
+		[NB_NODE_TANH] = "tanh",
+		[NB_NODE_MAXPOOL] = "maxpool",
+		[NB_NODE_AVGPOOL] = "avgpool",
+		[NB_NODE_ADAPTIVE_AVGPOOL] = "adaptive_avgpool",
+		[NB_NODE_ADD] = "add",
+		[NB_NODE_CONCAT] = "concat",
+		[NB_NODE_SLICE] = "slice",
+		[NB_NODE_SHUFFLE] = "shuffle",
+		[NB_NODE_UPSAMPLE] = "upsample",
+		[NB_NODE_FLATTEN] = "flatten",
+		[NB_NODE_DROPOUT] = "dropout"};
+	if ((unsigned)kind < sizeof names / sizeof names[0] && names[kind])
+		return names[kind];
+	return "unknown";
+}
+
+size_t nb_net_node_param_count(const nb_net *net, int node)
+{
+	const nb_node *n = &net->nodes[node];
+	size_t s = 0;
+	if (n->p_weight >= 0)
+		s += net->params[n->p_weight].size;
+	if (n->p_bias >= 0)
+		s += net->params[n->p_bias].size;
+	return s;
 }
 
 double nb_net_node_macs(const nb_net *net, int node)
@@ -772,6 +893,7 @@ static int node_forward(nb_net *net, nb_node *nd, int N, char *err)
 				return nb_errorf(err, rc,
 						 "batchnorm %s: training mode needs more than one value per channel (batch %d, %dx%d)",
 						 nd->name, N, nd->h, nd->w);
+			net->counters[nd->counter].value++;
 		} else {
 			nb_batchnorm_forward_eval(nd->out, x,
 						  pdata(net, nd->p_weight),

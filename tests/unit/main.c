@@ -19,6 +19,9 @@ void nb_test_optim(void);
 void nb_test_data(void);
 void nb_test_net(void);
 void nb_test_train(void);
+void nb_test_plugin(void);
+void nb_test_arch(void);
+void nb_test_checkpoint(void);
 
 int main(int argc, char **argv)
 {
@@ -32,6 +35,9 @@ int main(int argc, char **argv)
 	nb_test_data();
 	nb_test_net();
 	nb_test_train();
+	nb_test_plugin();
+	nb_test_arch();
+	nb_test_checkpoint();
 	CU_basic_set_mode(CU_BRM_VERBOSE);
 	if (argc > 1) {
 		CU_pSuite s = CU_get_registry()->pSuite;

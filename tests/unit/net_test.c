@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "error.h"
-#include "models.h"
+#include "registry.h"
 #include "net.h"
 #include "testutil.h"
 
@@ -300,8 +300,9 @@ static void lenet_counts_and_names(void)
 {
 	char err[NB_ERR_LEN];
 	nb_net *net;
-	CU_ASSERT_EQUAL_FATAL(nb_model_build("lenet5", 1, 32, 32, 10, &net, err), 0);
-	CU_ASSERT_EQUAL_FATAL(nb_net_finalize(net, 0, err), 0);
+	const nb_plugin *p = tu_arch("lenet5");
+	CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+	CU_ASSERT_EQUAL_FATAL(nb_arch_build(p, NULL, 1, 32, 32, 10, 0, &net, err), 0);
 	CU_ASSERT_EQUAL(nb_net_param_count(net), 61706);
 	const char *names[] = {"conv1.weight", "conv1.bias", "conv2.weight",
 			       "conv2.bias", "conv3.weight", "conv3.bias",
@@ -317,15 +318,16 @@ static void lenet_counts_and_names(void)
 	int c, h, ww;
 	nb_net_node_shape(net, nb_net_output_node(net), &c, &h, &ww);
 	CU_ASSERT_EQUAL(c, 10);
+	CU_ASSERT(nb_net_find_tap(net, "features") > 0);
 	nb_net_free(net);
-	CU_ASSERT_EQUAL_FATAL(nb_model_build("lenet5-half", 1, 32, 32, 10, &net, err), 0);
-	CU_ASSERT_EQUAL_FATAL(nb_net_finalize(net, 0, err), 0);
+	p = tu_arch("lenet5-half");
+	CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+	CU_ASSERT_EQUAL_FATAL(nb_arch_build(p, NULL, 1, 32, 32, 10, 0, &net, err), 0);
 	CU_ASSERT_EQUAL(nb_net_param_count(net), 15738);
 	nb_net_free(net);
-	CU_ASSERT(nb_model_build("lenet5", 1, 28, 28, 10, &net, err) < 0);
+	CU_ASSERT(nb_arch_build(p, NULL, 1, 28, 28, 10, 0, &net, err) < 0);
 	CU_ASSERT_PTR_NOT_NULL(strstr(err, "32x32"));
-	CU_ASSERT(nb_model_build("nope", 1, 32, 32, 10, &net, err) < 0);
-	CU_ASSERT_PTR_NOT_NULL(strstr(err, "nope"));
+	CU_ASSERT_PTR_NULL(net);
 }
 
 /* PyTorch's default init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "registry.h"
 #include "testutil.h"
 
 void nb_test_add_suite(const char *name, const nb_test_entry *tests)
@@ -139,4 +140,39 @@ void tu_rmtree(const char *dir)
 {
 	if (dir)
 		nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static nb_registry *registry;
+
+static void free_registry(void)
+{
+	nb_registry_free(registry);
+	registry = NULL;
+}
+
+nb_registry *tu_registry(void)
+{
+	if (registry)
+		return registry;
+	char err[NB_ERR_LEN];
+	nb_registry *r = nb_registry_new();
+	char *dirs = strdup(nb_registry_build_dirs()), *save = NULL;
+	for (char *d = strtok_r(dirs, ":", &save); d;
+	     d = strtok_r(NULL, ":", &save)) {
+		if (access(d, F_OK) != 0)
+			continue;
+		if (nb_registry_load_dir(r, d, err) < 0) {
+			fprintf(stderr, "\n  plugins: %s\n", err);
+			break;
+		}
+	}
+	free(dirs);
+	registry = r;
+	atexit(free_registry);
+	return registry;
+}
+
+const nb_plugin *tu_arch(const char *name)
+{
+	return nb_registry_find(tu_registry(), NB_PLUGIN_ARCH, name);
 }

@@ -49,6 +49,13 @@ double tu_dot(const float *w, const float *y, size_t n);
 /* max |a[i] - b[i]| */
 double tu_max_abs_diff(const float *a, const float *b, size_t n);
 
+/* The registry of the plugins built in this tree (loaded once, freed at
+ * exit), and its architecture plugin called name (NULL if missing; the
+ * load error, if any, is printed). */
+struct nb_registry;
+struct nb_registry *tu_registry(void);
+const struct nb_plugin *tu_arch(const char *name);
+
 /* $NB_TEST_SRCDIR/rel (or ./rel), in a static buffer. */
 const char *tu_srcpath(const char *rel);
 /* A fresh temporary directory (removed by tu_rmtree). */

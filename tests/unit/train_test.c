@@ -14,7 +14,7 @@
 
 #include "data.h"
 #include "error.h"
-#include "models.h"
+#include "registry.h"
 #include "train.h"
 #include "testutil.h"
 
@@ -62,12 +62,9 @@ static nb_net *lenet(const char *arch, uint64_t seed)
 {
 	char err[NB_ERR_LEN];
 	nb_net *net;
-	if (nb_model_build(arch, 1, 32, 32, 10, &net, err) < 0)
+	const nb_plugin *p = tu_arch(arch);
+	if (!p || nb_arch_build(p, NULL, 1, 32, 32, 10, seed, &net, err) < 0)
 		return NULL;
-	if (nb_net_finalize(net, seed, err) < 0) {
-		nb_net_free(net);
-		return NULL;
-	}
 	return net;
 }
 
@@ -143,6 +140,7 @@ static void reproducible(void)
 static int nan_hook(void *ctx, const nb_batch *b, const float *z, int C,
 		    float *dz, nb_loss_terms *terms, char *err)
 {
+	(void)err;
 	int *calls = ctx;
 	double ce = nb_cross_entropy(z, b->y, b->n, C, 0.0f, dz, 1.0f);
 	terms->ce = ce;

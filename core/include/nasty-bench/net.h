@@ -116,6 +116,32 @@ int nb_net_add_upsample(nb_net *net, int in, int scale, char *err);
 int nb_net_add_flatten(nb_net *net, int in, char *err);
 int nb_net_add_dropout(nb_net *net, int in, float p, char *err);
 
+/*
+ * Feature taps: named nodes whose outputs attacks may read (feature KD,
+ * DeepInversion). Architectures name "stage1".."stageN" (stage outputs)
+ * and "features" (the penultimate features). Every BatchNorm node's input
+ * is a tap too, without being named here (see nb_net_node_kind).
+ */
+int nb_net_add_tap(nb_net *net, int node, const char *name, char *err);
+int nb_net_taps(const nb_net *net);
+const char *nb_net_tap_name(const nb_net *net, int i);
+int nb_net_tap_node(const nb_net *net, int i);
+/* The node of a named tap, or -1. */
+int nb_net_find_tap(const nb_net *net, const char *name);
+/* The input node of node (its j-th input), or -1. */
+int nb_net_node_input(const nb_net *net, int node, int j);
+
+/*
+ * Integer state of the network that PyTorch keeps in its state_dict: one
+ * "<bn>.num_batches_tracked" counter per BatchNorm node, incremented by
+ * every training-mode forward.
+ */
+typedef struct nb_counter {
+	char name[NB_NAME_LEN];
+	int64_t value;
+} nb_counter;
+int nb_net_counters(const nb_net *net, nb_counter **counters);
+
 /* Allocates and initialises the parameters from `seed` (NB_RNG_INIT
  * stream). After this no node can be added. */
 int nb_net_finalize(nb_net *net, uint64_t seed, char *err);
@@ -126,6 +152,10 @@ int nb_net_output_node(const nb_net *net);
 void nb_net_node_shape(const nb_net *net, int node, int *c, int *h, int *w);
 enum nb_node_kind nb_net_node_kind(const nb_net *net, int node);
 const char *nb_net_node_name(const nb_net *net, int node);
+/* A node kind's short name ("conv2d", "batchnorm", ...). */
+const char *nb_node_kind_name(enum nb_node_kind kind);
+/* Trainable elements of a node's own parameters. */
+size_t nb_net_node_param_count(const nb_net *net, int node);
 /* Forward multiply-accumulates per sample of a node (conv, linear). */
 double nb_net_node_macs(const nb_net *net, int node);
 

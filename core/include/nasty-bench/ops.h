@@ -74,13 +74,15 @@ int nb_conv2d_backward(float *din, float *dw, float *db, const float *dout,
 		       const nb_conv2d_shape *s, nb_workspace *ws);
 
 /* ---- linear -------------------------------------------------------------
- * in (N,I), w (O,I) as PyTorch stores it, b (O) or NULL, out (N,O):
- * out = in * w^T + b.
+ * in (N,In), w (Out,In) as PyTorch stores it, b (Out) or NULL, out (N,Out):
+ * out = in * w^T + b. (Not named I/O: <complex.h>, which cblas.h may pull
+ * in, defines I.)
  */
 void nb_linear_forward(float *out, const float *in, const float *w,
-		       const float *b, int N, int I, int O);
+		       const float *b, int N, int In, int Out);
 void nb_linear_backward(float *din, float *dw, float *db, const float *dout,
-			const float *in, const float *w, int N, int I, int O);
+			const float *in, const float *w, int N, int In,
+			int Out);
 
 /* ---- batch normalisation ------------------------------------------------
  * in, out (N,C,L) where L = H*W for BatchNorm2d and L = 1 (or the sequence
