@@ -126,6 +126,10 @@ int nb_checkpoint_save(const nb_net *net, const nb_ckpt_meta *meta,
 				 "%s: metadata says %d classes but the network "
 				 "has %d outputs",
 				 path, meta->classes, classes);
+	if (meta->epochs < 0)
+		return nb_errorf(err, NB_EINVAL,
+				 "%s: metadata epochs %d is negative", path,
+				 meta->epochs);
 	int rc;
 	if ((rc = meta_string(path, "arch", meta->arch, sizeof meta->arch,
 			      err)) < 0 ||
@@ -189,19 +193,28 @@ int nb_checkpoint_save(const nb_net *net, const nb_ckpt_meta *meta,
 	snprintf(s_input, sizeof s_input, "%dx%dx%d", in_c, in_h, in_w);
 	snprintf(s_epochs, sizeof s_epochs, "%d", meta->epochs);
 	snprintf(s_seed, sizeof s_seed, "%" PRIu64, meta->seed);
-	const char *keys[11] = {"format",  "nasty_bench_version",
-				"arch",	   "classes",
-				"input",   "strategy",
-				"dataset", "epochs",
-				"seed"};
-	const char *vals[11] = {"pt",	       PACKAGE_VERSION, meta->arch,
-				s_classes,     s_input,		meta->strategy,
-				meta->dataset, s_epochs,	s_seed};
-	int n_meta = 9;
-	if (meta->best_acc >= 0 && isfinite(meta->best_acc)) {
+	const char *pairs[][2] = {
+	    {"format", "pt"}, /* what safetensors.torch writes */
+	    {"nasty_bench_version", PACKAGE_VERSION},
+	    {"arch", meta->arch},
+	    {"classes", s_classes},
+	    {"input", s_input},
+	    {"strategy", meta->strategy},
+	    {"dataset", meta->dataset},
+	    {"epochs", s_epochs},
+	    {"seed", s_seed},
+	    {"best_acc", s_acc}, /* last: dropped when unknown */
+	};
+	int n_meta = (int)(sizeof pairs / sizeof pairs[0]);
+	if (meta->best_acc >= 0 && isfinite(meta->best_acc))
 		format_double(s_acc, sizeof s_acc, meta->best_acc);
-		keys[n_meta] = "best_acc";
-		vals[n_meta++] = s_acc;
+	else
+		n_meta--;
+	const char *keys[sizeof pairs / sizeof pairs[0]];
+	const char *vals[sizeof pairs / sizeof pairs[0]];
+	for (int i = 0; i < n_meta; i++) {
+		keys[i] = pairs[i][0];
+		vals[i] = pairs[i][1];
 	}
 	rc = nb_st_write(path, out, n, keys, vals, n_meta, err);
 	free(out);
@@ -209,8 +222,7 @@ int nb_checkpoint_save(const nb_net *net, const nb_ckpt_meta *meta,
 	return rc;
 }
 
-/* ---- reading
- * ------------------------------------------------------------------ */
+/* ---- reading ------------------------------------------------------------- */
 
 /* A whole non-negative decimal number no larger than max: digits only. */
 static int parse_uint(const char *s, unsigned long long max,
@@ -402,6 +414,22 @@ static int check_counter(const char *path, const nb_st_tensor *t,
 	return 0;
 }
 
+/* A name from the file for a one-line message: at most 64 bytes, control
+ * bytes as \xNN (as safetensors.c quotes them). out: 4 * 64 + 4 bytes. */
+static const char *quote(const char *s, char *out)
+{
+	size_t o = 0, i;
+	for (i = 0; s[i] && i < 64; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c < 0x20 || c == 0x7f)
+			o += (size_t)sprintf(out + o, "\\x%02x", c);
+		else
+			out[o++] = (char)c;
+	}
+	strcpy(out + o, s[i] ? "..." : "");
+	return out;
+}
+
 static int is_counter(const char *name, const nb_counter *c, int nc)
 {
 	for (int i = 0; i < nc; i++)
@@ -476,18 +504,13 @@ int nb_checkpoint_load(nb_net *net, const char *path, nb_ckpt_meta *meta,
 			const char *name = nb_st_get(f, i)->name;
 			if (!nb_net_param(net, name) &&
 			    !is_counter(name, counters, nc)) {
-				char q[80];
-				snprintf(q, sizeof q, "%s", name);
-				for (char *c = q; *c; c++)
-					if ((unsigned char)*c < 0x20)
-						*c = '?';
-				rc = nb_errorf(err, NB_EFORMAT,
-					       "%s: unexpected tensor '%s%s' "
-					       "(not part of this network: "
-					       "another architecture?)",
-					       path, q,
-					       strlen(name) >= sizeof q ? "..."
-									: "");
+				char q[4 * 64 + 4];
+				rc =
+				    nb_errorf(err, NB_EFORMAT,
+					      "%s: unexpected tensor '%s' (not "
+					      "part of this network: another "
+					      "architecture?)",
+					      path, quote(name, q));
 				goto out;
 			}
 		}

@@ -55,8 +55,7 @@ struct nb_st_file {
 	int n_meta;
 };
 
-/* ---- dtypes -----------------------------------------------------------------
- */
+/* ---- dtypes -------------------------------------------------------------- */
 
 static const struct {
 	const char *name;
@@ -97,8 +96,7 @@ static int dtype_by_name(const char *s, enum nb_dtype *dtype)
 	return -1;
 }
 
-/* ---- messages
- * ---------------------------------------------------------------- */
+/* ---- messages ------------------------------------------------------------ */
 
 /*
  * Copies s for an error message: at most max bytes (then "..."), control
@@ -147,8 +145,7 @@ void nb_st_format_shape(char *out, size_t len, const int64_t *shape, int ndim)
 		snprintf(out + o, len - o, "]");
 }
 
-/* ---- reading
- * ------------------------------------------------------------------ */
+/* ---- reading ------------------------------------------------------------- */
 
 void nb_st_close(nb_st_file *f)
 {
@@ -409,6 +406,16 @@ static int parse_header(nb_st_file *f, const char *hdr, size_t hlen,
 	json_t *root = json_loadb(hdr, hlen, JSON_REJECT_DUPLICATES, &je);
 	if (!root) {
 		char jt[4 * JSON_ERROR_TEXT_LENGTH + 4];
+		/* jansson's "duplicate object key near '"a"'" */
+		const char *dup = strstr(je.text, "duplicate object key near ");
+		if (dup)
+			return nb_errorf(
+			    err, NB_EFORMAT,
+			    "%s: duplicate name %s in the header (byte %d "
+			    "of the header)",
+			    f->path,
+			    quote_n(dup + 26, jt, JSON_ERROR_TEXT_LENGTH),
+			    je.position);
 		return nb_errorf(err, NB_EFORMAT,
 				 "%s: header is not valid JSON: %s (byte %d "
 				 "of the header)",
@@ -510,10 +517,11 @@ static int parse_header(nb_st_file *f, const char *hdr, size_t hlen,
 	}
 	if (rc == 0 && at != f->data_len)
 		rc = nb_errorf(err, NB_EFORMAT,
-			       "%s: %llu trailing bytes after the last tensor "
+			       "%s: %llu trailing byte%s after the last tensor "
 			       "(data is %zu bytes, tensors cover %llu)",
 			       f->path, (unsigned long long)(f->data_len - at),
-			       f->data_len, (unsigned long long)at);
+			       f->data_len - at == 1 ? "" : "s", f->data_len,
+			       (unsigned long long)at);
 	if (rc < 0) {
 		for (size_t i = 0; i < n; i++)
 			free(tmp[i].name);
@@ -554,7 +562,9 @@ int nb_st_read(const char *path, int header_only, nb_st_file **out, char *err)
 	}
 	int rc;
 	char *hdr = NULL;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: opening a FIFO must not wait for a writer (it is then
+	 * refused as not a regular file; regular files ignore the flag). */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0) {
 		rc = nb_errorf(err, NB_EIO, "%s: cannot open: %s", path,
 			       strerror(errno));
@@ -731,10 +741,10 @@ const char *nb_st_meta_key(const nb_st_file *f, int i)
 	return i >= 0 && i < f->n_meta ? f->meta_keys[i] : NULL;
 }
 
-/* ---- writing
- * ----------------------------------------------------------------- */
+/* ---- writing ------------------------------------------------------------- */
 
-/* Builds the padded header; returns its length (multiple of 8) or < 0. */
+/* Builds the header JSON padded with spaces to a multiple of 8 bytes into
+ * *out (malloc, NUL-terminated; *out_len excludes the NUL): 0 or < 0. */
 static int build_header(const char *path, const nb_st_out *t, int n,
 			const char *const *meta_keys,
 			const char *const *meta_values, int n_meta, char **out,

@@ -24,7 +24,7 @@
 
 #include "net.h"
 
-/* ---- raw safetensors -------------------------------------------------------- */
+/* ---- raw safetensors ---------------------------------------------------- */
 enum nb_dtype {
 	NB_DTYPE_F32 = 1,
 	NB_DTYPE_F64,
@@ -70,8 +70,7 @@ typedef struct nb_st_file nb_st_file;
  * overflow checks) equals end - begin, ranges inside the byte buffer that
  * neither overlap nor leave gaps nor trailing bytes, and a "__metadata__"
  * object of string values. Returns NULL with a one-line message naming the
- * file and the problem (NB_EIO-class: missing/unreadable; otherwise a
- * format problem).
+ * file and the problem (nb_st_read also gives the error code).
  */
 nb_st_file *nb_st_open(const char *path, char *err);
 /* The same checks without reading the tensor bytes (ranges are checked
@@ -80,8 +79,7 @@ nb_st_file *nb_st_open(const char *path, char *err);
 nb_st_file *nb_st_open_header(const char *path, char *err);
 /* Either of the above, returning 0 or the negative NB_E* code (NB_EIO:
  * missing or unreadable, NB_EFORMAT: not a valid file, NB_ENOMEM). */
-int nb_st_read(const char *path, int header_only, nb_st_file **out,
-	       char *err);
+int nb_st_read(const char *path, int header_only, nb_st_file **out, char *err);
 void nb_st_close(nb_st_file *f);
 /* The path the file was opened with. */
 const char *nb_st_path(const nb_st_file *f);
@@ -96,8 +94,7 @@ const char *nb_st_meta(const nb_st_file *f, const char *key);
 int nb_st_meta_count(const nb_st_file *f);
 const char *nb_st_meta_key(const nb_st_file *f, int i);
 /* "[6,1,5,5]" into out (len bytes), for messages. */
-void nb_st_format_shape(char *out, size_t len, const int64_t *shape,
-			int ndim);
+void nb_st_format_shape(char *out, size_t len, const int64_t *shape, int ndim);
 
 /* A tensor to write. */
 typedef struct nb_st_out {
@@ -124,7 +121,13 @@ int nb_st_write(const char *path, const nb_st_out *tensors, int n,
 		const char *const *meta_keys, const char *const *meta_values,
 		int n_meta, char *err);
 
-/* ---- models -------------------------------------------------------------------- */
+/* ---- models ------------------------------------------------------------- */
+
+/*
+ * What a checkpoint says about itself, stored as "__metadata__" strings:
+ * arch, classes, input ("CxHxW"), strategy, dataset, epochs, seed,
+ * best_acc (omitted when negative), nasty_bench_version and format "pt".
+ */
 typedef struct nb_ckpt_meta {
 	char arch[64];
 	int classes;
@@ -133,18 +136,36 @@ typedef struct nb_ckpt_meta {
 	char dataset[64];
 	int epochs;
 	uint64_t seed;
-	double best_acc; /* percent; negative when unknown */
+	double best_acc;  /* percent; negative when unknown */
 	char version[32]; /* nasty-bench version that wrote it */
 } nb_ckpt_meta;
 
-/* Saves net (parameters, buffers, counters) with meta. */
+/*
+ * Saves net (parameters, buffers, counters) with meta (may be NULL) to
+ * path, atomically. Tensors go in parameter-table order, each
+ * num_batches_tracked right after its BatchNorm's running_var (the
+ * state_dict order). classes and input are written from the network;
+ * non-zero values in meta must agree with it (NB_EINVAL otherwise).
+ * meta->version is ignored: the running version is written. A network
+ * holding a NaN or Inf is not saved (NB_ENUMERIC), since it could not be
+ * loaded back.
+ */
 int nb_checkpoint_save(const nb_net *net, const nb_ckpt_meta *meta,
 		       const char *path, char *err);
-/* Reads only the metadata (fields missing from the file are left empty/0,
- * best_acc -1). */
+/* Reads only the header and the metadata, fully validated (fields missing
+ * from the file are left empty/0, best_acc -1; a malformed value is an
+ * error). */
 int nb_checkpoint_read_meta(const char *path, nb_ckpt_meta *meta, char *err);
-/* Loads the tensors into an already built and finalised net of the same
- * architecture. meta may be NULL. */
+/*
+ * Loads the tensors into an already built and finalised net of the same
+ * architecture: every parameter present as F32 with the network's shape
+ * and finite values, no tensor the network does not have, each
+ * num_batches_tracked a scalar I64 >= 0 or absent (then set to 0, as
+ * PyTorch does for old checkpoints), and classes/input metadata, when
+ * present, equal to the network's. The first problem is reported in one
+ * line naming the file and the tensor; nothing (network or *meta) is
+ * changed unless the whole file is good. meta may be NULL.
+ */
 int nb_checkpoint_load(nb_net *net, const char *path, nb_ckpt_meta *meta,
 		       char *err);
 
