@@ -14,6 +14,7 @@ int cmd_train(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_describe(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_synth(int argc, char **argv);
 int cmd_list_plugins(void);
 int cmd_plugin_help(const char *name);
 

@@ -139,6 +139,7 @@ static void usage(FILE *f)
 	      "  describe   print an architecture's layers, parameters and MACs\n"
 	      "  eval       test accuracy (and logits) of a checkpoint\n"
 	      "  bench      training and inference speed\n"
+	      "  synth      write a small synthetic dataset in an original format\n"
 	      "(each takes --help)\n"
 	      "\n"
 	      "  --plugin-dir DIR   load plugins from DIR too (repeatable; also\n"
@@ -207,6 +208,8 @@ int main(int argc, char **argv)
 		return cmd_describe(argc - 1, argv + 1);
 	if (!strcmp(cmd, "eval"))
 		return cmd_eval(argc - 1, argv + 1);
+	if (!strcmp(cmd, "synth"))
+		return cmd_synth(argc - 1, argv + 1);
 	cli_error("unknown command '%s' (try: nasty-bench --help)", cmd);
 	return 2;
 }
