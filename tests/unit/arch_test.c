@@ -24,6 +24,7 @@
 #include "loss.h"
 #include "net.h"
 #include "optim.h"
+#include "checkpoint.h"
 #include "registry.h"
 #include "testutil.h"
 
@@ -33,8 +34,8 @@
  * One architecture: its usual input, the facts sheet's trainable counts
  * for 10/100/200 classes (0 = not listed), whether it has BatchNorm, the
  * stage taps' shapes on the usual input (channels x side) and the feature
- * width, the input side of the training test (0 = not trained here) and
- * whether it takes 64x64 inputs.
+ * width, the training test's input side (0 = not trained here), SGD
+ * learning rate and step count, and whether it takes 64x64 inputs.
  */
 typedef struct arch_case {
 	const char *name;
@@ -43,34 +44,38 @@ typedef struct arch_case {
 	int bn;
 	const char *stages; /* "CxS CxS ..." per stage tap, in order */
 	int features;
-	int train_hw;
+	struct {
+		int hw; /* input side; 0 = not trained here */
+		float lr;
+		int steps;
+	} train;
 	int tiny;
 } arch_case;
 
 /* clang-format off */
 static const arch_case cases[] = {
 	{"lenet5",       1, 32, {61706, 0, 0},                   0,
-	 "6x14 16x5", 120, 32, 0},
+	 "6x14 16x5", 120, {32, 0.03f, 50}, 0},
 	{"lenet5-half",  1, 32, {15738, 0, 0},                   0,
-	 "3x14 8x5", 60, 32, 0},
+	 "3x14 8x5", 60, {32, 0.03f, 50}, 0},
 	{"cnn",          3, 32, {357514, 369124, 382024},        1,
-	 "32x16 64x8 128x4", 128, 32, 0},
+	 "32x16 64x8 128x4", 128, {32, 0.01f, 10}, 0},
 	{"resnet18",     3, 32, {11173962, 11220132, 11271432},  1,
-	 "64x32 128x16 256x8 512x4", 512, 8, 1},
+	 "64x32 128x16 256x8 512x4", 512, {8, 0.01f, 10}, 1},
 	{"resnet34",     3, 32, {21282122, 21328292, 21379592},  1,
-	 "64x32 128x16 256x8 512x4", 512, 8, 1},
+	 "64x32 128x16 256x8 512x4", 512, {8, 0.01f, 10}, 1},
 	{"resnet50",     3, 32, {23520842, 23705252, 23910152},  1,
-	 "256x32 512x16 1024x8 2048x4", 2048, 0, 1},
+	 "256x32 512x16 1024x8 2048x4", 2048, {0, 0, 0}, 1},
 	{"resnext29",    3, 32, {34426698, 34518948, 34621448},  1,
-	 "256x32 512x16 1024x8", 1024, 0, 1},
+	 "256x32 512x16 1024x8", 1024, {0, 0, 0}, 1},
 	{"preresnet20",  3, 32, {272282, 278132, 284632},        1,
-	 "16x32 32x16 64x8", 64, 32, 0},
+	 "16x32 32x16 64x8", 64, {32, 0.05f, 10}, 0},
 	{"preresnet32",  3, 32, {466714, 472564, 479064},        1,
-	 "16x32 32x16 64x8", 64, 32, 0},
+	 "16x32 32x16 64x8", 64, {32, 0.05f, 10}, 0},
 	{"mobilenetv2",  3, 32, {2254090, 2369380, 2497480},     1,
-	 "16x34 24x17 32x9 64x5 96x5 160x5 320x5", 1280, 8, 1},
+	 "16x34 24x17 32x9 64x5 96x5 160x5 320x5", 1280, {8, 0.01f, 10}, 1},
 	{"shufflenetv2", 3, 32, {1268646, 1360896, 1463396},     1,
-	 "116x16 232x8 464x4", 1024, 8, 1},
+	 "116x16 232x8 464x4", 1024, {8, 0.01f, 10}, 1},
 };
 /* clang-format on */
 #define N_CASES ((int)(sizeof cases / sizeof cases[0]))
@@ -449,19 +454,19 @@ static double ce_step(nb_net *net, nb_optim *opt, const float *x,
  * statistics), and a network without BN gives the same in both. */
 static void training_lowers_loss(void)
 {
-	enum { N = 8, CLASSES = 10, STEPS = 10 };
+	enum { N = 8, CLASSES = 10 };
 	char err[NB_ERR_LEN];
 	int labels[N];
 	for (int i = 0; i < N; i++)
 		labels[i] = i % CLASSES;
 	for (int i = 0; i < N_CASES; i++) {
 		const arch_case *a = &cases[i];
-		if (!a->train_hw)
+		if (!a->train.hw)
 			continue;
-		nb_net *net = build(a, a->train_hw, a->train_hw, CLASSES);
+		nb_net *net = build(a, a->train.hw, a->train.hw, CLASSES);
 		if (!net)
 			continue;
-		size_t in = (size_t)N * a->c * a->train_hw * a->train_hw;
+		size_t in = (size_t)N * a->c * a->train.hw * a->train.hw;
 		float *x = malloc(in * sizeof *x);
 		float *y_train = malloc(N * CLASSES * sizeof *y_train);
 		CU_ASSERT_PTR_NOT_NULL_FATAL(x);
@@ -470,20 +475,19 @@ static void training_lowers_loss(void)
 		nb_param **ps;
 		int np = nb_net_params(net, &ps);
 		nb_optim_config cfg = nb_optim_sgd_default();
-		cfg.lr = getenv("LR") ? (float)atof(getenv("LR")) : 0.05f;
+		cfg.lr = a->train.lr;
 		cfg.weight_decay = 0;
 		nb_optim *opt = nb_optim_new(&cfg, ps, np, err);
 		CU_ASSERT_PTR_NOT_NULL_FATAL(opt);
 		nb_net_set_training(net, 1);
 		double first = ce_step(net, opt, x, labels, N, CLASSES, 1);
-		for (int s = 1; s < (getenv("STEPS") ? atoi(getenv("STEPS")) : STEPS); s++)
+		for (int s = 1; s < a->train.steps; s++)
 			ce_step(net, opt, x, labels, N, CLASSES, 1);
 		double last = ce_step(net, opt, x, labels, N, CLASSES, 0);
-		fprintf(stderr, "\n  %s: %g -> %g", a->name, first, last);
 		if (!(last < 0.8 * first)) {
 			fprintf(stderr,
 				"\n  %s: loss %g -> %g after %d steps\n",
-				a->name, first, last, STEPS);
+				a->name, first, last, a->train.steps);
 			CU_FAIL("loss did not fall");
 		}
 		/* the last forward was in training mode */
@@ -535,7 +539,7 @@ static void tiny_imagenet_inputs(void)
 		int c, h, w;
 		nb_net_node_shape(net, nb_net_output_node(net), &c, &h, &w);
 		CU_ASSERT(c == 200 && h == 1 && w == 1);
-		if (a->train_hw) { /* cheap enough to run one image */
+		if (a->train.hw) { /* cheap enough to run one image */
 			size_t in = (size_t)a->c * 64 * 64;
 			float *x = malloc(in * sizeof *x);
 			CU_ASSERT_PTR_NOT_NULL_FATAL(x);
@@ -583,7 +587,65 @@ static void descriptors_and_bad_arguments(void)
 	}
 }
 
+/* Every architecture survives save -> load with bit-identical logits:
+ * train-mode forwards first give the BatchNorm statistics and counters
+ * values of their own, the loaded copy starts from another seed. */
+static void checkpoint_round_trip(void)
+{
+	char err[NB_ERR_LEN], path[4096];
+	char *dir = tu_mkdtemp();
+	CU_ASSERT_PTR_NOT_NULL_FATAL(dir);
+	for (int i = 0; i < N_CASES; i++) {
+		const arch_case *a = &cases[i];
+		const nb_plugin *p = tu_arch(a->name);
+		CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+		nb_net *src = NULL, *dst = NULL;
+		CU_ASSERT_EQUAL_FATAL(nb_arch_build(p, NULL, a->c, a->hw, a->hw,
+						    10, 1, &src, err), 0);
+		CU_ASSERT_EQUAL_FATAL(nb_arch_build(p, NULL, a->c, a->hw, a->hw,
+						    10, 2, &dst, err), 0);
+		int n = 2;
+		size_t in = (size_t)n * a->c * a->hw * a->hw;
+		float *x = malloc(in * sizeof(float));
+		float za[20], zb[20];
+		tu_fill_normal(x, in, 1.0f, 60 + i);
+		CU_ASSERT_EQUAL(nb_net_forward(src, x, n, err), 0);
+		CU_ASSERT_EQUAL(nb_net_forward(src, x, n, err), 0);
+		nb_net_set_training(src, 0);
+		CU_ASSERT_EQUAL(nb_net_forward(src, x, n, err), 0);
+		memcpy(za, nb_net_output(src, nb_net_output_node(src)), sizeof za);
+		snprintf(path, sizeof path, "%s/%s.safetensors", dir, a->name);
+		nb_ckpt_meta meta = {0};
+		snprintf(meta.arch, sizeof meta.arch, "%s", a->name);
+		meta.best_acc = -1;
+		int rc = nb_checkpoint_save(src, &meta, path, err);
+		if (rc < 0)
+			fprintf(stderr, "\n  %s: %s\n", a->name, err);
+		CU_ASSERT_EQUAL_FATAL(rc, 0);
+		rc = nb_checkpoint_load(dst, path, NULL, err);
+		if (rc < 0)
+			fprintf(stderr, "\n  %s: %s\n", a->name, err);
+		CU_ASSERT_EQUAL_FATAL(rc, 0);
+		nb_net_set_training(dst, 0);
+		CU_ASSERT_EQUAL(nb_net_forward(dst, x, n, err), 0);
+		memcpy(zb, nb_net_output(dst, nb_net_output_node(dst)), sizeof zb);
+		CU_ASSERT_EQUAL(memcmp(za, zb, sizeof za), 0);
+		nb_counter *ca, *cb;
+		int nc = nb_net_counters(src, &ca);
+		nb_net_counters(dst, &cb);
+		for (int j = 0; j < nc; j++)
+			CU_ASSERT_EQUAL(cb[j].value, 2);
+		remove(path);
+		free(x);
+		nb_net_free(src);
+		nb_net_free(dst);
+	}
+	tu_rmtree(dir);
+	free(dir);
+}
+
 static const nb_test_entry tests[] = {
+    {"checkpoint round trip, every architecture", checkpoint_round_trip},
     {"parameter counts = facts sheet = torch", param_counts},
     {"state_dict names and shapes = torch", state_dict_names_and_shapes},
     {"formula-weight logits = torch", logits_match_torch},
