@@ -70,6 +70,16 @@ typedef struct nb_train_config {
 	nb_augment aug;
 	const char *log_csv; /* per-epoch CSV log, rewritten atomically after
 				each epoch; NULL for none */
+	/* Resumable runs: when state_path is set, the full training state
+	 * (weights, buffers, optimiser state, random streams, epoch, best
+	 * accuracy, log rows) is written there atomically after every epoch,
+	 * and a run that finds the file resumes after its last epoch, with a
+	 * result bit-identical to an uninterrupted run. */
+	const char *state_path;
+	/* When set, the checkpoint of the best test-accuracy epoch (ties: the
+	 * later) is written there atomically, with best_meta's metadata. */
+	const char *best_path;
+	const struct nb_ckpt_meta *best_meta;
 	nb_loss_hook loss;
 	void *loss_ctx;
 	nb_epoch_hook on_epoch;
@@ -84,6 +94,7 @@ typedef struct nb_train_result {
 	int diverged;  /* 1: a non-finite loss or logit stopped the run */
 	double wall_s;
 	double img_per_s; /* over the whole run's training steps */
+	int resumed_from; /* epochs found finished in state_path (0 = none) */
 	nb_loss_terms last; /* epoch means of the last epoch */
 } nb_train_result;
 

@@ -1,0 +1,75 @@
+/*
+ * report.h - the reports of a suite run (column names are a contract:
+ * other tools read them; columns are only ever added).
+ *
+ * results.csv, one row per trained model:
+ *   suite,tier,dataset,seed,role,arch,strategy,teacher_arch,
+ *   teacher_strategy,attack,epochs,best_acc,last_acc,status,wall_s,key
+ *   (+ added: final_kl, the last epoch's tau^2*KL term of a teacher)
+ * role is teacher or student; a teacher row has its strategy and empty
+ * teacher_* and attack; a student row has empty strategy, its teacher's
+ * arch and strategy, and its attack (`scratch` for a baseline, with empty
+ * teacher_*); accuracies in percent; status ok, diverged or failed.
+ *
+ * gaps.csv, one row per (teacher arch, defence, student arch, attack):
+ *   dataset,teacher_arch,defense,student_arch,attack,seeds,
+ *   teacher_normal_acc,teacher_defended_acc,teacher_gap,
+ *   student_baseline_acc,student_from_normal_acc,
+ *   student_from_defended_acc,gap_vs_normal,gap_vs_baseline
+ *   (+ a _std column after each mean when there is more than one seed)
+ * gaps are defended minus reference, in points, means over seeds of the
+ * best accuracies; models that did not finish ok are left out of means and
+ * a mean with no value is empty.
+ *
+ * report.md: per attack a table laid out like the paper's (rows: student
+ * baseline, each teacher arch with the normal strategy, then with each
+ * defence; columns: teacher accuracy (gap to normal), then each student's
+ * accuracy (gap to its baseline)), with the tier, seeds, threads, versions
+ * and wall time stated, and how nasty each teacher became (final tau^2*KL).
+ */
+#ifndef NASTY_BENCH_REPORT_H
+#define NASTY_BENCH_REPORT_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct nb_result {
+	char suite[64], tier[64], dataset[64];
+	uint64_t seed;
+	char role[16]; /* "teacher" or "student" */
+	char arch[64];
+	char strategy[64];         /* teachers */
+	char teacher_arch[64];     /* students */
+	char teacher_strategy[64]; /* students */
+	char attack[64];           /* students: "scratch" or a plugin */
+	int epochs;
+	double best_acc, last_acc;
+	char status[16];
+	double wall_s;
+	char key[65];
+	double final_kl; /* NAN when not applicable */
+} nb_result;
+
+typedef struct nb_report_info {
+	const char *suite, *tier, *dataset;
+	const char *version;  /* nasty-bench version */
+	const char *command;  /* the command line, for the record */
+	int n_seeds;
+	int threads, jobs;
+	double wall_s;        /* of the whole run */
+	const char *const *students;      /* column order of report.md */
+	int n_students;
+	const char *const *teachers;      /* row order */
+	int n_teachers;
+	const char *const *defenses;      /* row order (besides normal) */
+	int n_defenses;
+	const char *const *attacks;       /* one table each */
+	int n_attacks;
+} nb_report_info;
+
+/* Writes DIR/results.csv, DIR/gaps.csv and DIR/report.md atomically (DIR
+ * must exist); the Markdown also goes to md when not NULL. */
+int nb_report_write(const char *dir, const nb_report_info *info,
+		    const nb_result *rows, int n, FILE *md, char *err);
+
+#endif
