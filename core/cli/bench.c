@@ -2,7 +2,7 @@
  * bench.c - `nasty-bench bench`: training and inference throughput of the
  * engine on synthetic inputs, one line per configuration:
  *
- *   arch=... mode=... batch=... threads=... img_per_s=... gflops=... peak_rss_mb=...
+ *   arch=A mode=M batch=B threads=T img_per_s=I gflops=G peak_rss_mb=R
  *
  * A training step is forward + cross entropy + backward + SGD step (momentum
  * 0.9, weight decay 5e-4) in training mode; inference is evaluation mode,
@@ -23,8 +23,8 @@
 #include "cli.h"
 #include "error.h"
 #include "loss.h"
-#include "registry.h"
 #include "optim.h"
+#include "registry.h"
 #include "rng.h"
 
 typedef struct bench_cfg {
@@ -32,25 +32,43 @@ typedef struct bench_cfg {
 	int train; /* 1 train, 0 infer */
 	int batch, threads;
 	int c, h, w, classes;
+	int warmup, min_steps;
 	double seconds;
 } bench_cfg;
 
+/* `--arch all`: every architecture of the paper (not convstack, not the
+ * skeletons), in the order the reports list them. */
+static const char *const paper_archs[] = {
+    "lenet5",	   "lenet5-half", "cnn",	  "preresnet20",
+    "preresnet32", "resnet18",	  "resnet34",	  "resnet50",
+    "resnext29",   "mobilenetv2", "shufflenetv2", NULL};
+
+#define BENCH_MAX 32
+
 static void bench_usage(FILE *f)
 {
-	fputs("usage: nasty-bench bench [OPTIONS]\n"
-	      "\n"
-	      "Measures images/s of training steps and inference on synthetic data.\n"
-	      "Without options: lenet5 and convstack, train and infer, batch 128,\n"
-	      "1 and 2 threads.\n"
-	      "\n"
-	      "  --arch NAME        an architecture plugin (repeatable)\n"
-	      "  --mode M           train, infer or both (default both)\n"
-	      "  --batch N          default 128\n"
-	      "  --threads N        thread count (repeatable; default 1 and 2)\n"
-	      "  --input CxHxW      input shape (default: the architecture's own)\n"
-	      "  --classes N        default 10\n"
-	      "  --seconds S        timed seconds per configuration (default 3)\n",
-	      f);
+	fputs(
+	    "usage: nasty-bench bench [OPTIONS]\n"
+	    "\n"
+	    "Measures images/s of training steps and inference on synthetic "
+	    "data.\n"
+	    "Without options: lenet5 and convstack, train and infer, batch "
+	    "128,\n"
+	    "1 and 2 threads.\n"
+	    "\n"
+	    "  --arch NAME        an architecture plugin (repeatable), or "
+	    "'all'\n"
+	    "                     for every architecture of the paper\n"
+	    "  --mode M           train, infer or both (default both)\n"
+	    "  --batch N          default 128\n"
+	    "  --threads N        thread count (repeatable; default 1 and 2)\n"
+	    "  --input CxHxW      input shape (default: the architecture's "
+	    "own)\n"
+	    "  --classes N        default 10\n"
+	    "  --seconds S        timed seconds per configuration (default 3)\n"
+	    "  --warmup N         untimed steps before timing (default 2)\n"
+	    "  --min-steps N      timed steps at least (default 3)\n",
+	    f);
 }
 
 static void default_input(const nb_plugin *arch, int *c, int *h, int *w)
@@ -100,9 +118,10 @@ static int bench_one(const bench_cfg *b)
 	int out = nb_net_output_node(net);
 	int iters = 0;
 	double t0 = 0, elapsed = 0;
-	/* two warm-up steps, then as many as fit in the time */
+	/* the warm-up steps, then timed steps until both the time and the
+	 * minimum step count are reached */
 	for (int i = 0;; i++) {
-		if (i == 2)
+		if (i == b->warmup)
 			t0 = omp_get_wtime();
 		if (nb_net_forward(net, x, b->batch, err) < 0) {
 			cli_error("bench: %s", err);
@@ -119,10 +138,10 @@ static int bench_one(const bench_cfg *b)
 			}
 			nb_optim_step(opt);
 		}
-		if (i >= 2) {
+		if (i >= b->warmup) {
 			iters++;
 			elapsed = omp_get_wtime() - t0;
-			if (elapsed >= b->seconds && iters >= 3)
+			if (elapsed >= b->seconds && iters >= b->min_steps)
 				break;
 		}
 	}
@@ -130,9 +149,10 @@ static int bench_one(const bench_cfg *b)
 	double flops = macs * 2.0 * (b->train ? 3.0 : 1.0) * img_s;
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
-	printf("arch=%s mode=%s batch=%d threads=%d img_per_s=%.1f gflops=%.2f peak_rss_mb=%.1f\n",
-	       b->arch->name, b->train ? "train" : "infer", b->batch, b->threads,
-	       img_s, flops / 1e9, ru.ru_maxrss / 1024.0);
+	printf("arch=%s mode=%s batch=%d threads=%d img_per_s=%.1f gflops=%.2f "
+	       "peak_rss_mb=%.1f\n",
+	       b->arch->name, b->train ? "train" : "infer", b->batch,
+	       b->threads, img_s, flops / 1e9, ru.ru_maxrss / 1024.0);
 	fflush(stdout);
 	nb_optim_free(opt);
 	nb_net_free(net);
@@ -152,14 +172,39 @@ static int bench_forked(const bench_cfg *b)
 	int status;
 	if (waitpid(pid, &status, 0) < 0)
 		return 1;
+	if (WIFSIGNALED(status)) {
+		cli_error("bench: %s %s threads=%d: killed by signal %d",
+			  b->arch->name, b->train ? "train" : "infer",
+			  b->threads, WTERMSIG(status));
+		return 1;
+	}
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+}
+
+/* Adds name (or every paper architecture for "all") to archs. */
+static int add_arch(const char **archs, int *n, const char *name)
+{
+	if (strcmp(name, "all") != 0) {
+		if (*n == BENCH_MAX) {
+			cli_error("bench: more than %d architectures",
+				  BENCH_MAX);
+			return -1;
+		}
+		archs[(*n)++] = name;
+		return 0;
+	}
+	for (int i = 0; paper_archs[i]; i++)
+		if (add_arch(archs, n, paper_archs[i]) < 0)
+			return -1;
+	return 0;
 }
 
 int cmd_bench(int argc, char **argv)
 {
-	const char *archs[16];
-	int n_archs = 0, threads[16], n_threads = 0;
+	const char *archs[BENCH_MAX];
+	int n_archs = 0, threads[BENCH_MAX], n_threads = 0;
 	int batch = 128, classes = 10, c = 0, h = 0, w = 0;
+	int warmup = 2, min_steps = 3;
 	float seconds = 3;
 	int modes = 3; /* bit 1 train, bit 2 infer */
 	cli_args a;
@@ -173,12 +218,15 @@ int cmd_bench(int argc, char **argv)
 			return 0;
 		} else if (!strcmp(k, "arch")) {
 			const char *v = cli_value(&a);
-			bad = !v || n_archs == 16;
-			if (!bad)
-				archs[n_archs++] = v;
+			bad = !v || add_arch(archs, &n_archs, v) < 0;
 		} else if (!strcmp(k, "threads")) {
 			int t;
-			bad = cli_int(&a, 1, 1024, &t) < 0 || n_threads == 16;
+			bad = cli_int(&a, 1, 1024, &t) < 0;
+			if (!bad && n_threads == BENCH_MAX) {
+				cli_error("bench: more than %d --threads",
+					  BENCH_MAX);
+				bad = 1;
+			}
 			if (!bad)
 				threads[n_threads++] = t;
 		} else if (!strcmp(k, "mode")) {
@@ -192,23 +240,31 @@ int cmd_bench(int argc, char **argv)
 			else if (!strcmp(v, "both"))
 				modes = 3;
 			else {
-				cli_error("--mode: '%s' is not train, infer or both", v);
+				cli_error(
+				    "--mode: '%s' is not train, infer or both",
+				    v);
 				return 2;
 			}
 		} else if (!strcmp(k, "batch"))
 			bad = cli_int(&a, 1, 1 << 16, &batch) < 0;
 		else if (!strcmp(k, "classes"))
 			bad = cli_int(&a, 2, 100000, &classes) < 0;
+		else if (!strcmp(k, "warmup"))
+			bad = cli_int(&a, 0, 1000000, &warmup) < 0;
+		else if (!strcmp(k, "min-steps"))
+			bad = cli_int(&a, 1, 1000000, &min_steps) < 0;
 		else if (!strcmp(k, "seconds"))
 			bad = cli_float(&a, 0.01, 3600, &seconds) < 0;
 		else if (!strcmp(k, "input")) {
 			const char *v = cli_value(&a);
 			if (cli_parse_input(v, &c, &h, &w) < 0) {
-				cli_error("--input: '%s' is not CxHxW", v ? v : "");
+				cli_error("--input: '%s' is not CxHxW",
+					  v ? v : "");
 				return 2;
 			}
 		} else {
-			cli_error("bench: unknown option --%s (see nasty-bench bench --help)",
+			cli_error("bench: unknown option --%s (see nasty-bench "
+				  "bench --help)",
 				  k);
 			return 2;
 		}
@@ -228,7 +284,7 @@ int cmd_bench(int argc, char **argv)
 	nb_registry *reg = cli_registry();
 	if (!reg)
 		return 2;
-	const nb_plugin *plugins[16];
+	const nb_plugin *plugins[BENCH_MAX];
 	for (int i = 0; i < n_archs; i++)
 		if (!(plugins[i] = cli_find_arch(reg, archs[i])))
 			return 2;
@@ -238,11 +294,20 @@ int cmd_bench(int argc, char **argv)
 			if (!(modes & m))
 				continue;
 			for (int t = 0; t < n_threads; t++) {
-				bench_cfg b = {plugins[i], m == 1, batch,
-					       threads[t], c, h, w, classes,
-					       seconds};
+				bench_cfg b = {.arch = plugins[i],
+					       .train = m == 1,
+					       .batch = batch,
+					       .threads = threads[t],
+					       .c = c,
+					       .h = h,
+					       .w = w,
+					       .classes = classes,
+					       .warmup = warmup,
+					       .min_steps = min_steps,
+					       .seconds = seconds};
 				if (!c)
-					default_input(plugins[i], &b.c, &b.h, &b.w);
+					default_input(plugins[i], &b.c, &b.h,
+						      &b.w);
 				fails += bench_forked(&b) != 0;
 			}
 		}

@@ -15,6 +15,8 @@ int cmd_bench(int argc, char **argv);
 int cmd_describe(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
+/* The suite runner; command is the whole command line, for the report. */
+int cmd_run(int argc, char **argv, const char *command);
 int cmd_list_plugins(void);
 int cmd_plugin_help(const char *name);
 

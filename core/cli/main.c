@@ -131,8 +131,12 @@ void cli_set_threads(int threads)
 
 static void usage(FILE *f)
 {
-	fputs("usage: nasty-bench [--plugin-dir DIR]... COMMAND [OPTIONS]\n"
+	fputs("usage: nasty-bench [--plugin-dir DIR]... [--suite NAME] [RUN OPTIONS]\n"
+	      "       nasty-bench [--plugin-dir DIR]... COMMAND [OPTIONS]\n"
 	      "       nasty-bench --list-plugins | --plugin-help NAME | --help | --version\n"
+	      "\n"
+	      "Without a command, runs a suite's whole matrix (default: fashion-mnist);\n"
+	      "see nasty-bench --suite NAME --help.\n"
 	      "\n"
 	      "commands:\n"
 	      "  train      train one model on a dataset\n"
@@ -175,10 +179,14 @@ int main(int argc, char **argv)
 {
 	if (take_plugin_dirs(&argc, argv) < 0)
 		return 2;
-	if (argc < 2) {
-		usage(stderr);
-		return 2;
+	char command[4096] = "nasty-bench";
+	for (int i = 1; i < argc; i++) {
+		size_t l = strlen(command);
+		snprintf(command + l, sizeof command - l, " %s", argv[i]);
 	}
+	/* no command: run a suite (the default one without options) */
+	if (argc < 2)
+		return cmd_run(argc, argv, command);
 	const char *cmd = argv[1];
 	if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
 		usage(stdout);
@@ -210,6 +218,8 @@ int main(int argc, char **argv)
 		return cmd_eval(argc - 1, argv + 1);
 	if (!strcmp(cmd, "synth"))
 		return cmd_synth(argc - 1, argv + 1);
+	if (cmd[0] == '-' && cmd[1] == '-')
+		return cmd_run(argc, argv, command);
 	cli_error("unknown command '%s' (try: nasty-bench --help)", cmd);
 	return 2;
 }

@@ -13,13 +13,15 @@
 
 static void synth_usage(FILE *f)
 {
-	fputs("usage: nasty-bench synth --format idx|cifar10|cifar100 --dir DIR\n"
+	fputs("usage: nasty-bench synth --format idx|cifar10|cifar100|tiny-imagenet --dir DIR\n"
 	      "                         [--train N] [--test N] [--gz] [--seed S]\n"
 	      "\n"
 	      "Writes synthetic images in the original format of MNIST-style IDX files\n"
-	      "(28x28, 10 classes), CIFAR-10 or CIFAR-100 binary (32x32x3) into DIR,\n"
+	      "(28x28, 10 classes), CIFAR-10 or CIFAR-100 binary (32x32x3), or the\n"
+	      "Tiny-ImageNet folder layout (64x64 JPEGs, 200 classes) into DIR,\n"
 	      "which is created if missing. Load them with --dataset mnist, cifar10 or\n"
-	      "cifar100 and --data-dir DIR. Defaults: 2000 training and 500 test images.\n",
+	      "cifar100 (or tiny-imagenet) and --data-dir DIR. Defaults: 2000 training\n"
+	      "and 500 test images.\n",
 	      f);
 }
 

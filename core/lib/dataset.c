@@ -17,6 +17,7 @@
 
 #define FASHION_DIR "/usr/share/datasets/fashion-mnist"
 #define CIFAR_PAGE "https://www.cs.toronto.edu/~kriz/cifar.html"
+#define TINY_ZIP "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 
 void nb_dataset_free(nb_dataset *ds)
 {
@@ -74,7 +75,7 @@ static const char *env_dir(char *buf, size_t len, const char *sub)
 
 const char *nb_dataset_default_dir(const char *name)
 {
-	static char mnist[4096], cifar10[4096], cifar100[4096];
+	static char mnist[4096], cifar10[4096], cifar100[4096], tiny[4096];
 	if (!name)
 		return NULL;
 	if (!strcmp(name, "fashion-mnist"))
@@ -85,6 +86,8 @@ const char *nb_dataset_default_dir(const char *name)
 		return env_dir(cifar10, sizeof cifar10, "cifar10");
 	if (!strcmp(name, "cifar100") || !strcmp(name, "cifar100-coarse"))
 		return env_dir(cifar100, sizeof cifar100, "cifar100");
+	if (!strcmp(name, "tiny-imagenet"))
+		return env_dir(tiny, sizeof tiny, "tiny-imagenet");
 	return NULL;
 }
 
@@ -168,6 +171,26 @@ static int load_cifar(const char *name, const char *dir, enum nb_split split,
 				err);
 }
 
+/* Tiny-ImageNet: dir or dir/tiny-imagenet-200, whichever holds wnids.txt;
+ * the test split is val/. */
+static int load_tiny(const char *dir, enum nb_split split, nb_dataset *ds,
+		     char *err)
+{
+	char buf[4200];
+	const char *at =
+	    pick_dir(buf, sizeof buf, dir, "tiny-imagenet-200", "wnids.txt");
+	if (!at)
+		return nb_errorf(
+		    err, NB_EIO,
+		    "tiny-imagenet: no wnids.txt in %s (or its "
+		    "tiny-imagenet-200/); download the original "
+		    "tiny-imagenet-200.zip from the CS231n course site (%s) "
+		    "and unzip it into %s, or set NASTY_BENCH_DATA or pass "
+		    "--data-dir",
+		    dir, TINY_ZIP, dir);
+	return nb_tinyimagenet_load(at, split, ds, err);
+}
+
 int nb_dataset_load(const char *name, const char *dir, enum nb_split split,
 		    nb_dataset *ds, char *err)
 {
@@ -178,7 +201,7 @@ int nb_dataset_load(const char *name, const char *dir, enum nb_split split,
 		return nb_errorf(
 		    err, NB_EINVAL,
 		    "unknown dataset \"%s\"; known: fashion-mnist, "
-		    "mnist, cifar10, cifar100, cifar100-coarse",
+		    "mnist, cifar10, cifar100, cifar100-coarse, tiny-imagenet",
 		    name ? name : "(null)");
 	if (split != NB_SPLIT_TRAIN && split != NB_SPLIT_TEST)
 		return nb_errorf(err, NB_EINVAL, "%s: bad split %d", name,
@@ -190,6 +213,8 @@ int nb_dataset_load(const char *name, const char *dir, enum nb_split split,
 				 "%s: data folder path too long", name);
 	if (!strcmp(name, "fashion-mnist") || !strcmp(name, "mnist"))
 		rc = load_idx(name, dir, split, ds, err);
+	else if (!strcmp(name, "tiny-imagenet"))
+		rc = load_tiny(dir, split, ds, err);
 	else
 		rc = load_cifar(name, dir, split, ds, err);
 	if (rc == 0)

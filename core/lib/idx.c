@@ -187,14 +187,29 @@ static int read_header(idx_file *f, int ndims, const char *what, uint32_t *dims,
 	return 0;
 }
 
-/* A plain file's length is known before reading: check it up front, so a
- * hostile header cannot make us allocate for data that is not there. */
-static int check_plain_size(idx_file *f, size_t hlen, size_t payload, char *err)
+/* deflate's largest expansion: a 258-byte match costs at least 2 bits. */
+#define GZ_MAX_RATIO 1032ull
+
+/* A file's length is known before reading: check it up front, so a hostile
+ * header cannot make us allocate for data that is not there. A plain file
+ * must match exactly; a gzip file cannot hold more than GZ_MAX_RATIO times
+ * its length (the exact check comes at the end of the stream). */
+static int check_size(idx_file *f, size_t hlen, size_t payload, char *err)
 {
-	if (!gzdirect(f->gz))
-		return 0;
 	unsigned long long want = (unsigned long long)hlen + payload;
 	unsigned long long have = (unsigned long long)f->disk_size;
+	if (!gzdirect(f->gz)) {
+		if (have < ULLONG_MAX / GZ_MAX_RATIO &&
+		    want > have * GZ_MAX_RATIO)
+			return nb_errorf(
+			    err, NB_EFORMAT,
+			    "%s: the header announces %llu bytes, "
+			    "more than a gzip file of %llu bytes "
+			    "can hold; corrupt or truncated, fetch "
+			    "the file again",
+			    f->path, want, have);
+		return 0;
+	}
 	if (have < want)
 		return nb_errorf(err, NB_EFORMAT,
 				 "%s: truncated: %llu bytes, the header "
@@ -246,8 +261,8 @@ int nb_idx_load(const char *images_path, const char *labels_path, int classes,
 			       images_path, n, idim[1], idim[2]);
 		goto fail;
 	}
-	if ((rc = check_plain_size(&fi, 16, n * hw, err)) ||
-	    (rc = check_plain_size(&fl, 8, n, err)))
+	if ((rc = check_size(&fi, 16, n * hw, err)) ||
+	    (rc = check_size(&fl, 8, n, err)))
 		goto fail;
 
 	ds->images = malloc(n * hw);

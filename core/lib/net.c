@@ -796,6 +796,11 @@ void nb_net_seed_dropout(nb_net *net, uint64_t seed)
 	nb_rng_seed(&net->dropout_rng, seed, NB_RNG_DROPOUT);
 }
 
+nb_rng *nb_net_dropout_rng(nb_net *net)
+{
+	return &net->dropout_rng;
+}
+
 /* ---- forward ----------------------------------------------------------------- */
 
 static void *xrealloc_free(void *old, size_t bytes)

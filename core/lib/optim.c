@@ -8,7 +8,9 @@
  * allocated the first time the parameter is updated, so a parameter that is
  * frozen at first and trained later starts fresh, exactly like a torch
  * parameter whose .grad was None. The arithmetic of one element is done in
- * double and rounded once when stored.
+ * double and rounded once when stored. nb_optim_export/nb_optim_import
+ * hand that state out and back under torch's names, for resumable
+ * training.
  *
  * What it deliberately does not do: no AdamW (decoupled decay), AMSGrad,
  * maximize, gradient clipping or parameter groups with different settings;
@@ -16,6 +18,7 @@
  * does not check gradients for NaN (nb_all_finite in loss.h does).
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -241,4 +244,192 @@ void nb_optim_zero_grad(nb_optim *opt)
 		if (p && p->grad && p->role != NB_PARAM_BUFFER)
 			memset(p->grad, 0, p->size * sizeof *p->grad);
 	}
+}
+
+/* ---- state export and import (resumable training) ----------------------- */
+
+static const char *const sgd_piece = "momentum_buffer";
+static const char *const adam_pieces[3] = {"exp_avg", "exp_avg_sq", "step"};
+
+static void piece_name(char *out, const nb_param *p, const char *piece)
+{
+	snprintf(out, NB_NAME_LEN + 16, "%s.%s", p->name, piece);
+}
+
+int nb_optim_export(const nb_optim *opt, nb_optim_tensor **out, char *err)
+{
+	*out = NULL;
+	int count = 0;
+	for (int k = 0; k < opt->n; k++)
+		if (opt->state[k].m)
+			count += opt->cfg.kind == NB_OPTIM_ADAM ? 3 : 1;
+	nb_optim_tensor *t = calloc(count > 0 ? count : 1, sizeof *t);
+	if (!t)
+		return nb_errorf(err, NB_ENOMEM,
+				 "optimiser: out of memory for its state list");
+	int i = 0;
+	for (int k = 0; k < opt->n; k++) {
+		const optim_state *s = &opt->state[k];
+		const nb_param *p = opt->params[k];
+		if (!s->m)
+			continue;
+		if (opt->cfg.kind == NB_OPTIM_SGD) {
+			piece_name(t[i].name, p, sgd_piece);
+			t[i].data = s->m;
+			t[i++].size = p->size;
+			continue;
+		}
+		piece_name(t[i].name, p, adam_pieces[0]);
+		t[i].data = s->m;
+		t[i++].size = p->size;
+		piece_name(t[i].name, p, adam_pieces[1]);
+		t[i].data = s->v;
+		t[i++].size = p->size;
+		piece_name(t[i].name, p, adam_pieces[2]);
+		t[i].is_step = 1;
+		t[i++].step = s->step;
+	}
+	*out = t;
+	return count;
+}
+
+/* The parameter index and piece (0 m, 1 v, 2 step) a name stands for, or
+ * -1 with err filled. */
+static int parse_piece(const nb_optim *opt, const nb_optim_tensor *t,
+		       int *piece, char *err)
+{
+	const char *dot = strrchr(t->name, '.');
+	if (!dot)
+		return nb_errorf(err, NB_EINVAL,
+				 "optimiser state '%s': not <param>.<piece>",
+				 t->name);
+	const char *suffix = dot + 1;
+	size_t plen = (size_t)(dot - t->name);
+	*piece = -1;
+	if (opt->cfg.kind == NB_OPTIM_SGD) {
+		if (opt->cfg.momentum != 0 && !strcmp(suffix, sgd_piece))
+			*piece = 0;
+	} else {
+		for (int j = 0; j < 3; j++)
+			if (!strcmp(suffix, adam_pieces[j]))
+				*piece = j;
+	}
+	if (*piece < 0)
+		return nb_errorf(
+		    err, NB_EINVAL, "optimiser state '%s': %s keeps no '%s'",
+		    t->name,
+		    opt->cfg.kind == NB_OPTIM_SGD
+			? (opt->cfg.momentum != 0 ? "SGD"
+						  : "SGD without momentum")
+			: "Adam",
+		    suffix);
+	for (int k = 0; k < opt->n; k++) {
+		const nb_param *p = opt->params[k];
+		if (strlen(p->name) != plen || strncmp(p->name, t->name, plen))
+			continue;
+		if (p->role == NB_PARAM_BUFFER || !p->grad)
+			return nb_errorf(err, NB_EINVAL,
+					 "optimiser state '%s': '%s' is a "
+					 "buffer, not a trained parameter",
+					 t->name, p->name);
+		int want_step = *piece == 2;
+		if (t->is_step != want_step ||
+		    (!want_step && (!t->data || t->size != p->size)))
+			return nb_errorf(err, NB_EINVAL,
+					 "optimiser state '%s': expected %s, "
+					 "got %s of %zu",
+					 t->name,
+					 want_step ? "a step count"
+						   : "floats of the "
+						     "parameter's size",
+					 t->is_step ? "a step count" : "floats",
+					 t->size);
+		if (want_step && t->step < 1)
+			return nb_errorf(err, NB_EINVAL,
+					 "optimiser state '%s': step %lld "
+					 "must be >= 1",
+					 t->name, (long long)t->step);
+		return k;
+	}
+	return nb_errorf(err, NB_EINVAL,
+			 "optimiser state '%s': no parameter '%.*s' in this "
+			 "optimiser",
+			 t->name, (int)plen, t->name);
+}
+
+int nb_optim_import(nb_optim *opt, const nb_optim_tensor *t, int n, char *err)
+{
+	const int pieces = opt->cfg.kind == NB_OPTIM_ADAM ? 3 : 1;
+	/* which tensor gives piece j of parameter k: seen[k * 3 + j] */
+	int *seen =
+	    malloc((size_t)(opt->n > 0 ? opt->n : 1) * 3 * sizeof *seen);
+	optim_state *fresh = calloc(opt->n > 0 ? opt->n : 1, sizeof *fresh);
+	int rc = NB_OK;
+	if (!seen || !fresh) {
+		rc = nb_errorf(err, NB_ENOMEM,
+			       "optimiser: out of memory for its state");
+		goto out;
+	}
+	for (int i = 0; i < opt->n * 3; i++)
+		seen[i] = -1;
+	for (int i = 0; i < n; i++) {
+		int piece = -1;
+		int k = parse_piece(opt, &t[i], &piece, err);
+		if (k < 0) {
+			rc = k;
+			goto out;
+		}
+		if (seen[k * 3 + piece] >= 0) {
+			rc = nb_errorf(err, NB_EINVAL,
+				       "optimiser state '%s' given twice",
+				       t[i].name);
+			goto out;
+		}
+		seen[k * 3 + piece] = i;
+	}
+	for (int k = 0; k < opt->n && rc == NB_OK; k++) {
+		int have = 0;
+		for (int j = 0; j < pieces; j++)
+			have += seen[k * 3 + j] >= 0;
+		if (have == 0)
+			continue;
+		if (have != pieces) {
+			rc = nb_errorf(err, NB_EINVAL,
+				       "optimiser state of '%s' is incomplete "
+				       "(Adam needs exp_avg, exp_avg_sq and "
+				       "step)",
+				       opt->params[k]->name);
+			break;
+		}
+		size_t bytes = opt->params[k]->size * sizeof(float);
+		fresh[k].m = malloc(bytes);
+		if (pieces == 3)
+			fresh[k].v = malloc(bytes);
+		if (!fresh[k].m || (pieces == 3 && !fresh[k].v)) {
+			rc = nb_errorf(err, NB_ENOMEM,
+				       "optimiser: out of memory for its "
+				       "state");
+			break;
+		}
+		memcpy(fresh[k].m, t[seen[k * 3]].data, bytes);
+		if (pieces == 3) {
+			memcpy(fresh[k].v, t[seen[k * 3 + 1]].data, bytes);
+			fresh[k].step = t[seen[k * 3 + 2]].step;
+		}
+	}
+	if (rc == NB_OK) {
+		/* all good: swap the new state in, the old one out */
+		optim_state *old = opt->state;
+		opt->state = fresh;
+		fresh = old;
+	}
+out:
+	if (fresh)
+		for (int k = 0; k < opt->n; k++) {
+			free(fresh[k].m);
+			free(fresh[k].v);
+		}
+	free(fresh);
+	free(seen);
+	return rc;
 }

@@ -22,6 +22,11 @@ void nb_test_train(void);
 void nb_test_plugin(void);
 void nb_test_arch(void);
 void nb_test_checkpoint(void);
+void nb_test_suite(void);
+void nb_test_report(void);
+void nb_test_store(void);
+void nb_test_resume(void);
+void nb_test_tinyimagenet(void);
 
 int main(int argc, char **argv)
 {
@@ -38,6 +43,11 @@ int main(int argc, char **argv)
 	nb_test_plugin();
 	nb_test_arch();
 	nb_test_checkpoint();
+	nb_test_suite();
+	nb_test_report();
+	nb_test_store();
+	nb_test_resume();
+	nb_test_tinyimagenet();
 	CU_basic_set_mode(CU_BRM_VERBOSE);
 	if (argc > 1) {
 		CU_pSuite s = CU_get_registry()->pSuite;

@@ -14,7 +14,9 @@
  *  - CIFAR-10 binary: data_batch_1..5.bin, test_batch.bin; records of
  *    1 label byte + 3072 pixel bytes (R, G, B planes of 32x32, row-major);
  *  - CIFAR-100 binary: train.bin, test.bin; records of coarse label byte,
- *    fine label byte, 3072 pixel bytes.
+ *    fine label byte, 3072 pixel bytes;
+ *  - Tiny-ImageNet-200: the folders of tiny-imagenet-200.zip, 64x64 JPEGs
+ *    decoded with libjpeg (see nb_tinyimagenet_load).
  * Every loader checks magic numbers, dimensions, exact file sizes and label
  * ranges and returns a one-line error naming the file and the problem.
  *
@@ -68,6 +70,35 @@ int nb_cifar100_load(const char *dir, enum nb_split split, int coarse,
 		     nb_dataset *ds, char *err);
 
 /*
+ * Tiny-ImageNet-200 from dir, the extracted tiny-imagenet-200 folder of the
+ * original tiny-imagenet-200.zip (CS231n): wnids.txt,
+ * train/<wnid>/images/<name>.JPEG, val/images/<name>.JPEG with
+ * val/val_annotations.txt (tab-separated: file, wnid, 4 box numbers).
+ * NB_SPLIT_TRAIN reads train/, NB_SPLIT_TEST reads val/ (test/ has no labels
+ * and is not read; the paper tests on val).
+ *
+ * Labels follow torchvision's ImageFolder: class k is the k-th wnid in
+ * sorted order (wnids.txt itself is not sorted). Samples are ordered by
+ * class, then file name, as ImageFolder lists them (val as if re-foldered
+ * into val/<wnid>/). ds is (N,3,64,64) uint8, classes = number of ids in
+ * wnids.txt (200 in the original; any count up to 100000 is read, and
+ * every folder in train/ must be one of them). Grayscale JPEGs are
+ * replicated into R, G and B.
+ *
+ * The JPEGs are decoded in parallel (OpenMP); the result does not depend
+ * on the thread count. Errors (one line, naming the file): a missing
+ * folder, file or class folder; a malformed or duplicate wnid; a train/
+ * folder that wnids.txt lacks; a malformed annotation line or one naming
+ * an unknown wnid or a file twice; a corrupt or truncated JPEG (libjpeg
+ * warnings count as errors); an image that is not 64x64 or not grayscale
+ * or RGB; a file that is not regular or too large; a symlink loop; more
+ * than 174762 images in a split (INT_MAX / (3*64*64)). ds->name is left
+ * empty.
+ */
+int nb_tinyimagenet_load(const char *dir, enum nb_split split, nb_dataset *ds,
+			 char *err);
+
+/*
  * Loads a named dataset from dir, or from its default folder when dir is
  * NULL or empty. Names:
  *  - "fashion-mnist": default /usr/share/datasets/fashion-mnist (Debian
@@ -79,7 +110,10 @@ int nb_cifar100_load(const char *dir, enum nb_split split, int coarse,
  *    folder itself or its cifar-10-batches-bin subfolder;
  *  - "cifar100" (fine labels) and "cifar100-coarse": default
  *    $NASTY_BENCH_DATA/cifar100, else data/cifar100; the folder or its
- *    cifar-100-binary subfolder.
+ *    cifar-100-binary subfolder;
+ *  - "tiny-imagenet": default $NASTY_BENCH_DATA/tiny-imagenet, else
+ *    data/tiny-imagenet; the folder itself or its tiny-imagenet-200
+ *    subfolder; the test split is val/ (see nb_tinyimagenet_load).
  * When the data is absent the one-line error names where it looked and how
  * to get the data. ds->name is set to name.
  */
@@ -149,7 +183,15 @@ void nb_batch_build(float *x, int *y, const nb_dataset *ds, const int *idx,
  *  - "cifar10": data_batch_1..5.bin (n_train split over the five, so
  *    n_train >= 5) and test_batch.bin;
  *  - "cifar100": train.bin and test.bin, fine label = class (100), coarse
- *    label = fine / 5.
+ *    label = fine / 5;
+ *  - "tiny-imagenet": the tiny-imagenet-200 layout directly in dir (see
+ *    nb_tinyimagenet_load), 200 classes of 64x64 JPEGs (libjpeg, quality
+ *    90): wnids.txt (200 distinct ids, in a shuffled order),
+ *    train/<wnid>/images/<wnid>_<j>.JPEG and train/<wnid>/<wnid>_boxes.txt,
+ *    val/images/val_<i>.JPEG and val/val_annotations.txt. n_train is
+ *    spread evenly over the classes (so n_train >= 200); n_test val images
+ *    have balanced, shuffled labels. Every 7th image (index mod 7 == 3, per
+ *    split, counting train images class by class) is grayscale.
  * gz only applies to "idx". n_train, n_test >= 1.
  */
 int nb_synth_write(const char *dir, const char *format, int n_train, int n_test,

@@ -172,6 +172,9 @@ void nb_net_set_training(nb_net *net, int training);
 int nb_net_training(const nb_net *net);
 /* Seeds the dropout stream. */
 void nb_net_seed_dropout(nb_net *net, uint64_t seed);
+/* The dropout stream itself (owned by the network), so that resumable
+ * training can save and restore its exact position. */
+nb_rng *nb_net_dropout_rng(nb_net *net);
 
 /* Forward for a batch of n inputs x (n,c,h,w). */
 int nb_net_forward(nb_net *net, const float *x, int n, char *err);

@@ -17,6 +17,8 @@
 #ifndef NASTY_BENCH_OPTIM_H
 #define NASTY_BENCH_OPTIM_H
 
+#include <stdint.h>
+
 #include "net.h"
 
 enum nb_optim_kind { NB_OPTIM_SGD = 1, NB_OPTIM_ADAM = 2 };
@@ -50,6 +52,43 @@ float nb_optim_lr(const nb_optim *opt);
 int nb_optim_step(nb_optim *opt);
 /* Zeroes the gradients of the optimiser's parameters. */
 void nb_optim_zero_grad(nb_optim *opt);
+
+/*
+ * The optimiser's state as named tensors, for resumable training. Names
+ * follow torch's optimizer state: for each parameter that has state, SGD
+ * with momentum keeps "<param>.momentum_buffer"; Adam keeps
+ * "<param>.exp_avg", "<param>.exp_avg_sq" (floats, the parameter's size)
+ * and "<param>.step" (a count). Lazily allocated state that does not exist
+ * yet is absent from the list, and a parameter absent from an import gets
+ * no state, so a restored optimiser allocates it at the same step as the
+ * original would have.
+ */
+typedef struct nb_optim_tensor {
+	char name[NB_NAME_LEN + 16];
+	int is_step;      /* 1: a step count in `step`; 0: floats in data */
+	const void *data; /* size floats (need not be aligned); NULL for a
+			     step count */
+	size_t size;
+	int64_t step;
+} nb_optim_tensor;
+
+/*
+ * Lists the state into *out, allocated here (the caller frees it with
+ * free()). Returns the count (>= 0) or NB_ENOMEM with err filled. The data
+ * pointers point into the optimiser's state and stay valid until its next
+ * step, import or free.
+ */
+int nb_optim_export(const nb_optim *opt, nb_optim_tensor **out, char *err);
+/*
+ * Replaces the whole state with t[0..n) (the data is copied). Every name
+ * must be a piece of state this kind of optimiser keeps for one of its
+ * trainable parameters (a buffer has none), floats of the parameter's
+ * size; Adam's three pieces come together and its step is >= 1; no name
+ * twice. The first problem is reported in one line naming the tensor;
+ * nothing changes unless every tensor is good.
+ */
+int nb_optim_import(nb_optim *opt, const nb_optim_tensor *t, int n,
+		    char *err);
 
 /*
  * Learning-rate schedules, evaluated per epoch (0-based) in closed form:

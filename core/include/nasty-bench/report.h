@@ -17,15 +17,27 @@
  *   student_baseline_acc,student_from_normal_acc,
  *   student_from_defended_acc,gap_vs_normal,gap_vs_baseline
  *   (+ a _std column after each mean when there is more than one seed)
- * gaps are defended minus reference, in points, means over seeds of the
- * best accuracies; models that did not finish ok are left out of means and
- * a mean with no value is empty.
+ * Rows are in the info's orders (teacher arch, defence, student, attack;
+ * the attack `scratch` is skipped). seeds is info->n_seeds. The *_acc
+ * columns are means over seeds of the best accuracies (%.2f); their _std
+ * twins are sample std (n-1), empty with one value. teacher_gap,
+ * gap_vs_normal and gap_vs_baseline are differences of those means
+ * (defended minus reference, in points), without a std. Models that did
+ * not finish ok are left out of means; a mean or gap with no value is
+ * empty.
  *
  * report.md: per attack a table laid out like the paper's (rows: student
  * baseline, each teacher arch with the normal strategy, then with each
  * defence; columns: teacher accuracy (gap to normal), then each student's
  * accuracy (gap to its baseline)), with the tier, seeds, threads, versions
- * and wall time stated, and how nasty each teacher became (final tau^2*KL).
+ * and wall time stated, and how nasty each teacher became (final tau^2*KL,
+ * mean over seeds); then links to each model's per-epoch log,
+ * logs/KEY.csv, relative to DIR (the runner copies them there). A cell says "acc" or "mean ± std"
+ * with "(+d.dd)" against its reference, "[k of n diverged]" when some seeds
+ * did not count, "diverged"/"failed" when none did, "—" with no model.
+ *
+ * results.csv numbers: accuracies %.2f, wall_s %.1f, final_kl %.4f; a
+ * value that is not finite is an empty cell.
  */
 #ifndef NASTY_BENCH_REPORT_H
 #define NASTY_BENCH_REPORT_H
@@ -67,8 +79,11 @@ typedef struct nb_report_info {
 	int n_attacks;
 } nb_report_info;
 
-/* Writes DIR/results.csv, DIR/gaps.csv and DIR/report.md atomically (DIR
- * must exist); the Markdown also goes to md when not NULL. */
+/* Writes DIR/results.csv, DIR/gaps.csv and DIR/report.md, each atomically
+ * (DIR must exist: NB_EIO otherwise). When md is not NULL the Markdown up
+ * to the list of logs (title, tables) is also written there, after the
+ * file is in place. rows are read only; the caller owns everything.
+ * Returns 0 or a negative NB_E* code with err filled. */
 int nb_report_write(const char *dir, const nb_report_info *info,
 		    const nb_result *rows, int n, FILE *md, char *err);
 

@@ -74,7 +74,12 @@ typedef struct nb_train_config {
 	 * (weights, buffers, optimiser state, random streams, epoch, best
 	 * accuracy, log rows) is written there atomically after every epoch,
 	 * and a run that finds the file resumes after its last epoch, with a
-	 * result bit-identical to an uninterrupted run. */
+	 * result bit-identical to an uninterrupted run (with the same thread
+	 * count; the log is rebuilt with every epoch). A state file that does
+	 * not match the network (names, shapes) or the configuration (data,
+	 * batch, seed, optimiser, schedule, augmentation; the epoch count
+	 * may grow) is an error naming it, and nothing is changed. The loss
+	 * hook's own state is not saved. */
 	const char *state_path;
 	/* When set, the checkpoint of the best test-accuracy epoch (ties: the
 	 * later) is written there atomically, with best_meta's metadata. */

@@ -1,0 +1,193 @@
+#!/bin/bash
+# compare.sh - the engine (`nasty-bench bench`) against PyTorch
+# (bench/pytorch-bench.py) on the same configurations, one after the other,
+# then a side-by-side table:
+#
+#   arch mode threads | ours img/s | PyTorch best img/s (layout) | ratio |
+#   ours peak MB | PyTorch peak MB | foreign load ours/PyTorch
+#
+# ratio = ours / PyTorch's faster layout (nchw or channels_last); the
+# PyTorch peak MB is that layout's. "fgn" is the CPU time that other
+# processes used while the benchmark ran, as a fraction of all CPUs
+# (/proc/stat busy time minus the benchmark's own CPU time): above ~0.05
+# the row was measured on a shared machine and is noisy.
+#
+# Usage: bench/compare.sh [--arch NAME|all]... [--threads N]... [--mode M]
+#        [--batch N] [--seconds S] [--warmup N] [--min-steps N]
+#        [--classes N] [--out DIR] [--markdown]
+# Defaults: every architecture of the paper, 1 and 2 threads, train and
+# infer, batch 128, 3 s per configuration (about an hour in all on 2
+# cores: use --seconds 1 --min-steps 1 for a quick pass).
+#
+# Environment: NASTY_BENCH (default ./nasty-bench), TORCH_PYTHON (default
+# /usr/bin/python3, which needs python3-torch).
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+nasty=${NASTY_BENCH:-./nasty-bench}
+py=${TORCH_PYTHON:-/usr/bin/python3}
+# the order of `nasty-bench bench --arch all`
+all_archs="lenet5 lenet5-half cnn preresnet20 preresnet32 resnet18 resnet34
+resnet50 resnext29 mobilenetv2 shufflenetv2"
+
+archs=""
+common=()
+out=""
+markdown=0
+usage() {
+	sed -n '2,/^set -eu/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+}
+need() {
+	if [ "$1" -lt 2 ]; then
+		echo "compare.sh: $2 needs a value" >&2
+		exit 2
+	fi
+}
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--arch)
+		need $# "$1"
+		[ "$2" = all ] && archs="$archs $all_archs" || archs="$archs $2"
+		shift 2
+		;;
+	--arch=*)
+		v=${1#--arch=}
+		[ "$v" = all ] && archs="$archs $all_archs" || archs="$archs $v"
+		shift
+		;;
+	--threads | --mode | --batch | --seconds | --warmup | --min-steps | --classes)
+		need $# "$1"
+		common+=("$1" "$2")
+		shift 2
+		;;
+	--threads=* | --mode=* | --batch=* | --seconds=* | --warmup=* | --min-steps=* | --classes=*)
+		common+=("${1%%=*}" "${1#*=}")
+		shift
+		;;
+	--out)
+		need $# "$1"
+		out=$2
+		shift 2
+		;;
+	--markdown)
+		markdown=1
+		shift
+		;;
+	-h | --help)
+		usage
+		exit 0
+		;;
+	*)
+		echo "compare.sh: unknown argument '$1' (see --help)" >&2
+		exit 2
+		;;
+	esac
+done
+[ -n "$archs" ] || archs=$all_archs
+if [ ! -x "$nasty" ]; then
+	echo "compare.sh: $nasty not found (run from the build folder or set NASTY_BENCH)" >&2
+	exit 2
+fi
+if ! "$py" -c 'import torch' 2>/dev/null; then
+	echo "compare.sh: $py has no torch (apt-get install python3-torch, or set TORCH_PYTHON)" >&2
+	exit 2
+fi
+if [ -n "$out" ]; then
+	mkdir -p "$out"
+else
+	out=$(mktemp -d)
+	trap 'rm -rf "$out"' EXIT
+fi
+: >"$out/ours.txt"
+: >"$out/torch.txt"
+ncpu=$(getconf _NPROCESSORS_ONLN)
+hz=$(getconf CLK_TCK)
+
+# busy CPU ticks of the whole machine (everything but idle and iowait)
+busy_ticks() {
+	awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
+}
+# CPU seconds (user + system) used so far by this shell's finished
+# children (the `times` builtin must run in this shell, not a subshell)
+child_cpu() {
+	times >"$out/times.txt"
+	awk 'NR == 2 {
+		t = 0
+		for (i = 1; i <= 2; i++) {
+			split($i, p, "m"); sub("s", "", p[2]); t += p[1] * 60 + p[2]
+		}
+		printf "%.3f\n", t }' "$out/times.txt"
+}
+# runs "$@", appending its stdout lines to file $1 with fgn=... added
+measured() {
+	local file=$1 b0 c0 w0 b1 c1 w1 fgn
+	shift
+	child_cpu >"$out/c0.txt"
+	b0=$(busy_ticks)
+	w0=$(date +%s.%N)
+	"$@" >"$out/last.txt" || echo "compare.sh: '$*' failed" >&2
+	w1=$(date +%s.%N)
+	b1=$(busy_ticks)
+	child_cpu >"$out/c1.txt"
+	c0=$(cat "$out/c0.txt")
+	c1=$(cat "$out/c1.txt")
+	fgn=$(awk -v b="$((b1 - b0))" -v hz="$hz" -v c="$c1" -v c0="$c0" \
+		-v w="$w1" -v w0="$w0" -v n="$ncpu" 'BEGIN {
+		f = (b / hz - (c - c0)) / ((w - w0) * n)
+		printf "%.2f", f < 0 ? 0 : f }')
+	sed "s/\$/ fgn=$fgn/" "$out/last.txt" | tee -a "$file" >&2
+}
+
+echo "# $(uptime)" >&2
+for a in $archs; do
+	measured "$out/ours.txt" "$nasty" bench --arch "$a" ${common[@]+"${common[@]}"}
+	measured "$out/torch.txt" "$py" "$here/pytorch-bench.py" --arch "$a" \
+		${common[@]+"${common[@]}"}
+done
+echo "# $(uptime)" >&2
+
+awk -v md="$markdown" '
+function field(line, key,    i, n, kv) {
+	n = split(line, kv, " ")
+	for (i = 1; i <= n; i++)
+		if (index(kv[i], key "=") == 1)
+			return substr(kv[i], length(key) + 2)
+	return ""
+}
+{
+	file = FILENAME == ARGV[1] ? 1 : 2
+	k = field($0, "arch") SUBSEP field($0, "mode") SUBSEP field($0, "threads")
+	if (file == 1) {
+		if (!(k in ours))
+			order[++n] = k
+		ours[k] = field($0, "img_per_s"); omb[k] = field($0, "peak_rss_mb")
+		ofg[k] = field($0, "fgn")
+	} else if (field($0, "best") == "1") {
+		if (!(k in ours) && !(k in pt))
+			order[++n] = k
+		pt[k] = field($0, "img_per_s"); pmb[k] = field($0, "peak_rss_mb")
+		lay[k] = field($0, "layout"); pfg[k] = field($0, "fgn")
+	}
+}
+END {
+	if (md) {
+		print "| arch | mode | threads | ours img/s | PyTorch best img/s | layout | ratio | ours peak MB | PyTorch peak MB | fgn ours/PyTorch |"
+		print "|---|---|---|---|---|---|---|---|---|---|"
+		fmt = "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n"
+	} else {
+		fmt = "%-13s %-5s %7s %11s %13s %-13s %6s %9s %12s %9s\n"
+		printf fmt, "arch", "mode", "threads", "ours img/s", "PyTorch img/s",
+		    "layout", "ratio", "ours MB", "PyTorch MB", "fgn o/p"
+	}
+	for (i = 1; i <= n; i++) {
+		k = order[i]
+		split(k, p, SUBSEP)
+		r = "-"
+		if ((k in ours) && (k in pt) && pt[k] > 0)
+			r = sprintf("%.2f", ours[k] / pt[k])
+		printf fmt, p[1], p[2], p[3], (k in ours) ? ours[k] : "-",
+		    (k in pt) ? pt[k] : "-", (k in pt) ? lay[k] : "-", r,
+		    (k in ours) ? omb[k] : "-", (k in pt) ? pmb[k] : "-",
+		    ((k in ours) ? ofg[k] : "-") "/" ((k in pt) ? pfg[k] : "-")
+	}
+}' "$out/ours.txt" "$out/torch.txt"
