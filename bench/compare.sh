@@ -1,23 +1,35 @@
 #!/bin/bash
 # compare.sh - the engine (`nasty-bench bench`) against PyTorch
-# (bench/pytorch-bench.py) on the same configurations, one after the other,
-# then a side-by-side table:
+# (bench/pytorch-bench.py) on the same configurations, one configuration at
+# a time (ours, then PyTorch in both memory layouts), then a side-by-side
+# table:
 #
-#   arch mode threads | ours img/s | PyTorch best img/s (layout) | ratio |
-#   ours peak MB | PyTorch peak MB | foreign load ours/PyTorch
+#   arch | mode | threads | ours img/s | PyTorch best img/s | layout |
+#   ratio | ours peak MB | PyTorch peak MB | fgn ours/PyTorch
 #
 # ratio = ours / PyTorch's faster layout (nchw or channels_last); the
-# PyTorch peak MB is that layout's. "fgn" is the CPU time that other
-# processes used while the benchmark ran, as a fraction of all CPUs
-# (/proc/stat busy time minus the benchmark's own CPU time): above ~0.05
-# the row was measured on a shared machine and is noisy.
+# PyTorch peak MB is that layout's. fgn is the CPU time other processes
+# used while the run went on, as a fraction of all CPUs (/proc/stat busy
+# time minus the run's own CPU time). On a shared machine anything above
+# ~0.05 makes the row noisy, and 2-thread rows suffer most (an OpenMP
+# barrier waits for a thread that another process has pushed off its core).
 #
-# Usage: bench/compare.sh [--arch NAME|all]... [--threads N]... [--mode M]
-#        [--batch N] [--seconds S] [--warmup N] [--min-steps N]
-#        [--classes N] [--out DIR] [--markdown]
+# Usage: bench/compare.sh [--arch NAME|all]... [--threads N]...
+#        [--mode train|infer|both] [--batch N] [--seconds S] [--warmup N]
+#        [--min-steps N] [--classes N] [--max-fgn F [--retries N]
+#        [--wait S]] [--out DIR] [--markdown]
+#
+#   --max-fgn F   before each run wait (at most --wait seconds, default
+#                 900) until other processes use less than F of the CPUs,
+#                 and repeat a run whose fgn reached F (at most --retries
+#                 more times, default 2), keeping the least disturbed one
+#   --out DIR     keep the raw lines (DIR/ours.txt, DIR/torch.txt)
+#   --markdown    print the table as Markdown
+#
 # Defaults: every architecture of the paper, 1 and 2 threads, train and
-# infer, batch 128, 3 s per configuration (about an hour in all on 2
-# cores: use --seconds 1 --min-steps 1 for a quick pass).
+# infer, batch 128, the benchmarks' own defaults for the rest (3 s per
+# configuration: about an hour in all on 2 cores; --seconds 2 --min-steps
+# 1 --warmup 1 takes about half that).
 #
 # Environment: NASTY_BENCH (default ./nasty-bench), TORCH_PYTHON (default
 # /usr/bin/python3, which needs python3-torch).
@@ -31,9 +43,14 @@ all_archs="lenet5 lenet5-half cnn preresnet20 preresnet32 resnet18 resnet34
 resnet50 resnext29 mobilenetv2 shufflenetv2"
 
 archs=""
+threads=""
+modes="train infer"
 common=()
 out=""
 markdown=0
+max_fgn=""
+retries=2
+wait_max=900
 usage() {
 	sed -n '2,/^set -eu/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
 }
@@ -43,30 +60,69 @@ need() {
 		exit 2
 	fi
 }
+add_arch() {
+	if [ "$1" = all ]; then
+		archs="$archs $all_archs"
+	else
+		archs="$archs $1"
+	fi
+}
+set_mode() {
+	case "$1" in
+	train | infer) modes=$1 ;;
+	both) modes="train infer" ;;
+	*)
+		echo "compare.sh: --mode: '$1' is not train, infer or both" >&2
+		exit 2
+		;;
+	esac
+}
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--arch)
 		need $# "$1"
-		[ "$2" = all ] && archs="$archs $all_archs" || archs="$archs $2"
+		add_arch "$2"
 		shift 2
 		;;
 	--arch=*)
-		v=${1#--arch=}
-		[ "$v" = all ] && archs="$archs $all_archs" || archs="$archs $v"
+		add_arch "${1#*=}"
 		shift
 		;;
-	--threads | --mode | --batch | --seconds | --warmup | --min-steps | --classes)
+	--threads)
+		need $# "$1"
+		threads="$threads $2"
+		shift 2
+		;;
+	--threads=*)
+		threads="$threads ${1#*=}"
+		shift
+		;;
+	--mode)
+		need $# "$1"
+		set_mode "$2"
+		shift 2
+		;;
+	--mode=*)
+		set_mode "${1#*=}"
+		shift
+		;;
+	--batch | --seconds | --warmup | --min-steps | --classes)
 		need $# "$1"
 		common+=("$1" "$2")
 		shift 2
 		;;
-	--threads=* | --mode=* | --batch=* | --seconds=* | --warmup=* | --min-steps=* | --classes=*)
+	--batch=* | --seconds=* | --warmup=* | --min-steps=* | --classes=*)
 		common+=("${1%%=*}" "${1#*=}")
 		shift
 		;;
-	--out)
+	--max-fgn | --retries | --wait | --out)
 		need $# "$1"
-		out=$2
+		case "$1" in
+		--max-fgn) max_fgn=$2 ;;
+		--retries) retries=$2 ;;
+		--wait) wait_max=$2 ;;
+		--out) out=$2 ;;
+		esac
 		shift 2
 		;;
 	--markdown)
@@ -84,6 +140,7 @@ while [ $# -gt 0 ]; do
 	esac
 done
 [ -n "$archs" ] || archs=$all_archs
+[ -n "$threads" ] || threads="1 2"
 if [ ! -x "$nasty" ]; then
 	echo "compare.sh: $nasty not found (run from the build folder or set NASTY_BENCH)" >&2
 	exit 2
@@ -118,14 +175,34 @@ child_cpu() {
 		}
 		printf "%.3f\n", t }' "$out/times.txt"
 }
-# runs "$@", appending its stdout lines to file $1 with fgn=... added
-measured() {
-	local file=$1 b0 c0 w0 b1 c1 w1 fgn
-	shift
+# 0 if the machine's load over the next 5 s stays below max_fgn
+quiet() {
+	local b0 b1
+	b0=$(busy_ticks)
+	sleep 5
+	b1=$(busy_ticks)
+	awk -v b="$((b1 - b0))" -v hz="$hz" -v n="$ncpu" -v m="$max_fgn" \
+		'BEGIN { exit !(b / hz / (5 * n) < m) }'
+}
+wait_quiet() {
+	local waited=0
+	[ -n "$max_fgn" ] || return 0
+	while ! quiet; do
+		waited=$((waited + 5))
+		if [ "$waited" -ge "$wait_max" ]; then
+			echo "# still busy after ${wait_max}s: running anyway" >&2
+			return 0
+		fi
+	done
+}
+# Runs "$@" once; its stdout lines with fgn=... added into $out/last.txt
+# and the fgn into $out/fgn.txt.
+measure_once() {
+	local b0 c0 w0 b1 c1 w1 fgn
 	child_cpu >"$out/c0.txt"
 	b0=$(busy_ticks)
 	w0=$(date +%s.%N)
-	"$@" >"$out/last.txt" || echo "compare.sh: '$*' failed" >&2
+	"$@" >"$out/raw.txt" || echo "compare.sh: '$*' failed" >&2
 	w1=$(date +%s.%N)
 	b1=$(busy_ticks)
 	child_cpu >"$out/c1.txt"
@@ -135,14 +212,43 @@ measured() {
 		-v w="$w1" -v w0="$w0" -v n="$ncpu" 'BEGIN {
 		f = (b / hz - (c - c0)) / ((w - w0) * n)
 		printf "%.2f", f < 0 ? 0 : f }')
-	sed "s/\$/ fgn=$fgn/" "$out/last.txt" | tee -a "$file" >&2
+	sed "s/\$/ fgn=$fgn/" "$out/raw.txt" >"$out/last.txt"
+	echo "$fgn" >"$out/fgn.txt"
+}
+# Runs "$@" (waiting for a quiet machine and retrying a disturbed run when
+# --max-fgn is given) and appends the least disturbed attempt's lines to
+# file $1.
+measured() {
+	local file=$1 try=0 fgn best=""
+	shift
+	while :; do
+		wait_quiet
+		measure_once "$@"
+		fgn=$(cat "$out/fgn.txt")
+		if [ -z "$best" ] || awk -v a="$fgn" -v b="$best" 'BEGIN { exit !(a < b) }'; then
+			best=$fgn
+			cp "$out/last.txt" "$out/best.txt"
+		fi
+		[ -n "$max_fgn" ] || break
+		awk -v a="$best" -v m="$max_fgn" 'BEGIN { exit !(a >= m) }' || break
+		try=$((try + 1))
+		[ "$try" -le "$retries" ] || break
+		echo "# fgn=$fgn: again" >&2
+	done
+	tee -a "$file" <"$out/best.txt" >&2
 }
 
 echo "# $(uptime)" >&2
 for a in $archs; do
-	measured "$out/ours.txt" "$nasty" bench --arch "$a" ${common[@]+"${common[@]}"}
-	measured "$out/torch.txt" "$py" "$here/pytorch-bench.py" --arch "$a" \
-		${common[@]+"${common[@]}"}
+	for m in $modes; do
+		for t in $threads; do
+			measured "$out/ours.txt" "$nasty" bench --arch "$a" \
+				--mode "$m" --threads "$t" ${common[@]+"${common[@]}"}
+			measured "$out/torch.txt" "$py" "$here/pytorch-bench.py" \
+				--arch "$a" --mode "$m" --threads "$t" \
+				${common[@]+"${common[@]}"}
+		done
+	done
 done
 echo "# $(uptime)" >&2
 

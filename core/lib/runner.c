@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -488,6 +489,7 @@ static int prepare(runner *R, char *err)
 	if (pid < 0)
 		return nb_errorf(err, NB_EIO, "fork: %s", strerror(errno));
 	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		close(p[0]);
 		_exit(prepare_child(R, p[1]));
 	}
@@ -917,6 +919,11 @@ static int start_job(runner *R, job *j, char *err)
 		return nb_errorf(err, NB_EIO, "fork: %s", strerror(errno));
 	}
 	if (pid == 0) {
+		/* a job must not outlive a killed runner: a resumed run would
+		 * otherwise race it for the same artefact */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() == 1)
+			_exit(1);
 		close(p[0]);
 		for (int i = 0; i < R->n; i++)
 			if (R->jobs[i].state == J_RUNNING && R->jobs[i].fd >= 0)

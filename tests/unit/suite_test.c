@@ -252,7 +252,7 @@ static const struct {
      {60, 120, 160},
      0.2f,
      0},
-    /* Fashion-MNIST (DESIGN 8) and DAFL's MNIST teacher */
+    /* Fashion-MNIST (the paper's CIFAR-100 tau/omega) and DAFL's MNIST teacher */
     {"fashion-mnist",
      "default",
      "lenet5",

@@ -1,0 +1,78 @@
+#!/bin/sh
+# The suite runner end to end on the smoke suite (synthetic data, seconds):
+#  1. a run writes results.csv and gaps.csv with the contract's columns and
+#     sane values, and report.md;
+#  2. a run killed with SIGKILL at several moments and resumed each time
+#     ends with the same results (all columns but wall time) as the
+#     uninterrupted run;
+#  3. a second run reuses every model from the store;
+#  4. a bad suite file gives a one-line error naming file and line.
+set -u
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); }
+bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
+
+run() { ./nasty-bench --suite smoke --quiet "$@"; }
+
+# 1. one clean run
+if run --out "$tmp/a" --store "$tmp/store-a" >"$tmp/a.log" 2>&1; then ok; else
+	bad "smoke run failed"; cat "$tmp/a.log"; fi
+head -n 1 "$tmp/a/results.csv" | grep -qx \
+	'suite,tier,dataset,seed,role,arch,strategy,teacher_arch,teacher_strategy,attack,epochs,best_acc,last_acc,status,wall_s,key,final_kl' &&
+	ok || bad "results.csv header"
+head -n 1 "$tmp/a/gaps.csv" | grep -qx \
+	'dataset,teacher_arch,defense,student_arch,attack,seeds,teacher_normal_acc,teacher_defended_acc,teacher_gap,student_baseline_acc,student_from_normal_acc,student_from_defended_acc,gap_vs_normal,gap_vs_baseline' &&
+	ok || bad "gaps.csv header"
+rows=$(tail -n +2 "$tmp/a/results.csv" | wc -l)
+[ "$rows" -eq 5 ] && ok || bad "results.csv has $rows rows, want 5"
+# every model ok, 3 epochs, accuracies in (10, 100]: above chance on the
+# synthetic classes
+awk -F, 'NR > 1 && ($14 != "ok" || $11 != 3 || $12 <= 10 || $12 > 100 ||
+	$13 < 0 || $13 > 100 || length($16) != 64) { bad = 1 }
+	END { exit bad }' "$tmp/a/results.csv" && ok || bad "results.csv values"
+# the nasty teacher reports its KL term, the normal one does not
+awk -F, '$5 == "teacher" && $7 == "nasty" && $17 > 0 { n = 1 }
+	$5 == "teacher" && $7 == "normal" && $17 != "" { bad = 1 }
+	END { exit !(n && !bad) }' "$tmp/a/results.csv" && ok || bad "final_kl column"
+[ "$(tail -n +2 "$tmp/a/gaps.csv" | wc -l)" -eq 1 ] && ok || bad "gaps.csv rows"
+grep -q '^| T lenet5 nasty |' "$tmp/a/report.md" && ok || bad "report.md table"
+[ "$(ls "$tmp/a/logs" | wc -l)" -eq 5 ] && ok || bad "per-model logs"
+
+# 2. kill -9 at several moments, resume each time
+strip() { cut -d, -f1-14,16- "$1"; } # all columns but wall_s
+for delay in 0.3 0.9 1.6 2.4 3.3; do
+	run --out "$tmp/b" --store "$tmp/store-b" >/dev/null 2>&1 &
+	pid=$!
+	sleep "$delay"
+	kill -9 "$pid" 2>/dev/null
+	# the children die with the runner's process group only if we say so
+	pkill -9 -P "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+done
+if run --out "$tmp/b" --store "$tmp/store-b" >"$tmp/b.log" 2>&1; then ok; else
+	bad "resumed run failed"; cat "$tmp/b.log"; fi
+if [ "$(strip "$tmp/a/results.csv")" = "$(strip "$tmp/b/results.csv")" ]; then
+	ok
+else
+	bad "results after kills differ from an uninterrupted run"
+	diff "$tmp/a/results.csv" "$tmp/b/results.csv"
+fi
+cmp -s "$tmp/a/gaps.csv" "$tmp/b/gaps.csv" && ok || bad "gaps.csv after kills differs"
+
+# 3. a re-run reuses everything
+./nasty-bench --suite smoke --out "$tmp/c" --store "$tmp/store-a" >"$tmp/c.log" 2>&1
+grep -q "reusing 5 finished models" "$tmp/c.log" && ok || bad "re-run did not reuse the store"
+
+# 4. a bad suite file
+printf '[suite]\nname = x\ndataset = mnist\nteachers = lenet5\nbogus = 1\n' >"$tmp/bad.ini"
+out=$(./nasty-bench --suite "$tmp/bad.ini" --out "$tmp/d" 2>&1)
+status=$?
+[ "$status" -eq 2 ] && ok || bad "bad suite exit status $status"
+echo "$out" | grep -q "bad.ini:5:" && ok || bad "bad suite message: $out"
+[ "$(echo "$out" | grep -c error)" -eq 1 ] && ok || bad "bad suite: not one error line"
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
