@@ -44,13 +44,20 @@ grep -q '^| T lenet5 nasty |' "$tmp/a/report.md" && ok || bad "report.md table"
 # 2. kill -9 at several moments, resume each time
 strip() { cut -d, -f1-14,16- "$1"; } # all columns but wall_s
 for delay in 0.3 0.9 1.6 2.4 3.3; do
-	run --out "$tmp/b" --store "$tmp/store-b" >/dev/null 2>&1 &
+	# its own session, so that kill reaches the libtool wrapper, the
+	# program and every job it runs, as a crash or an OOM kill would
+	setsid ./nasty-bench --suite smoke --quiet --out "$tmp/b" \
+		--store "$tmp/store-b" >/dev/null 2>&1 &
 	pid=$!
 	sleep "$delay"
-	kill -9 "$pid" 2>/dev/null
-	# the children die with the runner's process group only if we say so
-	pkill -9 -P "$pid" 2>/dev/null
+	kill -9 -- "-$pid" 2>/dev/null
 	wait "$pid" 2>/dev/null
+	# nothing of it may survive
+	sleep 0.2
+	if pgrep -f -- "--out $tmp/b" >/dev/null; then
+		bad "processes of the killed run survive"
+		pkill -9 -f -- "--out $tmp/b"
+	fi
 done
 if run --out "$tmp/b" --store "$tmp/store-b" >"$tmp/b.log" 2>&1; then ok; else
 	bad "resumed run failed"; cat "$tmp/b.log"; fi

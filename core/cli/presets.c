@@ -7,31 +7,11 @@
 #include <string.h>
 
 #include "cli.h"
+#include "suite.h"
 
 void cli_dataset_augment(const char *name, nb_augment *aug)
 {
-	memset(aug, 0, sizeof *aug);
-	for (int i = 0; i < 4; i++)
-		aug->std[i] = 1.0f;
-	if (!strcmp(name, "fashion-mnist")) {
-		aug->pad_to = 32; /* LeNet-5 expects 32x32 (DAFL) */
-		aug->mean[0] = 0.2860f;
-		aug->std[0] = 0.3530f;
-	} else if (!strcmp(name, "mnist")) {
-		aug->pad_to = 32;
-		aug->mean[0] = 0.1307f;
-		aug->std[0] = 0.3081f;
-	} else if (!strncmp(name, "cifar", 5)) {
-		/* the paper's code uses the CIFAR-10 constants for both */
-		static const float mean[3] = {0.4914f, 0.4822f, 0.4465f};
-		static const float std[3] = {0.247f, 0.243f, 0.261f};
-		aug->crop_pad = 4;
-		aug->flip = 1;
-		for (int i = 0; i < 3; i++) {
-			aug->mean[i] = mean[i];
-			aug->std[i] = std[i];
-		}
-	}
+	nb_dataset_preset(name, aug);
 }
 
 int cli_parse_input(const char *s, int *c, int *h, int *w)

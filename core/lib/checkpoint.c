@@ -243,17 +243,34 @@ static int parse_uint(const char *s, unsigned long long max,
 	return 0;
 }
 
+/* s with control bytes shown as \xNN and cut at 64 bytes (out: 264
+ * bytes), so a value from a file cannot break a one-line message. */
+static const char *quote(const char *s, char *out)
+{
+	size_t o = 0, i;
+	for (i = 0; s[i] && i < 64; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c < 0x20 || c == 0x7f)
+			o += (size_t)sprintf(out + o, "\\x%02x", c);
+		else
+			out[o++] = (char)c;
+	}
+	strcpy(out + o, s[i] ? "..." : "");
+	return out;
+}
+
 static int meta_int(const nb_st_file *f, const char *key, int *out, char *err)
 {
+	char q[264];
 	const char *s = nb_st_meta(f, key);
 	unsigned long long v;
 	if (!s)
 		return 0;
 	if (parse_uint(s, INT_MAX, &v) < 0)
 		return nb_errorf(err, NB_EFORMAT,
-				 "%s: metadata '%s' is \"%.40s\", not a "
+				 "%s: metadata '%s' is \"%s\", not a "
 				 "whole number",
-				 nb_st_path(f), key, s);
+				 nb_st_path(f), key, quote(s, q));
 	*out = (int)v;
 	return 0;
 }
@@ -275,6 +292,7 @@ static int meta_str(const nb_st_file *f, const char *key, char *out,
 /* "CxHxW", each a whole positive number. */
 static int meta_input(const nb_st_file *f, nb_ckpt_meta *m, char *err)
 {
+	char q[264];
 	const char *s = nb_st_meta(f, "input");
 	if (!s)
 		return 0;
@@ -297,9 +315,9 @@ static int meta_input(const nb_st_file *f, nb_ckpt_meta *m, char *err)
 	/* strtok_r skips empty fields: "1xx28x28" must fail too. */
 	if (k != 3 || strstr(s, "xx") || s[0] == 'x' || s[strlen(s) - 1] == 'x')
 		return nb_errorf(err, NB_EFORMAT,
-				 "%s: metadata 'input' is \"%.40s\", not "
+				 "%s: metadata 'input' is \"%s\", not "
 				 "CxHxW",
-				 nb_st_path(f), s);
+				 nb_st_path(f), quote(s, q));
 	m->in_c = dims[0];
 	m->in_h = dims[1];
 	m->in_w = dims[2];
@@ -308,6 +326,7 @@ static int meta_input(const nb_st_file *f, nb_ckpt_meta *m, char *err)
 
 static int meta_from_file(const nb_st_file *f, nb_ckpt_meta *m, char *err)
 {
+	char q[264];
 	memset(m, 0, sizeof *m);
 	m->best_acc = -1;
 	int rc;
@@ -327,9 +346,9 @@ static int meta_from_file(const nb_st_file *f, nb_ckpt_meta *m, char *err)
 		unsigned long long v;
 		if (parse_uint(s, UINT64_MAX, &v) < 0)
 			return nb_errorf(err, NB_EFORMAT,
-					 "%s: metadata 'seed' is \"%.40s\", "
+					 "%s: metadata 'seed' is \"%s\", "
 					 "not a whole number",
-					 nb_st_path(f), s);
+					 nb_st_path(f), quote(s, q));
 		m->seed = v;
 	}
 	s = nb_st_meta(f, "best_acc");
@@ -340,8 +359,8 @@ static int meta_from_file(const nb_st_file *f, nb_ckpt_meta *m, char *err)
 		if (end == s || *end || errno || !isfinite(v))
 			return nb_errorf(err, NB_EFORMAT,
 					 "%s: metadata 'best_acc' is "
-					 "\"%.40s\", not a number",
-					 nb_st_path(f), s);
+					 "\"%s\", not a number",
+					 nb_st_path(f), quote(s, q));
 		m->best_acc = v;
 	}
 	return 0;
@@ -416,20 +435,6 @@ static int check_counter(const char *path, const nb_st_tensor *t,
 
 /* A name from the file for a one-line message: at most 64 bytes, control
  * bytes as \xNN (as safetensors.c quotes them). out: 4 * 64 + 4 bytes. */
-static const char *quote(const char *s, char *out)
-{
-	size_t o = 0, i;
-	for (i = 0; s[i] && i < 64; i++) {
-		unsigned char c = (unsigned char)s[i];
-		if (c < 0x20 || c == 0x7f)
-			o += (size_t)sprintf(out + o, "\\x%02x", c);
-		else
-			out[o++] = (char)c;
-	}
-	strcpy(out + o, s[i] ? "..." : "");
-	return out;
-}
-
 static int is_counter(const char *name, const nb_counter *c, int nc)
 {
 	for (int i = 0; i < nc; i++)

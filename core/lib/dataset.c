@@ -1,7 +1,7 @@
 /*
  * dataset.c - datasets by name: where each one lives by default, which
  * files of a folder make up a split, and what to tell the user when they
- * are not there. Also freeing and truncating a dataset.
+ * are not there. Also freeing, truncating and subsetting a dataset.
  *
  * It does not download anything (the program never touches the network)
  * and does not convert formats: the files stay as their publishers
@@ -44,6 +44,43 @@ void nb_dataset_truncate(nb_dataset *ds, int n)
 		if (lb)
 			ds->labels = lb;
 	}
+}
+
+int nb_dataset_subset(nb_dataset *ds, int n, uint64_t seed, char *err)
+{
+	if (n < 1 || n > ds->n)
+		return nb_errorf(err, NB_EINVAL,
+				 "subset: %d samples asked of %s, which has %d",
+				 n, ds->name[0] ? ds->name : "a dataset",
+				 ds->n);
+	size_t px = (size_t)ds->c * ds->h * ds->w;
+	int *idx = malloc((size_t)ds->n * sizeof *idx);
+	uint8_t *im = malloc(px > 0 ? (size_t)n * px : 1);
+	int *lb = malloc((size_t)n * sizeof *lb);
+	if (!idx || !im || !lb) {
+		free(idx);
+		free(im);
+		free(lb);
+		return nb_errorf(err, NB_ENOMEM,
+				 "subset: out of memory for %d samples", n);
+	}
+	for (int i = 0; i < ds->n; i++)
+		idx[i] = i;
+	nb_rng r;
+	nb_rng_seed(&r, seed, NB_RNG_DATA);
+	nb_rng_shuffle(&r, idx, ds->n);
+	for (int i = 0; i < n; i++) {
+		memcpy(im + (size_t)i * px, ds->images + (size_t)idx[i] * px,
+		       px);
+		lb[i] = ds->labels[idx[i]];
+	}
+	free(idx);
+	free(ds->images);
+	free(ds->labels);
+	ds->images = im;
+	ds->labels = lb;
+	ds->n = n;
+	return 0;
 }
 
 static int is_file(const char *path)

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -332,8 +333,9 @@ static void describe_spec(char *d, size_t len, const nb_train_spec *t)
 		t->sched.eta_min);
 	for (int i = 0; i < t->sched.n_milestones; i++)
 		appendf(d, len, "%s%d", i ? "," : "", t->sched.milestones[i]);
-	appendf(d, len, " train_limit=%d test_limit=%d\n", t->train_limit,
-		t->test_limit);
+	/* limits take seeded subsets (seed 230, the paper's subset loader) */
+	appendf(d, len, " train_limit=%d test_limit=%d subset_seed=230\n",
+		t->train_limit, t->test_limit);
 }
 
 static void describe(runner *R, job *j)
@@ -349,9 +351,9 @@ static void describe(runner *R, job *j)
 		s->dataset, R->fingerprint, R->n_train, R->n_test, R->classes,
 		R->in_c, R->in_h, R->in_w);
 	appendf(d, len,
-		"augment pad_to=%d crop_pad=%d flip=%d mean=%.9g,%.9g,%.9g std=%.9g,%.9g,%.9g\n",
-		a->pad_to, a->crop_pad, a->flip, a->mean[0], a->mean[1],
-		a->mean[2], a->std[0], a->std[1], a->std[2]);
+		"augment pad_to=%d crop_pad=%d flip=%d rotate=%.9g mean=%.9g,%.9g,%.9g std=%.9g,%.9g,%.9g\n",
+		a->pad_to, a->crop_pad, a->flip, a->rotate_deg, a->mean[0],
+		a->mean[1], a->mean[2], a->std[0], a->std[1], a->std[2]);
 	appendf(d, len, "role %s\narch %s\n",
 		j->teacher_role ? "teacher" : "student", j->arch);
 	if (j->teacher_role) {
@@ -393,6 +395,8 @@ static void describe(runner *R, job *j)
 
 /* ---- the data: loaded in a child, described to the parent ------------------ */
 
+#define SUBSET_SEED 230 /* the paper's fetch_subset_dataloader */
+
 static int load_data(const runner *R, nb_dataset *train, nb_dataset *test,
 		     const nb_train_spec *t, char *err)
 {
@@ -406,11 +410,21 @@ static int load_data(const runner *R, nb_dataset *train, nb_dataset *test,
 		nb_dataset_free(train);
 		return rc;
 	}
-	if (t && t->train_limit > 0)
-		nb_dataset_truncate(train, t->train_limit);
-	if (t && t->test_limit > 0)
-		nb_dataset_truncate(test, t->test_limit);
-	return 0;
+	/* A limit keeps a seeded random subset (nb_dataset_subset, seed 230 as
+	 * the paper's fetch_subset_dataloader), not the first images: both
+	 * splits may be stored grouped by class (Tiny-ImageNet's are), and a
+	 * prefix would then hold only the first classes. The same subset for
+	 * every job and run seed. A limit at or above the split's size keeps
+	 * the whole split, in its order. */
+	if (t && t->train_limit > 0 && t->train_limit < train->n)
+		rc = nb_dataset_subset(train, t->train_limit, SUBSET_SEED, err);
+	if (rc == 0 && t && t->test_limit > 0 && t->test_limit < test->n)
+		rc = nb_dataset_subset(test, t->test_limit, SUBSET_SEED, err);
+	if (rc < 0) {
+		nb_dataset_free(train);
+		nb_dataset_free(test);
+	}
+	return rc;
 }
 
 /* The fingerprint covers the full data (limits are part of each spec). */
@@ -644,7 +658,29 @@ static int job_child(runner *R, job *j, int fd)
 	nb_net *net = NULL, *other = NULL;
 	nb_teacher *teacher = NULL;
 	void *sstate = NULL, *astate = NULL;
-	int rc = load_data(R, &train, &test, t, err);
+	/* One trainer per artefact, whatever runs against the same store: a
+	 * second runner waits here, then finds the model finished. */
+	char lock_path[4096];
+	int rc = nb_store_path(R->store, j->key, "lock", 1, lock_path,
+			       sizeof lock_path, err);
+	int lock = rc < 0 ? -1 : open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (lock < 0) {
+		if (rc == 0)
+			rc = nb_errorf(err, NB_EIO, "%s: %s", lock_path,
+				       strerror(errno));
+		goto fail;
+	}
+	if (flock(lock, LOCK_EX | LOCK_NB) != 0) {
+		child_say(fd, "S waiting for another process training it");
+		while (flock(lock, LOCK_EX) != 0 && errno == EINTR)
+			;
+	}
+	nb_model_summary done;
+	if (nb_store_lookup(R->store, j->key, &done, err) == NB_STORE_DONE) {
+		close(lock);
+		return 0;
+	}
+	rc = load_data(R, &train, &test, t, err);
 	if (rc < 0)
 		goto fail;
 	const nb_plugin *ap = nb_registry_find(R->reg, NB_PLUGIN_ARCH, j->arch);

@@ -15,8 +15,8 @@
  * SHA-256 is OpenSSL's libcrypto (EVP interface): a well-kept Debian
  * library, rather than a hand-written hash.
  *
- * What it deliberately does not do: locking (one runner owns a store at a
- * time), garbage collection of old artefacts, or fsync of the folder after
+ * What it deliberately does not do: locking (the runner holds an flock on
+ * each artefact's `lock` file while training it), garbage collection of old artefacts, or fsync of the folder after
  * a rename (a power cut may lose the newest version of a file, never mix
  * two).
  */

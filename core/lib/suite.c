@@ -82,11 +82,11 @@ void nb_dataset_preset(const char *name, nb_augment *aug)
 			aug->std[i] = std[i];
 		}
 	} else if (!strcmp(name, "tiny-imagenet")) {
-		/* The paper's code: RandomRotation(20), horizontal flip, no
-		 * crop. Rotation is not implemented (nb_augment has no
-		 * rotation), so only the flip is applied. */
+		/* The paper's code: RandomRotation(20), then horizontal
+		 * flip, no crop. */
 		static const float mean[3] = {0.4802f, 0.4481f, 0.3975f};
 		static const float std[3] = {0.2302f, 0.2265f, 0.2262f};
+		aug->rotate_deg = 20.0f;
 		aug->flip = 1;
 		for (int i = 0; i < 3; i++) {
 			aug->mean[i] = mean[i];
@@ -283,7 +283,7 @@ static int ini_read(ini *I, const char *path, char *err)
 		return nb_errorf(err, NB_EIO,
 				 "%s: cannot open the suite file: %s", path,
 				 strerror(errno));
-	char *buf = malloc(MAX_FILE_BYTES + 1);
+	char *buf = malloc(MAX_FILE_BYTES + 2); /* + 1 to detect a larger file, + 1 NUL */
 	if (!buf) {
 		fclose(f);
 		return nb_errorf(err, NB_ENOMEM, "out of memory");
@@ -309,6 +309,19 @@ static int ini_read(ini *I, const char *path, char *err)
 		return rc;
 	}
 	buf[n] = 0;
+	/* Control bytes (other than tab and line ends) would reach messages
+	 * and terminals: refuse the file at the first one. */
+	for (size_t i = 0, ln = 1; i < n; i++) {
+		unsigned char c = (unsigned char)buf[i];
+		if (c == '\n')
+			ln++;
+		else if ((c < 0x20 && c != '\t' && c != '\r') || c == 0x7f) {
+			free(buf);
+			return nb_errorf(err, NB_EFORMAT,
+					 "%s:%zu: control character 0x%02x",
+					 path, ln, c);
+		}
+	}
 	I->cur = buf;
 	I->end = buf + n;
 	int line = ini_parse_stream(reader, I, on_entry, I);

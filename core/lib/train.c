@@ -295,8 +295,9 @@ static void config_values(char v[N_CFG][CFG_LEN], const nb_train_config *cfg,
 	     i++)
 		len += snprintf(v[6] + len, CFG_LEN - len, "%s%d", i ? "," : "",
 				sc->milestones[i]);
-	len = snprintf(v[7], CFG_LEN, "pad_to=%d crop_pad=%d flip=%d",
-		       cfg->aug.pad_to, cfg->aug.crop_pad, cfg->aug.flip);
+	len = snprintf(v[7], CFG_LEN, "pad_to=%d crop_pad=%d flip=%d rotate=%.9g",
+		       cfg->aug.pad_to, cfg->aug.crop_pad, cfg->aug.flip,
+		       cfg->aug.rotate_deg);
 	for (int c = 0; c < train->c && c < 4 && len < CFG_LEN; c++)
 		len += snprintf(v[7] + len, CFG_LEN - len,
 				" mean%d=%.9g std%d=%.9g", c, cfg->aug.mean[c],

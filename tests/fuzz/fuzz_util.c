@@ -51,7 +51,12 @@ void nb_fuzz_message(const char *err)
 	const char *end = memchr(err, '\0', NB_ERR_LEN);
 	NB_FUZZ_CHECK(end != NULL, "message not terminated");
 	NB_FUZZ_CHECK(end > err, "empty message");
-	for (const char *p = err; p < end; p++)
+	static int allow_control = -1;
+	if (allow_control < 0) {
+		const char *v = getenv("NB_FUZZ_ALLOW_CONTROL_BYTES");
+		allow_control = v && *v && strcmp(v, "0");
+	}
+	for (const char *p = err; p < end && !allow_control; p++)
 		NB_FUZZ_CHECK(((unsigned char)*p >= 0x20 && *p != 0x7f) ||
 				  *p == '\t',
 			      "control byte 0x%02x at %d of the message: %s",

@@ -51,7 +51,9 @@ void nb_fuzz_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * parser believed a size written in the file), and a message that is one
  * terminated line of NB_ERR_LEN bytes at most, without control characters
  * (names from a hostile file must be escaped). nb_fuzz_message checks the
- * message alone.
+ * message alone. NB_FUZZ_ALLOW_CONTROL_BYTES=1 in the environment skips
+ * the control-character check, to fuzz on past an open finding of that
+ * kind.
  */
 void nb_fuzz_failed(int rc, const char *err);
 void nb_fuzz_message(const char *err);

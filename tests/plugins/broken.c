@@ -54,7 +54,7 @@ static const nb_option __attribute__((unused)) options[] = {
 #ifndef BROKEN_NOSYM
 NB_PLUGIN_EXPORT const nb_plugin nb_plugin_desc = {
 #ifdef BROKEN_ABI
-	.abi_version = NB_PLUGIN_ABI_VERSION + 41,
+	.abi_version = 42, /* never a real version */
 	.sizes = NB_ABI_SIZES,
 #elif defined(BROKEN_SIZE)
 	.abi_version = NB_PLUGIN_ABI_VERSION,

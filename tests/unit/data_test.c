@@ -2,7 +2,9 @@
  * data_test.c - the dataset loaders, the synthetic writers and the batch
  * builder: round trips synth -> load in every format, every loader's bad
  * input (each error must name the file and the problem), augmentation
- * values and determinism, and the real Fashion-MNIST files when installed.
+ * values and determinism, rotation against torchvision/Pillow
+ * (tests/fixtures/golden_rotate.h, made by make_golden_rotate.py), seeded
+ * subsets, and the real Fashion-MNIST files when installed.
  */
 #include <math.h>
 #include <stdio.h>
@@ -15,6 +17,7 @@
 #include <omp.h>
 #endif
 
+#include "../fixtures/golden_rotate.h"
 #include "data.h"
 #include "error.h"
 #include "testutil.h"
@@ -911,7 +914,7 @@ static void pad_to_centres(void)
 	nb_augment a = plain_aug();
 	a.pad_to = 4;
 	float out[16];
-	nb_augment_apply(out, img, 1, 2, 2, &a, 0, 0, 0);
+	nb_augment_apply(out, img, 1, 2, 2, &a, 0, 0, 0, 0);
 	const float want[16] = {
 	    0, 0,	    0,		 0, 0, 10 / 255.0f, 20 / 255.0f, 0,
 	    0, 30 / 255.0f, 40 / 255.0f, 0, 0, 0,	    0,		 0};
@@ -956,23 +959,23 @@ static void crop_offsets_exact(void)
 	a.crop_pad = 2;
 	float out[16];
 	/* offset (0,0): the image moves down-right by crop_pad */
-	nb_augment_apply(out, img, 1, 4, 4, &a, 0, 0, 0);
+	nb_augment_apply(out, img, 1, 4, 4, &a, 0, 0, 0, 0);
 	const uint8_t want00[16] = {0, 0, 0,   0,   0, 0, 0,   0,
 				    0, 0, 100, 101, 0, 0, 104, 105};
 	for (int i = 0; i < 16; i++)
 		CU_ASSERT_EQUAL(out[i], want00[i] / 255.0f);
 	/* offset (4,4) = 2*crop_pad: up-left */
-	nb_augment_apply(out, img, 1, 4, 4, &a, 4, 4, 0);
+	nb_augment_apply(out, img, 1, 4, 4, &a, 4, 4, 0, 0);
 	const uint8_t want44[16] = {110, 111, 0, 0, 114, 115, 0, 0,
 				    0,	 0,   0, 0, 0,	 0,   0, 0};
 	for (int i = 0; i < 16; i++)
 		CU_ASSERT_EQUAL(out[i], want44[i] / 255.0f);
 	/* offset (2,2): the centre, the image itself */
-	nb_augment_apply(out, img, 1, 4, 4, &a, 2, 2, 0);
+	nb_augment_apply(out, img, 1, 4, 4, &a, 2, 2, 0, 0);
 	for (int i = 0; i < 16; i++)
 		CU_ASSERT_EQUAL(out[i], img[i] / 255.0f);
 	/* offset (1,3): rows shift down 1, columns left 1 */
-	nb_augment_apply(out, img, 1, 4, 4, &a, 1, 3, 0);
+	nb_augment_apply(out, img, 1, 4, 4, &a, 1, 3, 0, 0);
 	const uint8_t want13[16] = {0,	 0,   0,   0, 101, 102, 103, 0,
 				    105, 106, 107, 0, 109, 110, 111, 0};
 	for (int i = 0; i < 16; i++)
@@ -986,7 +989,7 @@ static void flip_mirrors(void)
 		img[i] = (uint8_t)(7 * i + 1);
 	nb_augment a = plain_aug();
 	float out[24];
-	nb_augment_apply(out, img, 2, 3, 4, &a, 0, 0, 1);
+	nb_augment_apply(out, img, 2, 3, 4, &a, 0, 0, 1, 0);
 	for (int c = 0; c < 2; c++)
 		for (int y = 0; y < 3; y++)
 			for (int x = 0; x < 4; x++)
@@ -996,8 +999,8 @@ static void flip_mirrors(void)
 	/* crop then flip, as torchvision: flip of the offset-(0,0) crop */
 	a.crop_pad = 1;
 	float crop[24], both[24];
-	nb_augment_apply(crop, img, 2, 3, 4, &a, 0, 0, 0);
-	nb_augment_apply(both, img, 2, 3, 4, &a, 0, 0, 1);
+	nb_augment_apply(crop, img, 2, 3, 4, &a, 0, 0, 0, 0);
+	nb_augment_apply(both, img, 2, 3, 4, &a, 0, 0, 1, 0);
 	for (int c = 0; c < 2; c++)
 		for (int y = 0; y < 3; y++)
 			for (int x = 0; x < 4; x++)
@@ -1017,14 +1020,14 @@ static void normalisation_exact(void)
 	uint8_t img[3 * 2 * 2] = {0,  255, 128, 1, 50, 60,
 				  70, 80,  200, 3, 9,  27};
 	float out[12];
-	nb_augment_apply(out, img, 3, 2, 2, &a, 1, 1, 0);
+	nb_augment_apply(out, img, 3, 2, 2, &a, 1, 1, 0, 0);
 	for (int c = 0; c < 3; c++)
 		for (int i = 0; i < 4; i++)
 			CU_ASSERT_EQUAL(out[c * 4 + i],
 					norm(img[c * 4 + i], mean[c], sd[c]));
 	CU_ASSERT(fabsf(out[1] - (1.0f - 0.4914f) / 0.247f) < 1e-6f);
 	/* padded pixels: raw 0 normalised, i.e. -mean/std */
-	nb_augment_apply(out, img, 3, 2, 2, &a, 0, 0, 0);
+	nb_augment_apply(out, img, 3, 2, 2, &a, 0, 0, 0, 0);
 	CU_ASSERT_EQUAL(out[0], norm(0, mean[0], sd[0]));
 	CU_ASSERT_EQUAL(out[4 + 1], norm(0, mean[1], sd[1]));
 	CU_ASSERT_EQUAL(out[8 + 3], norm(img[8], mean[2], sd[2]));
@@ -1074,7 +1077,7 @@ static void batch_draws_follow_contract(void)
 		shifted += oy != 2 || ox != 2;
 		flipped += f;
 		nb_augment_apply(one, ds.images + (size_t)idx[b] * 192, 3, 8, 8,
-				 &a, oy, ox, f);
+				 &a, oy, ox, f, 0);
 		bad += memcmp(one, x + (size_t)b * 192, sizeof one) != 0;
 		bad += y[b] != ds.labels[idx[b]];
 	}
@@ -1182,6 +1185,421 @@ static void augment_check_rejects(void)
 		     "5 channels");
 }
 
+/* ---- rotation (torchvision RandomRotation on PIL images) ----------------- */
+
+/* 64-bit FNV-1a, as make_golden_rotate.py hashes outputs. */
+static uint64_t fnv1a64(const uint8_t *p, size_t n)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+	for (size_t i = 0; i < n; i++) {
+		h ^= p[i];
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}
+
+/* The uint8 image behind an output made with mean 0, std 1 (v/255). */
+static void to_bytes(uint8_t *b, const float *x, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		b[i] = (uint8_t)lrintf(x[i] * 255.0f);
+}
+
+/* out of a plain (mean 0, std 1) augment of img (c,h,w), as bytes */
+static void rotate_bytes(uint8_t *out, const uint8_t *img, int c, int h, int w,
+			 double angle)
+{
+	nb_augment a = plain_aug();
+	float *x = malloc(sizeof(float) * c * h * w);
+	CU_ASSERT_FATAL(x != NULL);
+	nb_augment_apply(x, img, c, h, w, &a, 0, 0, 0, angle);
+	to_bytes(out, x, (size_t)c * h * w);
+	free(x);
+}
+
+static void rotate_matches_torchvision(void)
+{
+	size_t n = sizeof golden_rot_cases / sizeof *golden_rot_cases;
+	int bad = 0, full = 0;
+	for (size_t i = 0; i < n; i++) {
+		const golden_rot_case *g = &golden_rot_cases[i];
+		const golden_rot_image *im = &golden_rot_images[g->image];
+		size_t sz = (size_t)im->c * im->h * im->w;
+		uint8_t *out = malloc(sz);
+		CU_ASSERT_FATAL(out != NULL);
+		rotate_bytes(out, im->px, im->c, im->h, im->w, g->angle);
+		int ok = fnv1a64(out, sz) == g->fnv;
+		if (g->out) {
+			full++;
+			ok = ok && memcmp(out, g->out, sz) == 0;
+		}
+		if (!ok && bad++ < 5)
+			printf("\n  image %d (%dx%dx%d), angle %.17g differs ",
+			       g->image, im->c, im->h, im->w, g->angle);
+		free(out);
+	}
+	CU_ASSERT_EQUAL(bad, 0);
+	CU_ASSERT(full >= 100 && n >= 200); /* the fixture is all there */
+}
+
+static void rotate_zero_is_identity(void)
+{
+	nb_dataset ds = random_ds(1);
+	CU_ASSERT_FATAL(ds.images != NULL);
+	nb_augment a = plain_aug();
+	a.crop_pad = 2;
+	a.mean[1] = 0.25f;
+	a.std[2] = 0.5f;
+	float ref[192], out[192];
+	nb_augment_apply(ref, ds.images, 3, 8, 8, &a, 1, 3, 1, 0);
+	/* full turns, -0, and angles whose rounded sine is 0 (Pillow's
+	 * scaling path) are the identity too */
+	const double same[] = {-0.0, 360, -360, 720, 1e-15, -1e-20};
+	for (size_t i = 0; i < sizeof same / sizeof *same; i++) {
+		nb_augment_apply(out, ds.images, 3, 8, 8, &a, 1, 3, 1, same[i]);
+		CU_ASSERT(memcmp(out, ref, sizeof ref) == 0);
+	}
+	/* and angle 0 without crop or flip is the image itself */
+	a.crop_pad = 0;
+	nb_augment_apply(out, ds.images, 3, 8, 8, &a, 0, 0, 0, 0);
+	int bad = 0;
+	for (int c = 0; c < 3; c++)
+		for (int i = 0; i < 64; i++)
+			bad += out[c * 64 + i] !=
+			       norm(ds.images[c * 64 + i], a.mean[c], a.std[c]);
+	CU_ASSERT_EQUAL(bad, 0);
+	nb_dataset_free(&ds);
+}
+
+static void rotate_90_is_transpose_flip(void)
+{
+	/* counter-clockwise 90 of a square image: transpose, then reverse
+	 * the rows; -90 (= 270): transpose, then reverse the columns; 180:
+	 * reverse both. Odd and even sizes; multiples of 360 added. */
+	for (int n = 5; n <= 6; n++) {
+		uint8_t img[2 * 36], out[2 * 36];
+		for (int i = 0; i < 2 * n * n; i++)
+			img[i] = (uint8_t)(1 + 3 * i);
+		const double angles[] = {90, 450, -270, -90, 270, 180, -180};
+		for (size_t k = 0; k < sizeof angles / sizeof *angles; k++) {
+			rotate_bytes(out, img, 2, n, n, angles[k]);
+			int bad = 0;
+			for (int c = 0; c < 2; c++)
+				for (int y = 0; y < n; y++)
+					for (int x = 0; x < n; x++) {
+						double r =
+						    fmod(angles[k] + 720, 360);
+						int sy = r == 90    ? x
+							 : r == 270 ? n - 1 - x
+								    : n - 1 - y;
+						int sx = r == 90    ? n - 1 - y
+							 : r == 270 ? y
+								    : n - 1 - x;
+						bad +=
+						    out[(c * n + y) * n + x] !=
+						    img[(c * n + sy) * n + sx];
+					}
+			CU_ASSERT_EQUAL(bad, 0);
+		}
+	}
+	/* an odd square turns about its middle pixel, at any angle */
+	uint8_t img[81], out[81];
+	for (int i = 0; i < 81; i++)
+		img[i] = (uint8_t)(2 + i);
+	for (double ang = -20; ang <= 20; ang += 2.5) {
+		rotate_bytes(out, img, 1, 9, 9, ang);
+		CU_ASSERT_EQUAL(out[4 * 9 + 4], img[4 * 9 + 4]);
+	}
+}
+
+static void rotate_fill_is_raw_zero(void)
+{
+	/* an all-white image turned 45 degrees: the corners are the fill,
+	 * raw 0 normalised (-mean/std, the value padding gets), the middle is
+	 * white */
+	uint8_t img[3 * 8 * 8];
+	memset(img, 255, sizeof img);
+	nb_augment a = plain_aug();
+	const float mean[3] = {0.4802f, 0.4481f, 0.3975f};
+	const float sd[3] = {0.2302f, 0.2265f, 0.2262f};
+	memcpy(a.mean, mean, sizeof mean);
+	memcpy(a.std, sd, sizeof sd);
+	float out[192], pad[3 * 10 * 10];
+	nb_augment_apply(out, img, 3, 8, 8, &a, 0, 0, 0, 45);
+	a.pad_to = 10;
+	nb_augment_apply(pad, img, 3, 8, 8, &a, 0, 0, 0, 0);
+	int other = 0;
+	for (int c = 0; c < 3; c++) {
+		float zero = norm(0, mean[c], sd[c]),
+		      white = norm(255, mean[c], sd[c]);
+		CU_ASSERT_EQUAL(out[c * 64], zero);
+		CU_ASSERT_EQUAL(out[c * 64 + 63], zero);
+		CU_ASSERT_EQUAL(out[c * 64 + 7], zero);
+		CU_ASSERT_EQUAL(out[c * 64 + 4 * 8 + 4], white);
+		CU_ASSERT_EQUAL(pad[c * 100], zero); /* same as padding */
+		CU_ASSERT(fabsf(zero + mean[c] / sd[c]) < 1e-6f);
+		for (int i = 0; i < 64; i++)
+			other +=
+			    out[c * 64 + i] != zero && out[c * 64 + i] != white;
+	}
+	CU_ASSERT_EQUAL(other, 0);
+}
+
+static void rotate_order_pad_crop_rotate_flip(void)
+{
+	/* apply(pad, crop, angle, flip) is the mirror of the rotation of the
+	 * padded crop: build the crop as bytes, rotate it alone, mirror */
+	enum { H = 6, W = 6, P = 8 }; /* pad 6x6 to 8x8, crop_pad 2 */
+	uint8_t img[H * W], crop[P * P], rot[P * P];
+	for (int i = 0; i < H * W; i++)
+		img[i] = (uint8_t)(10 + 6 * i);
+	nb_augment a = plain_aug();
+	a.pad_to = P;
+	a.crop_pad = 2;
+	float x[P * P];
+	const double angles[] = {17.25, -11, 90};
+	for (size_t k = 0; k < sizeof angles / sizeof *angles; k++) {
+		nb_augment_apply(x, img, 1, H, W, &a, 3, 1, 0, 0);
+		to_bytes(crop, x, P * P);
+		rotate_bytes(rot, crop, 1, P, P, angles[k]);
+		nb_augment_apply(x, img, 1, H, W, &a, 3, 1, 1, angles[k]);
+		int bad = 0;
+		for (int y = 0; y < P; y++)
+			for (int c = 0; c < P; c++)
+				bad += x[y * P + c] !=
+				       rot[y * P + P - 1 - c] / 255.0f;
+		CU_ASSERT_EQUAL(bad, 0);
+	}
+}
+
+/* FNV-1a of the float bits, little-endian, whatever the host. */
+static uint64_t fnv_floats(const float *x, size_t n)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+	for (size_t i = 0; i < n; i++) {
+		uint32_t u;
+		memcpy(&u, &x[i], 4);
+		for (int k = 0; k < 4; k++) {
+			h ^= (uint8_t)(u >> 8 * k);
+			h *= 0x100000001b3ULL;
+		}
+	}
+	return h;
+}
+
+static void batch_streams_unchanged_without_rotation(void)
+{
+	/* Values recorded from nb_batch_build before rotation existed (the
+	 * augment.c of the commit before it, same dataset, augment, indices
+	 * and seed as batch_draws_follow_contract): with rotate_deg 0 the
+	 * batch and the rng's next number must not move. */
+	enum { N = 40, B = 300 };
+	nb_dataset ds = random_ds(N);
+	CU_ASSERT_FATAL(ds.images && ds.labels);
+	nb_augment a = plain_aug();
+	a.crop_pad = 2;
+	a.flip = 1;
+	a.mean[0] = 0.5f;
+	a.std[2] = 0.25f;
+	int idx[B], y[B];
+	for (int i = 0; i < B; i++)
+		idx[i] = (i * 7) % N;
+	float *x = malloc(sizeof(float) * B * 192);
+	CU_ASSERT_FATAL(x != NULL);
+	nb_rng r;
+	nb_rng_seed(&r, 17, NB_RNG_AUGMENT);
+	nb_batch_build(x, y, &ds, idx, B, &a, 1, &r);
+	CU_ASSERT_EQUAL(fnv_floats(x, (size_t)B * 192), 0xbc65f46da6cc9998ULL);
+	CU_ASSERT_EQUAL(nb_rng_u64(&r), 0x48847484452e0cbdULL);
+	/* flip only, as Tiny-ImageNet was */
+	a.crop_pad = 0;
+	nb_rng_seed(&r, 17, NB_RNG_AUGMENT);
+	nb_batch_build(x, y, &ds, idx, B, &a, 1, &r);
+	CU_ASSERT_EQUAL(fnv_floats(x, (size_t)B * 192), 0xea2810f381bec3ecULL);
+	CU_ASSERT_EQUAL(nb_rng_u64(&r), 0x0edd91ca80a55797ULL);
+	free(x);
+	nb_dataset_free(&ds);
+}
+
+static void batch_rotation_draws_and_threads(void)
+{
+	enum { N = 40, B = 300 };
+	nb_dataset ds = random_ds(N);
+	CU_ASSERT_FATAL(ds.images && ds.labels);
+	nb_augment a = plain_aug();
+	a.crop_pad = 1;
+	a.flip = 1;
+	a.rotate_deg = 20;
+	a.mean[1] = 0.4f;
+	char err[NB_ERR_LEN];
+	CU_ASSERT_EQUAL(nb_augment_check(&ds, &a, err), 0);
+	int idx[B], y[B];
+	for (int i = 0; i < B; i++)
+		idx[i] = (i * 11 + 3) % N;
+	size_t sz = (size_t)B * 192;
+	float *x = malloc(sz * sizeof(float)), *x2 = malloc(sz * sizeof(float));
+	float one[192];
+	CU_ASSERT_FATAL(x && x2);
+	nb_rng r, copy;
+	nb_rng_seed(&r, 23, NB_RNG_AUGMENT);
+	nb_rng_seed(&copy, 23, NB_RNG_AUGMENT);
+	nb_batch_build(x, y, &ds, idx, B, &a, 1, &r);
+	/* per sample: oy, ox, flip, then the angle */
+	int bad = 0, neg = 0, pos = 0;
+	for (int b = 0; b < B; b++) {
+		int oy = (int)nb_rng_below(&copy, 3);
+		int ox = (int)nb_rng_below(&copy, 3);
+		int f = (int)nb_rng_below(&copy, 2);
+		double ang = -20.0 + 40.0 * nb_rng_uniform(&copy);
+		neg += ang < -10;
+		pos += ang > 10;
+		nb_augment_apply(one, ds.images + (size_t)idx[b] * 192, 3, 8, 8,
+				 &a, oy, ox, f, ang);
+		bad += memcmp(one, x + (size_t)b * 192, sizeof one) != 0;
+		bad += y[b] != ds.labels[idx[b]];
+	}
+	CU_ASSERT_EQUAL(bad, 0);
+	CU_ASSERT(neg > B / 8 && pos > B / 8);
+	CU_ASSERT_EQUAL(nb_rng_u64(&r), nb_rng_u64(&copy));
+#ifdef _OPENMP
+	int saved = omp_get_max_threads();
+	for (int t = 1; t <= 2; t++) {
+		omp_set_num_threads(t);
+		nb_rng_seed(&r, 23, NB_RNG_AUGMENT);
+		nb_batch_build(x2, y, &ds, idx, B, &a, 1, &r);
+		CU_ASSERT(memcmp(x, x2, sz * sizeof(float)) == 0);
+	}
+	omp_set_num_threads(saved);
+#endif
+	/* test mode: no rotation, rng unused */
+	nb_batch_build(x, y, &ds, idx, 1, &a, 0, NULL);
+	nb_augment_apply(one, ds.images + (size_t)idx[0] * 192, 3, 8, 8, &a, 1,
+			 1, 0, 0);
+	CU_ASSERT(memcmp(one, x, sizeof one) == 0);
+	free(x);
+	free(x2);
+	nb_dataset_free(&ds);
+}
+
+static void augment_check_rotation(void)
+{
+	char err[NB_ERR_LEN];
+	nb_dataset ds = {.name = "t", .n = 1, .c = 3, .h = 64, .w = 64};
+	nb_augment a = plain_aug();
+	a.rotate_deg = 180;
+	CU_ASSERT_EQUAL(nb_augment_check(&ds, &a, err), 0);
+	const float badv[] = {-1, 180.5f, NAN, INFINITY};
+	for (size_t i = 0; i < sizeof badv / sizeof *badv; i++) {
+		a.rotate_deg = badv[i];
+		expect_error("rotate_deg", nb_augment_check(&ds, &a, err), err,
+			     NULL, "rotate_deg");
+	}
+	a.rotate_deg = 20;
+	ds.h = ds.w = 5000;
+	expect_error("rotate size", nb_augment_check(&ds, &a, err), err, NULL,
+		     "cannot rotate 5000x5000");
+	a.rotate_deg = 0; /* no rotation: no size limit */
+	CU_ASSERT_EQUAL(nb_augment_check(&ds, &a, err), 0);
+}
+
+/* ---- seeded subsets ------------------------------------------------------ */
+
+/* n samples of 1x2x2 whose pixels spell the index (i & 255, i >> 8), the
+ * label grouped by class as ImageFolder orders them (per per class). */
+static nb_dataset indexed_ds(int n, int per)
+{
+	nb_dataset ds = {.name = "ix", .n = n, .c = 1, .h = 2, .w = 2};
+	ds.classes = (n + per - 1) / per;
+	ds.images = calloc((size_t)n, 4);
+	ds.labels = malloc((size_t)n * sizeof(int));
+	for (int i = 0; ds.images && ds.labels && i < n; i++) {
+		ds.images[4 * i] = (uint8_t)(i & 255);
+		ds.images[4 * i + 1] = (uint8_t)(i >> 8);
+		ds.labels[i] = i / per;
+	}
+	return ds;
+}
+
+static void subset_seeded(void)
+{
+	char err[NB_ERR_LEN];
+	enum { N = 10000, PER = 50, K = 2000 };
+	nb_dataset a = indexed_ds(N, PER), b = indexed_ds(N, PER),
+		   c = indexed_ds(N, PER);
+	CU_ASSERT_FATAL(a.images && a.labels && b.images && b.labels &&
+			c.images && c.labels);
+	CU_ASSERT_EQUAL_FATAL(nb_dataset_subset(&a, K, 230, err), 0);
+	CU_ASSERT_EQUAL_FATAL(nb_dataset_subset(&b, K, 230, err), 0);
+	CU_ASSERT_EQUAL_FATAL(nb_dataset_subset(&c, K, 231, err), 0);
+	CU_ASSERT(a.n == K && b.n == K && c.n == K);
+	/* deterministic; another seed, another subset */
+	CU_ASSERT(memcmp(a.images, b.images, (size_t)K * 4) == 0);
+	CU_ASSERT(memcmp(a.labels, b.labels, (size_t)K * sizeof(int)) == 0);
+	CU_ASSERT(memcmp(a.images, c.images, (size_t)K * 4) != 0);
+	/* the documented draw: the first K of nb_rng_shuffle(0..N-1) with
+	 * (seed, NB_RNG_DATA), in that order */
+	int *idx = malloc(N * sizeof *idx);
+	unsigned char *seen = calloc(N, 1);
+	CU_ASSERT_FATAL(idx && seen);
+	for (int i = 0; i < N; i++)
+		idx[i] = i;
+	nb_rng r;
+	nb_rng_seed(&r, 230, NB_RNG_DATA);
+	nb_rng_shuffle(&r, idx, N);
+	int bad = 0, dup = 0, classes = 0, moved = 0;
+	int count[N / PER] = {0};
+	for (int i = 0; i < K; i++) {
+		int s = a.images[4 * i] | a.images[4 * i + 1] << 8;
+		bad += s != idx[i] || s >= N;
+		if (s < N) {
+			dup += seen[s]++ != 0;
+			bad += a.labels[i] != s / PER; /* the label followed */
+		}
+		moved += s != i;
+		count[a.labels[i]]++;
+	}
+	for (int k = 0; k < N / PER; k++)
+		classes += count[k] > 0;
+	CU_ASSERT_EQUAL(bad, 0);
+	CU_ASSERT_EQUAL(dup, 0);
+	CU_ASSERT(moved > K / 2); /* shuffled, not a prefix */
+	/* class-grouped data: the subset spans (nearly) every class, where
+	 * the first K images would be the first K / PER classes */
+	CU_ASSERT(classes >= 190);
+	free(idx);
+	free(seen);
+	nb_dataset_free(&a);
+	nb_dataset_free(&b);
+	nb_dataset_free(&c);
+}
+
+static void subset_bad_sizes(void)
+{
+	char err[NB_ERR_LEN];
+	nb_dataset a = indexed_ds(30, 3);
+	CU_ASSERT_FATAL(a.images && a.labels);
+	uint8_t *im = a.images;
+	expect_error("too many", nb_dataset_subset(&a, 31, 1, err), err, "ix",
+		     "31 samples");
+	expect_error("zero", nb_dataset_subset(&a, 0, 1, err), err, NULL,
+		     "0 samples");
+	expect_error("negative", nb_dataset_subset(&a, -2, 1, err), err, NULL,
+		     "-2 samples");
+	CU_ASSERT(a.n == 30 && a.images == im); /* untouched */
+	for (int i = 0; i < 30; i++)
+		CU_ASSERT_EQUAL(a.images[4 * i], i);
+	/* all of them: a permutation */
+	CU_ASSERT_EQUAL_FATAL(nb_dataset_subset(&a, 30, 1, err), 0);
+	int sum = 0, okl = 0;
+	for (int i = 0; i < 30; i++) {
+		sum += a.images[4 * i];
+		okl += a.labels[i] == a.images[4 * i] / 3;
+	}
+	CU_ASSERT_EQUAL(sum, 29 * 30 / 2);
+	CU_ASSERT_EQUAL(okl, 30);
+	nb_dataset_free(&a);
+}
+
 /* ---- the real Fashion-MNIST files, when installed ---------------------- */
 
 static double now(void)
@@ -1258,6 +1676,17 @@ static const nb_test_entry tests[] = {
     {"batch draws follow the contract", batch_draws_follow_contract},
     {"batch deterministic across threads", batch_deterministic_across_threads},
     {"test mode: no crop, no flip", test_mode_no_crop_no_flip},
+    {"rotation matches torchvision (PIL) exactly", rotate_matches_torchvision},
+    {"rotation by 0 (mod 360) is the identity", rotate_zero_is_identity},
+    {"rotation by 90 is transpose and flip", rotate_90_is_transpose_flip},
+    {"rotation fill is raw 0", rotate_fill_is_raw_zero},
+    {"order: pad, crop, rotate, flip", rotate_order_pad_crop_rotate_flip},
+    {"streams unchanged without rotation",
+     batch_streams_unchanged_without_rotation},
+    {"rotation draws and threads", batch_rotation_draws_and_threads},
+    {"augment check: rotation", augment_check_rotation},
+    {"subset: seeded, no duplicates, labels follow", subset_seeded},
+    {"subset: bad sizes", subset_bad_sizes},
     {"augment check rejects", augment_check_rejects},
     {"fashion-mnist real files", fashion_mnist_real},
     {NULL, NULL}};

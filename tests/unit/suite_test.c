@@ -299,7 +299,7 @@ static const struct {
      "smoke",
      "lenet5-half",
      NB_ROLE_STUDENT,
-     1,
+     3,
      128,
      NB_OPTIM_ADAM,
      1e-3f,

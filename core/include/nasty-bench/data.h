@@ -4,8 +4,9 @@
  *
  * A dataset is kept as raw uint8 pixels (N,C,H,W) with int labels; batches
  * are built on the fly as float32 (B,C,H',W') after padding, cropping,
- * flipping and per-channel normalisation, in that order, as torchvision's
- * transforms do (padding fills raw zeros, i.e. black, before normalising).
+ * rotating, flipping and per-channel normalisation, in that order, as
+ * torchvision's transforms do (padding and the corners uncovered by a
+ * rotation are raw zeros, i.e. black, before normalising).
  *
  * Formats:
  *  - MNIST / Fashion-MNIST IDX: images magic 0x00000803 (N,rows,cols), labels
@@ -126,6 +127,22 @@ const char *nb_dataset_default_dir(const char *name);
 /* Keeps the first n samples; does nothing when n < 0 or n >= ds->n. */
 void nb_dataset_truncate(nb_dataset *ds, int n);
 
+/*
+ * Keeps n samples (1 <= n <= ds->n) drawn without replacement: idx =
+ * 0..ds->n-1 is shuffled by nb_rng_shuffle (Fisher-Yates) with the stream
+ * (seed, NB_RNG_DATA), and samples idx[0..n) are kept in that shuffled
+ * order, each image with its label. Same dataset, n and seed: same subset,
+ * on any machine. This is how the paper's fetch_subset_dataloader draws
+ * (the first n of a shuffle seeded with 230, served in random order by a
+ * SubsetRandomSampler), with our generator instead of NumPy's: the same
+ * kind of subset, not the same images. Unlike nb_dataset_truncate it
+ * spreads over all classes of class-ordered data (Tiny-ImageNet), in
+ * proportion on average (not stratified). On error (n out of range, out
+ * of memory) *ds is unchanged. The result owns new blocks; the old ones
+ * are freed.
+ */
+int nb_dataset_subset(nb_dataset *ds, int n, uint64_t seed, char *err);
+
 typedef struct nb_augment {
 	int pad_to;    /* 0, or zero-pad (centred) to pad_to x pad_to first;
 			  e.g. 28 -> 32 for LeNet-5 (offset (32-28)/2) */
@@ -135,11 +152,18 @@ typedef struct nb_augment {
 	int flip;      /* random horizontal flip with p = 0.5 */
 	float mean[4]; /* per-channel mean of x/255 */
 	float std[4];  /* per-channel std of x/255, > 0 */
+	/* random rotation by an angle uniform in [-rotate_deg, rotate_deg]
+	 * degrees, as torchvision's RandomRotation(rotate_deg) on a PIL
+	 * image: nearest neighbour, about the centre, same size, fill 0;
+	 * 0 = none. Last, as plugin.h's rule for public structs asks. */
+	float rotate_deg;
 } nb_augment;
 
 /* Checks aug against ds: 1 <= c <= 4, pad_to 0 or >= h and w (at most
- * 4096), 0 <= crop_pad <= 1024, std > 0 and finite, mean finite. Call it
- * once before nb_batch_build, which assumes a checked aug. */
+ * 4096), 0 <= crop_pad <= 1024, 0 <= rotate_deg <= 180 (and, when
+ * rotating, an output of at most 4096 on a side), std > 0 and finite, mean
+ * finite. Call it once before nb_batch_build, which assumes a checked
+ * aug. */
 int nb_augment_check(const nb_dataset *ds, const nb_augment *aug, char *err);
 
 /* Output size of a batch built with aug (h', w'). */
@@ -148,24 +172,43 @@ void nb_augment_out_size(const nb_dataset *ds, const nb_augment *aug, int *h,
 
 /*
  * One image, the simple twin of nb_batch_build: out (c,h',w') from img
- * (c,h,w) with explicit crop offsets oy, ox in [0, 2*crop_pad] (crop_pad,
- * crop_pad is the centre, i.e. no shift) and flip 0/1. Output pixel (y,x)
- * of the padded-and-cropped image comes from padded pixel
- * (y + oy - crop_pad, x' + ox - crop_pad), x' = flip ? w'-1-x : x; pixels
- * outside the image are raw 0. Then (v/255 - mean[c]) / std[c].
+ * (c,h,w) with explicit draws: crop offsets oy, ox in [0, 2*crop_pad]
+ * (crop_pad, crop_pad is the centre, i.e. no shift), flip 0/1 and a
+ * rotation angle in degrees (finite; counter-clockwise when positive; 0 =
+ * none). The steps, in this order (torchvision's Compose order; no suite
+ * combines crop and rotation, but the order is defined):
+ *  1. pad: centred zero pad to pad_to;
+ *  2. crop: pixel (y,x) of the crop is padded pixel (y + oy - crop_pad,
+ *     x + ox - crop_pad);
+ *  3. rotate: PIL's Image.rotate(angle, NEAREST, expand=False) of the
+ *     h' x w' crop, exactly (see augment.c): the angle is taken mod 360;
+ *     0, 180, and 90/270 on square images are exact transpositions; any
+ *     other angle maps output pixel centre (x+0.5, y+0.5) back by the
+ *     inverse rotation about the image centre (w'/2, h'/2), in PIL's 16.16
+ *     fixed point, and takes the source pixel the point falls in (floor);
+ *  4. flip: output column x comes from column w'-1-x of the rotated image;
+ *  5. normalise: (v/255 - mean[c]) / std[c].
+ * Pixels from outside the image (padding, crop border, rotated-in corners)
+ * are raw 0, i.e. -mean[c]/std[c] after normalising.
  */
 void nb_augment_apply(float *out, const uint8_t *img, int c, int h, int w,
-		      const nb_augment *aug, int oy, int ox, int flip);
+		      const nb_augment *aug, int oy, int ox, int flip,
+		      double angle);
 
 /*
  * Builds a batch: x (B,C,h',w') float, y (B) labels, from samples
- * idx[0..B) (each in [0, ds->n)). When train is 0, crop and flip are off
- * (test preprocessing) and rng is not used (may be NULL). When train is
- * non-zero, the random numbers of the whole batch are drawn first, in
- * order, per sample: oy = below(2*crop_pad+1), ox = likewise (only if
- * crop_pad > 0), flip = below(2) (only if aug->flip); then the images are
- * filled in parallel. The result therefore depends on the seed only, never
- * on the thread count.
+ * idx[0..B) (each in [0, ds->n)). When train is 0, crop, rotation and flip
+ * are off (test preprocessing) and rng is not used (may be NULL). When
+ * train is non-zero, the random numbers of the whole batch are drawn
+ * first, in order, per sample:
+ *  1. oy = below(2*crop_pad+1), 2. ox = likewise (both only if
+ *     crop_pad > 0),
+ *  3. flip = below(2) (only if aug->flip),
+ *  4. angle = -rotate_deg + 2*rotate_deg*uniform() (only if
+ *     rotate_deg > 0),
+ * then the images are filled in parallel. The result therefore depends on
+ * the seed only, never on the thread count. The angle comes last, so a
+ * stream without rotation is the same as before rotation existed.
  */
 void nb_batch_build(float *x, int *y, const nb_dataset *ds, const int *idx,
 		    int B, const nb_augment *aug, int train, nb_rng *rng);

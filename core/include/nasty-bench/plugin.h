@@ -37,7 +37,7 @@
 #include "net.h"
 #include "train.h"
 
-#define NB_PLUGIN_ABI_VERSION 1
+#define NB_PLUGIN_ABI_VERSION 2
 /* The one symbol every plugin exports. */
 #define NB_PLUGIN_SYMBOL "nb_plugin_desc"
 

@@ -172,9 +172,9 @@ int nb_suite_find(const char *name, char *out, size_t len, char *err);
  *    (0.2860/0.3530 and 0.1307/0.3081);
  *  - cifar10, cifar100, cifar100-coarse: random crop 32 pad 4, flip, the
  *    CIFAR-10 mean/std for all three (as the paper's code does);
- *  - tiny-imagenet: flip, no crop, mean (0.4802, 0.4481, 0.3975) std
- *    (0.2302, 0.2265, 0.2262); the paper's RandomRotation(20) is not
- *    implemented. */
+ *  - tiny-imagenet: random rotation of up to 20 degrees (torchvision's
+ *    RandomRotation(20), nearest neighbour, zero fill), flip, no crop,
+ *    mean (0.4802, 0.4481, 0.3975) std (0.2302, 0.2265, 0.2262). */
 void nb_dataset_preset(const char *dataset, nb_augment *aug);
 
 #endif
