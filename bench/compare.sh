@@ -8,7 +8,9 @@
 #   ratio | ours peak MB | PyTorch peak MB | fgn ours/PyTorch
 #
 # ratio = ours / PyTorch's faster layout (nchw or channels_last); the
-# PyTorch peak MB is that layout's. fgn is the CPU time other processes
+# PyTorch peak MB is that layout's. When a configuration ran more than once
+# (--repeat, --max-fgn retries, or several runs' raw lines given to
+# --from), each side shows its fastest run. fgn is the CPU time other processes
 # used while the run went on, as a fraction of all CPUs (/proc/stat busy
 # time minus the run's own CPU time). On a shared machine anything above
 # ~0.05 makes the row noisy, and 2-thread rows suffer most (an OpenMP
@@ -16,14 +18,19 @@
 #
 # Usage: bench/compare.sh [--arch NAME|all]... [--threads N]...
 #        [--mode train|infer|both] [--batch N] [--seconds S] [--warmup N]
-#        [--min-steps N] [--classes N] [--max-fgn F [--retries N]
-#        [--wait S]] [--out DIR] [--markdown]
+#        [--min-steps N] [--classes N] [--repeat N] [--max-fgn F
+#        [--retries N] [--wait S]] [--out DIR] [--markdown]
+#        bench/compare.sh --from DIR... [--markdown]
 #
+#   --repeat N    run every configuration N times (default 1), ours and
+#                 PyTorch alternating
 #   --max-fgn F   before each run wait (at most --wait seconds, default
 #                 900) until other processes use less than F of the CPUs,
-#                 and repeat a run whose fgn reached F (at most --retries
-#                 more times, default 2), keeping the least disturbed one
+#                 and run again when a run's fgn reached F (at most
+#                 --retries more times, default 2)
 #   --out DIR     keep the raw lines (DIR/ours.txt, DIR/torch.txt)
+#   --from DIR    run nothing: print the table of the raw lines kept by
+#                 earlier --out runs (repeatable: the fastest run wins)
 #   --markdown    print the table as Markdown
 #
 # Defaults: every architecture of the paper, 1 and 2 threads, train and
@@ -50,6 +57,8 @@ out=""
 markdown=0
 max_fgn=""
 retries=2
+repeat=1
+from=()
 wait_max=900
 usage() {
 	sed -n '2,/^set -eu/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
@@ -115,13 +124,15 @@ while [ $# -gt 0 ]; do
 		common+=("${1%%=*}" "${1#*=}")
 		shift
 		;;
-	--max-fgn | --retries | --wait | --out)
+	--max-fgn | --retries | --wait | --out | --repeat | --from)
 		need $# "$1"
 		case "$1" in
 		--max-fgn) max_fgn=$2 ;;
 		--retries) retries=$2 ;;
 		--wait) wait_max=$2 ;;
 		--out) out=$2 ;;
+		--repeat) repeat=$2 ;;
+		--from) from+=("$2") ;;
 		esac
 		shift 2
 		;;
@@ -139,6 +150,76 @@ while [ $# -gt 0 ]; do
 		;;
 	esac
 done
+# The table of raw files: keys.txt (the configurations in order, optional)
+# then ours.txt and torch.txt lines of one or more runs.
+table() {
+	awk -v md="$markdown" '
+	function field(line, key,    i, n, kv) {
+		n = split(line, kv, " ")
+		for (i = 1; i <= n; i++)
+			if (index(kv[i], key "=") == 1)
+				return substr(kv[i], length(key) + 2)
+		return ""
+	}
+	{
+		k = field($0, "arch") SUBSEP field($0, "mode") SUBSEP field($0, "threads")
+		if (!(k in seen)) {
+			seen[k] = 1
+			order[++n] = k
+		}
+		v = field($0, "img_per_s") + 0
+		if (FILENAME ~ /keys\.txt$/)
+			next
+		if (FILENAME ~ /ours\.txt$/) {
+			if (!(k in ours) || v > ours[k]) {
+				ours[k] = v; omb[k] = field($0, "peak_rss_mb")
+				ofg[k] = field($0, "fgn")
+			}
+		} else if (field($0, "best") == "1" && (!(k in pt) || v > pt[k])) {
+			pt[k] = v; pmb[k] = field($0, "peak_rss_mb")
+			lay[k] = field($0, "layout"); pfg[k] = field($0, "fgn")
+		}
+	}
+	END {
+		if (md) {
+			print "| arch | mode | threads | ours img/s | PyTorch best img/s | layout | ratio | ours peak MB | PyTorch peak MB | fgn ours/PyTorch |"
+			print "|---|---|---|---|---|---|---|---|---|---|"
+			fmt = "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n"
+		} else {
+			fmt = "%-13s %-5s %7s %11s %13s %-13s %6s %9s %12s %9s\n"
+			printf fmt, "arch", "mode", "threads", "ours img/s",
+			    "PyTorch img/s", "layout", "ratio", "ours MB",
+			    "PyTorch MB", "fgn o/p"
+		}
+		for (i = 1; i <= n; i++) {
+			k = order[i]
+			split(k, p, SUBSEP)
+			r = "-"
+			if ((k in ours) && (k in pt) && pt[k] > 0)
+				r = sprintf("%.2f", ours[k] / pt[k])
+			printf fmt, p[1], p[2], p[3],
+			    (k in ours) ? sprintf("%.1f", ours[k]) : "-",
+			    (k in pt) ? sprintf("%.1f", pt[k]) : "-",
+			    (k in pt) ? lay[k] : "-", r,
+			    (k in ours) ? omb[k] : "-", (k in pt) ? pmb[k] : "-",
+			    ((k in ours) ? ofg[k] : "-") "/" ((k in pt) ? pfg[k] : "-")
+		}
+	}' "$@\"
+}
+if [ ${#from[@]} -gt 0 ]; then
+	files=()
+	for d in "${from[@]}"; do
+		[ -f "$d/keys.txt" ] && files+=("$d/keys.txt")
+	done
+	for d in "${from[@]}"; do
+		files+=("$d/ours.txt")
+	done
+	for d in "${from[@]}"; do
+		files+=("$d/torch.txt")
+	done
+	table "${files[@]}"
+	exit 0
+fi
 [ -n "$archs" ] || archs=$all_archs
 [ -n "$threads" ] || threads="1 2"
 if [ ! -x "$nasty" ]; then
@@ -155,6 +236,7 @@ else
 	out=$(mktemp -d)
 	trap 'rm -rf "$out"' EXIT
 fi
+: >"$out/keys.txt"
 : >"$out/ours.txt"
 : >"$out/torch.txt"
 ncpu=$(getconf _NPROCESSORS_ONLN)
@@ -215,33 +297,32 @@ measure_once() {
 	sed "s/\$/ fgn=$fgn/" "$out/raw.txt" >"$out/last.txt"
 	echo "$fgn" >"$out/fgn.txt"
 }
-# Runs "$@" (waiting for a quiet machine and retrying a disturbed run when
-# --max-fgn is given) and appends the least disturbed attempt's lines to
-# file $1.
+# Runs "$@" --repeat times (waiting for a quiet machine and running again
+# after a disturbed run when --max-fgn is given) and appends every run's
+# lines to file $1.
 measured() {
-	local file=$1 try=0 fgn best=""
+	local file=$1 runs=0 retry=0 fgn
 	shift
-	while :; do
+	while [ "$runs" -lt "$repeat" ]; do
 		wait_quiet
 		measure_once "$@"
+		tee -a "$file" <"$out/last.txt" >&2
 		fgn=$(cat "$out/fgn.txt")
-		if [ -z "$best" ] || awk -v a="$fgn" -v b="$best" 'BEGIN { exit !(a < b) }'; then
-			best=$fgn
-			cp "$out/last.txt" "$out/best.txt"
+		if [ -n "$max_fgn" ] && [ "$retry" -lt "$retries" ] &&
+			awk -v a="$fgn" -v m="$max_fgn" 'BEGIN { exit !(a >= m) }'; then
+			retry=$((retry + 1))
+			echo "# fgn=$fgn: again" >&2
+			continue
 		fi
-		[ -n "$max_fgn" ] || break
-		awk -v a="$best" -v m="$max_fgn" 'BEGIN { exit !(a >= m) }' || break
-		try=$((try + 1))
-		[ "$try" -le "$retries" ] || break
-		echo "# fgn=$fgn: again" >&2
+		runs=$((runs + 1))
 	done
-	tee -a "$file" <"$out/best.txt" >&2
 }
 
 echo "# $(uptime)" >&2
 for a in $archs; do
 	for m in $modes; do
 		for t in $threads; do
+			echo "arch=$a mode=$m threads=$t" >>"$out/keys.txt"
 			measured "$out/ours.txt" "$nasty" bench --arch "$a" \
 				--mode "$m" --threads "$t" ${common[@]+"${common[@]}"}
 			measured "$out/torch.txt" "$py" "$here/pytorch-bench.py" \
@@ -251,49 +332,4 @@ for a in $archs; do
 	done
 done
 echo "# $(uptime)" >&2
-
-awk -v md="$markdown" '
-function field(line, key,    i, n, kv) {
-	n = split(line, kv, " ")
-	for (i = 1; i <= n; i++)
-		if (index(kv[i], key "=") == 1)
-			return substr(kv[i], length(key) + 2)
-	return ""
-}
-{
-	file = FILENAME == ARGV[1] ? 1 : 2
-	k = field($0, "arch") SUBSEP field($0, "mode") SUBSEP field($0, "threads")
-	if (file == 1) {
-		if (!(k in ours))
-			order[++n] = k
-		ours[k] = field($0, "img_per_s"); omb[k] = field($0, "peak_rss_mb")
-		ofg[k] = field($0, "fgn")
-	} else if (field($0, "best") == "1") {
-		if (!(k in ours) && !(k in pt))
-			order[++n] = k
-		pt[k] = field($0, "img_per_s"); pmb[k] = field($0, "peak_rss_mb")
-		lay[k] = field($0, "layout"); pfg[k] = field($0, "fgn")
-	}
-}
-END {
-	if (md) {
-		print "| arch | mode | threads | ours img/s | PyTorch best img/s | layout | ratio | ours peak MB | PyTorch peak MB | fgn ours/PyTorch |"
-		print "|---|---|---|---|---|---|---|---|---|---|"
-		fmt = "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n"
-	} else {
-		fmt = "%-13s %-5s %7s %11s %13s %-13s %6s %9s %12s %9s\n"
-		printf fmt, "arch", "mode", "threads", "ours img/s", "PyTorch img/s",
-		    "layout", "ratio", "ours MB", "PyTorch MB", "fgn o/p"
-	}
-	for (i = 1; i <= n; i++) {
-		k = order[i]
-		split(k, p, SUBSEP)
-		r = "-"
-		if ((k in ours) && (k in pt) && pt[k] > 0)
-			r = sprintf("%.2f", ours[k] / pt[k])
-		printf fmt, p[1], p[2], p[3], (k in ours) ? ours[k] : "-",
-		    (k in pt) ? pt[k] : "-", (k in pt) ? lay[k] : "-", r,
-		    (k in ours) ? omb[k] : "-", (k in pt) ? pmb[k] : "-",
-		    ((k in ours) ? ofg[k] : "-") "/" ((k in pt) ? pfg[k] : "-")
-	}
-}' "$out/ours.txt" "$out/torch.txt"
+table "$out/keys.txt" "$out/ours.txt" "$out/torch.txt"
