@@ -204,7 +204,7 @@ table() {
 			    (k in ours) ? omb[k] : "-", (k in pt) ? pmb[k] : "-",
 			    ((k in ours) ? ofg[k] : "-") "/" ((k in pt) ? pfg[k] : "-")
 		}
-	}' "$@\"
+	}' "$@"
 }
 if [ ${#from[@]} -gt 0 ]; then
 	files=()
@@ -230,11 +230,12 @@ if ! "$py" -c 'import torch' 2>/dev/null; then
 	echo "compare.sh: $py has no torch (apt-get install python3-torch, or set TORCH_PYTHON)" >&2
 	exit 2
 fi
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
 if [ -n "$out" ]; then
 	mkdir -p "$out"
 else
-	out=$(mktemp -d)
-	trap 'rm -rf "$out"' EXIT
+	out=$tmp
 fi
 : >"$out/keys.txt"
 : >"$out/ours.txt"
@@ -249,13 +250,13 @@ busy_ticks() {
 # CPU seconds (user + system) used so far by this shell's finished
 # children (the `times` builtin must run in this shell, not a subshell)
 child_cpu() {
-	times >"$out/times.txt"
+	times >"$tmp/times.txt"
 	awk 'NR == 2 {
 		t = 0
 		for (i = 1; i <= 2; i++) {
 			split($i, p, "m"); sub("s", "", p[2]); t += p[1] * 60 + p[2]
 		}
-		printf "%.3f\n", t }' "$out/times.txt"
+		printf "%.3f\n", t }' "$tmp/times.txt"
 }
 # 0 if the machine's load over the next 5 s stays below max_fgn
 quiet() {
@@ -277,25 +278,25 @@ wait_quiet() {
 		fi
 	done
 }
-# Runs "$@" once; its stdout lines with fgn=... added into $out/last.txt
-# and the fgn into $out/fgn.txt.
+# Runs "$@" once; its stdout lines with fgn=... added into $tmp/last.txt
+# and the fgn into $tmp/fgn.txt.
 measure_once() {
 	local b0 c0 w0 b1 c1 w1 fgn
-	child_cpu >"$out/c0.txt"
+	child_cpu >"$tmp/c0.txt"
 	b0=$(busy_ticks)
 	w0=$(date +%s.%N)
-	"$@" >"$out/raw.txt" || echo "compare.sh: '$*' failed" >&2
+	"$@" >"$tmp/raw.txt" || echo "compare.sh: '$*' failed" >&2
 	w1=$(date +%s.%N)
 	b1=$(busy_ticks)
-	child_cpu >"$out/c1.txt"
-	c0=$(cat "$out/c0.txt")
-	c1=$(cat "$out/c1.txt")
+	child_cpu >"$tmp/c1.txt"
+	c0=$(cat "$tmp/c0.txt")
+	c1=$(cat "$tmp/c1.txt")
 	fgn=$(awk -v b="$((b1 - b0))" -v hz="$hz" -v c="$c1" -v c0="$c0" \
 		-v w="$w1" -v w0="$w0" -v n="$ncpu" 'BEGIN {
 		f = (b / hz - (c - c0)) / ((w - w0) * n)
 		printf "%.2f", f < 0 ? 0 : f }')
-	sed "s/\$/ fgn=$fgn/" "$out/raw.txt" >"$out/last.txt"
-	echo "$fgn" >"$out/fgn.txt"
+	sed "s/\$/ fgn=$fgn/" "$tmp/raw.txt" >"$tmp/last.txt"
+	echo "$fgn" >"$tmp/fgn.txt"
 }
 # Runs "$@" --repeat times (waiting for a quiet machine and running again
 # after a disturbed run when --max-fgn is given) and appends every run's
@@ -306,8 +307,8 @@ measured() {
 	while [ "$runs" -lt "$repeat" ]; do
 		wait_quiet
 		measure_once "$@"
-		tee -a "$file" <"$out/last.txt" >&2
-		fgn=$(cat "$out/fgn.txt")
+		tee -a "$file" <"$tmp/last.txt" >&2
+		fgn=$(cat "$tmp/fgn.txt")
 		if [ -n "$max_fgn" ] && [ "$retry" -lt "$retries" ] &&
 			awk -v a="$fgn" -v m="$max_fgn" 'BEGIN { exit !(a >= m) }'; then
 			retry=$((retry + 1))
