@@ -21,8 +21,8 @@
 			goto fail;                                             \
 	} while (0)
 
-int nb_dafl_generator(int latent, int c, int h, int w, int width,
-		      nb_net **out, char *err)
+int nb_dafl_generator(int latent, int c, int h, int w, int width, nb_net **out,
+		      char *err)
 {
 	*out = NULL;
 	if (latent < 1 || c < 1 || h < 4 || w < 4 || h % 4 || w % 4 ||
@@ -46,14 +46,12 @@ int nb_dafl_generator(int latent, int c, int h, int w, int width,
 	TRY(nb_net_add_conv2d(net, x, "conv_blocks1.0", width, 3, 1, 1, 1, 1,
 			      NB_INIT_DEFAULT, err));
 	/* nn.BatchNorm2d(128, 0.8): the second argument is eps */
-	TRY(nb_net_add_batchnorm(net, x, "conv_blocks1.1", 0.8f, 0.1f, 1,
-				 err));
+	TRY(nb_net_add_batchnorm(net, x, "conv_blocks1.1", 0.8f, 0.1f, 1, err));
 	TRY(nb_net_add_leaky_relu(net, x, 0.2f, err));
 	TRY(nb_net_add_upsample(net, x, 2, err));
 	TRY(nb_net_add_conv2d(net, x, "conv_blocks2.0", width / 2, 3, 1, 1, 1,
 			      1, NB_INIT_DEFAULT, err));
-	TRY(nb_net_add_batchnorm(net, x, "conv_blocks2.1", 0.8f, 0.1f, 1,
-				 err));
+	TRY(nb_net_add_batchnorm(net, x, "conv_blocks2.1", 0.8f, 0.1f, 1, err));
 	TRY(nb_net_add_leaky_relu(net, x, 0.2f, err));
 	TRY(nb_net_add_conv2d(net, x, "conv_blocks2.3", c, 3, 1, 1, 1, 1,
 			      NB_INIT_DEFAULT, err));
@@ -156,8 +154,7 @@ out:
 	return total;
 }
 
-double nb_dafl_activation_loss(const float *f, size_t n, float *df,
-			       float scale)
+double nb_dafl_activation_loss(const float *f, size_t n, float *df, float scale)
 {
 	if (n == 0)
 		return NAN;

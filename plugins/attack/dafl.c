@@ -49,47 +49,45 @@ struct opts {
 };
 
 static const nb_option options[] = {
-	{"latent", NB_OPT_INT, offsetof(struct opts, latent), "100",
-	 "latent size of the generator (DAFL: 100 MNIST, 1000 CIFAR)", 1,
-	 100000},
-	{"batch", NB_OPT_INT, offsetof(struct opts, batch), "512",
-	 "synthetic images per iteration (DAFL: 512 MNIST, 1024 CIFAR)", 2,
-	 1000000},
-	{"iters", NB_OPT_INT, offsetof(struct opts, iters), "120",
-	 "iterations (generator and student steps) per epoch (DAFL: 120)", 1,
-	 1000000},
-	{"epochs", NB_OPT_INT, offsetof(struct opts, epochs), "0",
-	 "epochs; 0 = the suite's student epochs (DAFL: 200 MNIST, 2000 "
-	 "CIFAR)",
-	 0, 1000000},
-	{"width", NB_OPT_INT, offsetof(struct opts, width), "128",
-	 "channels of the generator's first stage (DAFL: 128; the second has "
-	 "half)",
-	 2, 4096},
-	{"lr_g", NB_OPT_FLOAT, offsetof(struct opts, lr_g), "0.2",
-	 "generator Adam learning rate (DAFL: 0.2 MNIST, 0.02 CIFAR)", 0, 10},
-	{"lr_s", NB_OPT_FLOAT, offsetof(struct opts, lr_s), "0.002",
-	 "student learning rate (DAFL: Adam 2e-3 MNIST, SGD 0.1 CIFAR)", 0,
-	 10},
-	{"student_optim", NB_OPT_STRING, offsetof(struct opts, student_optim),
-	 "adam",
-	 "adam (DAFL MNIST: Adam lr_s), sgd (DAFL CIFAR: SGD lr_s, momentum "
-	 "0.9, wd 5e-4, x0.1 at 40% and x0.01 at 80% of the epochs) or suite "
-	 "(the suite's student optimiser and schedule; lr_s unused)",
-	 0, -1},
-	{"oh", NB_OPT_FLOAT, offsetof(struct opts, oh), "1",
-	 "weight of the one-hot loss (DAFL: 1 MNIST, 0.05 CIFAR-10, 0.5 "
-	 "CIFAR-100)",
-	 0, 1e6},
-	{"ie", NB_OPT_FLOAT, offsetof(struct opts, ie), "5",
-	 "weight of the information-entropy loss (DAFL: 5 MNIST and "
-	 "CIFAR-10, 20 CIFAR-100)",
-	 0, 1e6},
-	{"a", NB_OPT_FLOAT, offsetof(struct opts, a), "0.1",
-	 "weight of the activation loss (DAFL: 0.1 MNIST, 0.01 CIFAR-10, 0.1 "
-	 "CIFAR-100)",
-	 0, 1e6},
-	{NULL, 0, 0, NULL, NULL, 0, 0}};
+    {"latent", NB_OPT_INT, offsetof(struct opts, latent), "100",
+     "latent size of the generator (DAFL: 100 MNIST, 1000 CIFAR)", 1, 100000},
+    {"batch", NB_OPT_INT, offsetof(struct opts, batch), "512",
+     "synthetic images per iteration (DAFL: 512 MNIST, 1024 CIFAR)", 2,
+     1000000},
+    {"iters", NB_OPT_INT, offsetof(struct opts, iters), "120",
+     "iterations (generator and student steps) per epoch (DAFL: 120)", 1,
+     1000000},
+    {"epochs", NB_OPT_INT, offsetof(struct opts, epochs), "0",
+     "epochs; 0 = the suite's student epochs (DAFL: 200 MNIST, 2000 "
+     "CIFAR)",
+     0, 1000000},
+    {"width", NB_OPT_INT, offsetof(struct opts, width), "128",
+     "channels of the generator's first stage (DAFL: 128; the second has "
+     "half)",
+     2, 4096},
+    {"lr_g", NB_OPT_FLOAT, offsetof(struct opts, lr_g), "0.2",
+     "generator Adam learning rate (DAFL: 0.2 MNIST, 0.02 CIFAR)", 0, 10},
+    {"lr_s", NB_OPT_FLOAT, offsetof(struct opts, lr_s), "0.002",
+     "student learning rate (DAFL: Adam 2e-3 MNIST, SGD 0.1 CIFAR)", 0, 10},
+    {"student_optim", NB_OPT_STRING, offsetof(struct opts, student_optim),
+     "adam",
+     "adam (DAFL MNIST: Adam lr_s), sgd (DAFL CIFAR: SGD lr_s, momentum "
+     "0.9, wd 5e-4, x0.1 at 40% and x0.01 at 80% of the epochs) or suite "
+     "(the suite's student optimiser and schedule; lr_s unused)",
+     0, -1},
+    {"oh", NB_OPT_FLOAT, offsetof(struct opts, oh), "1",
+     "weight of the one-hot loss (DAFL: 1 MNIST, 0.05 CIFAR-10, 0.5 "
+     "CIFAR-100)",
+     0, 1e6},
+    {"ie", NB_OPT_FLOAT, offsetof(struct opts, ie), "5",
+     "weight of the information-entropy loss (DAFL: 5 MNIST and "
+     "CIFAR-10, 20 CIFAR-100)",
+     0, 1e6},
+    {"a", NB_OPT_FLOAT, offsetof(struct opts, a), "0.1",
+     "weight of the activation loss (DAFL: 0.1 MNIST, 0.01 CIFAR-10, 0.1 "
+     "CIFAR-100)",
+     0, 1e6},
+    {NULL, 0, 0, NULL, NULL, 0, 0}};
 
 struct state {
 	struct opts o;
@@ -97,7 +95,7 @@ struct state {
 	nb_optim *gopt;
 	nb_rng noise;
 	int classes, feat_node, img; /* img = c*h*w */
-	float *z, *logits, *dx; /* (cap,latent), (cap,C), (cap,img) */
+	float *z, *logits, *dx;	     /* (cap,latent), (cap,C), (cap,img) */
 	int cap;
 	int epoch, step, n; /* the batch o belongs to; epoch -1: none */
 };
@@ -274,8 +272,7 @@ static int synth(void *state, const nb_attack_env *env, int epoch, int step,
 	if ((rc = nb_net_forward(s->gen, s->z, n, err)) < 0)
 		return rc;
 	int g_out = nb_net_output_node(s->gen);
-	memcpy(x, nb_net_output(s->gen, g_out),
-	       (size_t)n * s->img * sizeof *x);
+	memcpy(x, nb_net_output(s->gen, g_out), (size_t)n * s->img * sizeof *x);
 	/* the frozen teacher, evaluation mode */
 	nb_net_set_training(s->teacher, 0);
 	if ((rc = nb_net_forward(s->teacher, x, n, err)) < 0)
@@ -310,7 +307,8 @@ static int synth(void *state, const nb_attack_env *env, int epoch, int step,
 	if ((rc = nb_net_backward(s->gen, NULL, err)) < 0)
 		return rc;
 	if ((rc = nb_optim_step(s->gopt)) < 0)
-		return nb_errorf(err, rc, "dafl: generator optimiser: out of "
+		return nb_errorf(err, rc,
+				 "dafl: generator optimiser: out of "
 				 "memory");
 	s->epoch = epoch;
 	s->step = step;
@@ -330,8 +328,7 @@ static int loss(void *state, const nb_batch *b, const float *z, int C,
 				 "dafl: the loss of step %d of epoch %d is not "
 				 "that of the last synthetic batch",
 				 b->step + 1, b->epoch + 1);
-	terms->kl = nb_kl_div_temp(s->logits, z, b->n, C, 1.0f, NULL, dz,
-				   1.0f);
+	terms->kl = nb_kl_div_temp(s->logits, z, b->n, C, 1.0f, NULL, dz, 1.0f);
 	/* against the pseudo-labels, for the log only */
 	terms->ce = nb_cross_entropy(z, b->y, b->n, C, 0.0f, NULL, 0.0f);
 	terms->total = terms->kl;
@@ -360,24 +357,24 @@ static int load(void *state, nb_bag *in, char *err)
 }
 
 static const nb_attack_ops ops = {
-	.access = NB_ACCESS_OUTPUTS | NB_ACCESS_GRADIENTS | NB_ACCESS_FEATURES,
-	.init = init,
-	.loss = loss,
-	.fini = fini,
-	.plan = plan,
-	.synth = synth,
-	.save = save,
-	.load = load,
+    .access = NB_ACCESS_OUTPUTS | NB_ACCESS_GRADIENTS | NB_ACCESS_FEATURES,
+    .init = init,
+    .loss = loss,
+    .fini = fini,
+    .plan = plan,
+    .synth = synth,
+    .save = save,
+    .load = load,
 };
 
 NB_PLUGIN_EXPORT const nb_plugin nb_plugin_desc = {
-	NB_PLUGIN_HEADER,
-	.kind = NB_PLUGIN_ATTACK,
-	.name = "dafl",
-	.summary = "DAFL: a generator trained against the teacher (one-hot, "
-		   "activation, information-entropy losses) feeds KL "
-		   "distillation (data-free, white box)",
-	.options = options,
-	.opts_size = sizeof(struct opts),
-	.attack = &ops,
+    NB_PLUGIN_HEADER,
+    .kind = NB_PLUGIN_ATTACK,
+    .name = "dafl",
+    .summary = "DAFL: a generator trained against the teacher (one-hot, "
+	       "activation, information-entropy losses) feeds KL "
+	       "distillation (data-free, white box)",
+    .options = options,
+    .opts_size = sizeof(struct opts),
+    .attack = &ops,
 };

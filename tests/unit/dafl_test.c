@@ -23,7 +23,8 @@
 
 #include "../fixtures/golden_dafl.h"
 
-/* ---- the losses ------------------------------------------------------------ */
+/* ---- the losses ------------------------------------------------------------
+ */
 
 static void losses_match_torch(void)
 {
@@ -46,12 +47,12 @@ static void losses_match_torch(void)
 	for (int i = 0; i < GD_B * GD_NF; i++)
 		CU_ASSERT_DOUBLE_EQUAL(g3[i], gd_g_a[i], 1e-9);
 	/* weighted and accumulated into one buffer, as the plugin does */
-	double total = GD_OH * nb_dafl_onehot_loss(gd_o, GD_B, GD_C, NULL,
-						   g_o, (float)GD_OH) +
-		       GD_IE * nb_dafl_entropy_loss(gd_o, GD_B, GD_C, g_o,
-						    (float)GD_IE) +
-		       GD_A * nb_dafl_activation_loss(gd_f, GD_B * GD_NF, g_f,
-						      (float)GD_A);
+	double total =
+	    GD_OH *
+		nb_dafl_onehot_loss(gd_o, GD_B, GD_C, NULL, g_o, (float)GD_OH) +
+	    GD_IE * nb_dafl_entropy_loss(gd_o, GD_B, GD_C, g_o, (float)GD_IE) +
+	    GD_A *
+		nb_dafl_activation_loss(gd_f, GD_B * GD_NF, g_f, (float)GD_A);
 	CU_ASSERT_DOUBLE_EQUAL(total, gd_loss, 1e-9);
 	for (int i = 0; i < GD_B * GD_C; i++)
 		CU_ASSERT_DOUBLE_EQUAL(g_o[i], gd_g_o[i], 5e-7);
@@ -59,8 +60,8 @@ static void losses_match_torch(void)
 		CU_ASSERT_DOUBLE_EQUAL(g_f[i], gd_g_f[i], 1e-9);
 	/* the student's kdloss is KL at temperature 1, batchmean */
 	float g_s[GD_B * GD_C] = {0};
-	double kd = nb_kl_div_temp(gd_o, gd_s, GD_B, GD_C, 1.0f, NULL, g_s,
-				   1.0f);
+	double kd =
+	    nb_kl_div_temp(gd_o, gd_s, GD_B, GD_C, 1.0f, NULL, g_s, 1.0f);
 	CU_ASSERT_DOUBLE_EQUAL(kd, gd_l_kd, 1e-6);
 	for (int i = 0; i < GD_B * GD_C; i++)
 		CU_ASSERT_DOUBLE_EQUAL(g_s[i], gd_g_s[i], 1e-7);
@@ -82,8 +83,8 @@ static double loss_eval(void *p)
 	case T_ENTROPY:
 		return nb_dafl_entropy_loss(c->x, c->B, c->C, NULL, 0);
 	default:
-		return nb_dafl_activation_loss(c->x, (size_t)c->B * c->C,
-					       NULL, 0);
+		return nb_dafl_activation_loss(c->x, (size_t)c->B * c->C, NULL,
+					       0);
 	}
 }
 
@@ -125,7 +126,8 @@ static void losses_gradcheck(void)
 	CU_ASSERT_EQUAL(go[5], 0.0f);
 }
 
-/* ---- the generator ------------------------------------------------------------ */
+/* ---- the generator
+ * ------------------------------------------------------------ */
 
 static void generator_matches_reference(void)
 {
@@ -145,8 +147,8 @@ static void generator_matches_reference(void)
 	CU_ASSERT_PTR_NOT_NULL(nb_net_param(g, "conv_blocks2.5.running_var"));
 	CU_ASSERT_PTR_NULL(nb_net_param(g, "conv_blocks2.5.weight"));
 	nb_net_free(g);
-	CU_ASSERT_EQUAL_FATAL(
-	    nb_dafl_generator(1000, 3, 32, 32, 128, &g, err), 0);
+	CU_ASSERT_EQUAL_FATAL(nb_dafl_generator(1000, 3, 32, 32, 128, &g, err),
+			      0);
 	CU_ASSERT_EQUAL_FATAL(nb_net_finalize(g, 1, err), 0);
 	CU_ASSERT_EQUAL(nb_net_param_count(g), 8423939);
 	nb_net_free(g);
@@ -197,10 +199,10 @@ static double chain_loss(chain *c, float *dz, char *err)
 	/* CE with the fixed labels: the one-hot loss where argmax = label */
 	float *d_o = dz ? nb_net_grad(c->teacher, out) : NULL;
 	float *d_f = dz ? nb_net_grad(c->teacher, c->feat) : NULL;
-	double l = 1.0 * nb_dafl_onehot_loss(o, c->B, C, NULL, d_o, 1.0f) +
-		   5.0 * nb_dafl_entropy_loss(o, c->B, C, d_o, 5.0f) +
-		   0.1 * nb_dafl_activation_loss(f, (size_t)c->B * fc, d_f,
-						 0.1f);
+	double l =
+	    1.0 * nb_dafl_onehot_loss(o, c->B, C, NULL, d_o, 1.0f) +
+	    5.0 * nb_dafl_entropy_loss(o, c->B, C, d_o, 5.0f) +
+	    0.1 * nb_dafl_activation_loss(f, (size_t)c->B * fc, d_f, 0.1f);
 	if (!dz)
 		return l;
 	int gc, gh, gw;
@@ -243,9 +245,8 @@ static void gradient_reaches_the_generator(void)
 	 * outputs close to the LeakyReLU kink, where finite differences
 	 * straddle it; larger weights keep the check away from the kinks
 	 * (the same backward, away from non-differentiable points). */
-	static const char *const scaled[] = {"l1.0.weight",
-					     "conv_blocks1.0.weight",
-					     "conv_blocks2.0.weight"};
+	static const char *const scaled[] = {
+	    "l1.0.weight", "conv_blocks1.0.weight", "conv_blocks2.0.weight"};
 	for (int k = 0; k < 3; k++) {
 		nb_param *p = nb_net_param(c.gen, scaled[k]);
 		CU_ASSERT_PTR_NOT_NULL_FATAL(p);
@@ -276,11 +277,11 @@ static void gradient_reaches_the_generator(void)
 	for (int i = 0; i < B * LAT; i++)
 		norm += fabs(dz[i]);
 	CU_ASSERT(norm > 1e-6);
-	tu_gradcheck("DAFL loss -> teacher -> generator, d/dz", chain_eval,
-		     &c, z, dz, B * LAT, 18, 2e-3, 2e-4, 8e-2);
-	static const char *const names[] = {"l1.0.weight", "conv_blocks1.0.weight",
-					    "conv_blocks2.3.weight",
-					    "conv_blocks1.1.bias"};
+	tu_gradcheck("DAFL loss -> teacher -> generator, d/dz", chain_eval, &c,
+		     z, dz, B * LAT, 18, 2e-3, 2e-4, 8e-2);
+	static const char *const names[] = {
+	    "l1.0.weight", "conv_blocks1.0.weight", "conv_blocks2.3.weight",
+	    "conv_blocks1.1.bias"};
 	for (int k = 0; k < 4; k++) {
 		chain_loss(&c, dz, err);
 		nb_param *p = nb_net_param(c.gen, names[k]);
@@ -302,7 +303,8 @@ static void gradient_reaches_the_generator(void)
 	nb_net_free(t);
 }
 
-/* ---- the plugin --------------------------------------------------------------- */
+/* ---- the plugin
+ * --------------------------------------------------------------- */
 
 static const nb_plugin *dafl_plugin(void)
 {
@@ -390,10 +392,10 @@ static void plugin_access_and_plan(void)
 	CU_ASSERT_EQUAL(plan.sched.kind, NB_SCHED_CONSTANT);
 	p->attack->fini(state);
 	/* CIFAR: SGD with the decay at 40% and 80% of the epochs */
-	CU_ASSERT_EQUAL(nb_options_parse(p, opts,
-					 "student_optim=sgd,lr_s=0.1,epochs=2000",
-					 err),
-			0);
+	CU_ASSERT_EQUAL(
+	    nb_options_parse(p, opts, "student_optim=sgd,lr_s=0.1,epochs=2000",
+			     err),
+	    0);
 	CU_ASSERT_EQUAL_FATAL(p->attack->init(opts, &env, &state, err), 0);
 	CU_ASSERT_EQUAL(p->attack->plan(state, &env, &plan, err), 0);
 	CU_ASSERT_EQUAL(plan.epochs, 2000);
@@ -402,12 +404,10 @@ static void plugin_access_and_plan(void)
 	CU_ASSERT_DOUBLE_EQUAL(plan.optim.weight_decay, 5e-4, 1e-9);
 	CU_ASSERT_DOUBLE_EQUAL(nb_schedule_lr(&plan.sched, 799), 0.1, 1e-7);
 	CU_ASSERT_DOUBLE_EQUAL(nb_schedule_lr(&plan.sched, 800), 0.01, 1e-8);
-	CU_ASSERT_DOUBLE_EQUAL(nb_schedule_lr(&plan.sched, 1600), 0.001,
-			       1e-9);
+	CU_ASSERT_DOUBLE_EQUAL(nb_schedule_lr(&plan.sched, 1600), 0.001, 1e-9);
 	p->attack->fini(state);
 	/* a bad student optimiser is refused by name */
-	CU_ASSERT_EQUAL(nb_options_parse(p, opts, "student_optim=rmsprop",
-					 err),
+	CU_ASSERT_EQUAL(nb_options_parse(p, opts, "student_optim=rmsprop", err),
 			0);
 	CU_ASSERT(p->attack->init(opts, &env, &state, err) < 0);
 	CU_ASSERT_PTR_NOT_NULL(strstr(err, "rmsprop"));
@@ -500,9 +500,8 @@ static void plugin_synth_and_state(void)
 	/* a bag that lacks a piece is refused by name */
 	bag = nb_bag_new();
 	float one = 1;
-	CU_ASSERT_EQUAL(nb_bag_put_f32(bag, "generator.l1.0.weight", &one, 1,
-				       err),
-			0);
+	CU_ASSERT_EQUAL(
+	    nb_bag_put_f32(bag, "generator.l1.0.weight", &one, 1, err), 0);
 	CU_ASSERT(p->attack->load(c, bag, err) < 0);
 	CU_ASSERT_PTR_NOT_NULL(strstr(err, "generator.l1.0.weight"));
 	nb_bag_free(bag);
@@ -526,7 +525,8 @@ static void plugin_synth_and_state(void)
 	nb_net_free(student);
 }
 
-/* ---- the data-free training loop ------------------------------------------------ */
+/* ---- the data-free training loop
+ * ------------------------------------------------ */
 
 static char *synth_dir;
 static nb_dataset test_set;
@@ -538,8 +538,8 @@ static int suite_init(void)
 	if (!synth_dir)
 		return 1;
 	if (nb_synth_write(synth_dir, "idx", 200, 300, 0, 22, err) < 0 ||
-	    nb_dataset_load("mnist", synth_dir, NB_SPLIT_TEST, &test_set,
-			    err) < 0) {
+	    nb_dataset_load("mnist", synth_dir, NB_SPLIT_TEST, &test_set, err) <
+		0) {
 		fprintf(stderr, "dafl suite setup: %s\n", err);
 		return 1;
 	}
@@ -597,8 +597,7 @@ static void files_in(run_files *f, const char *dir)
  * 0 leaves out save/load, 2 leaves out load only. The student's final
  * weights go to *student_out when not NULL. */
 static int datafree_run(int epochs, const run_files *f, int with_hooks,
-			nb_train_result *res, nb_net **student_out,
-			char *err)
+			nb_train_result *res, nb_net **student_out, char *err)
 {
 	const nb_plugin *p = dafl_plugin();
 	nb_net *teacher = arch("lenet5", 1), *student = arch("lenet5-half", 2);
@@ -686,8 +685,8 @@ static void datafree_resume_is_bit_identical(void)
 	CU_ASSERT_EQUAL(r1.last_acc, r2.last_acc);
 	CU_ASSERT_EQUAL(r1.last.total, r2.last.total);
 	/* the two state files hold the same generator, bit for bit */
-	nb_st_file *a = nb_st_open(f1.state, err), *b = nb_st_open(f2.state,
-								    err);
+	nb_st_file *a = nb_st_open(f1.state, err),
+		   *b = nb_st_open(f2.state, err);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(a);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(b);
 	int hooks = 0;
@@ -789,19 +788,19 @@ static void datafree_loop_checks(void)
 }
 
 static const nb_test_entry tests[] = {
-	{"DAFL losses match PyTorch", losses_match_torch},
-	{"DAFL losses: finite differences", losses_gradcheck},
-	{"DAFL generator: the reference's layers and parameter counts",
-	 generator_matches_reference},
-	{"DAFL loss gradient through the frozen teacher into the generator",
-	 gradient_reaches_the_generator},
-	{"dafl plugin: access, plan", plugin_access_and_plan},
-	{"dafl plugin: synthetic batches, saved and restored state",
-	 plugin_synth_and_state},
-	{"data-free training resumes bit-identically",
-	 datafree_resume_is_bit_identical},
-	{"data-free training loop checks its input", datafree_loop_checks},
-	{NULL, NULL}};
+    {"DAFL losses match PyTorch", losses_match_torch},
+    {"DAFL losses: finite differences", losses_gradcheck},
+    {"DAFL generator: the reference's layers and parameter counts",
+     generator_matches_reference},
+    {"DAFL loss gradient through the frozen teacher into the generator",
+     gradient_reaches_the_generator},
+    {"dafl plugin: access, plan", plugin_access_and_plan},
+    {"dafl plugin: synthetic batches, saved and restored state",
+     plugin_synth_and_state},
+    {"data-free training resumes bit-identically",
+     datafree_resume_is_bit_identical},
+    {"data-free training loop checks its input", datafree_loop_checks},
+    {NULL, NULL}};
 
 void nb_test_dafl(void)
 {

@@ -36,8 +36,8 @@
  * 1000 (CIFAR). PyTorch's default initialisation (the reference applies no
  * other). Returns NB_EINVAL for a shape it cannot make.
  */
-int nb_dafl_generator(int latent, int c, int h, int w, int width,
-		      nb_net **out, char *err);
+int nb_dafl_generator(int latent, int c, int h, int w, int width, nb_net **out,
+		      char *err);
 
 /*
  * One-hot loss: CE(o, argmax o), the batch mean, with the pseudo-labels
