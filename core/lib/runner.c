@@ -864,6 +864,8 @@ static int job_child(runner *R, job *j, int fd)
 		}
 		const int data_free = !(ops->access & NB_ACCESS_TRAIN_DATA);
 		if (data_free && (rc = plan_synth(&call, &cfg, err)) < 0) {
+			if (ops->fini)
+				ops->fini(astate);
 			nb_net_free(adv);
 			goto fail;
 		}
