@@ -34,6 +34,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -918,6 +919,16 @@ int nb_mpi_execute(runner *R, int *is_root, char *err)
 
 	X.n = nb__runner_n_jobs(R);
 	X.slots = X.o->jobs > 0 ? X.o->jobs : 1;
+	/* mpirun binds a rank to one core by default (2 ranks or fewer): its
+	 * jobs' threads would then share that core */
+	cpu_set_t cpus;
+	int want = nb__runner_threads_per_job(R) * X.slots;
+	if (sched_getaffinity(0, sizeof cpus, &cpus) == 0 &&
+	    CPU_COUNT(&cpus) < want)
+		fprintf(stderr,
+			"nasty-bench: warning: rank %d is bound to %d CPU%s but runs %d thread%s; start mpirun with --bind-to none (or give each rank its cores), or lower --threads\n",
+			X.rank, CPU_COUNT(&cpus), CPU_COUNT(&cpus) == 1 ? "" : "s",
+			want, want == 1 ? "" : "s");
 	X.dp = X.o->data_parallel > 0 ? X.o->data_parallel
 				       : nb__runner_suite(R)->data_parallel;
 	X.jobs = calloc((size_t)X.n + 1, sizeof *X.jobs);

@@ -797,6 +797,44 @@ static int sum_grads(const nb_dist *dist, nb_param **params, int n_params,
 	return 0;
 }
 
+/* The test pass; a group splits the test set and sums the counts. */
+static int evaluate_share(nb_net *net, const nb_dataset *test,
+			  const nb_train_config *cfg, const nb_dist *dist,
+			  double *acc, double *loss, char *err)
+{
+	if (!dist)
+		return nb_evaluate(net, test, &cfg->aug, cfg->eval_batch, 0,
+				   acc, loss, err);
+	int lo = (int)((long)test->n * dist->rank / dist->size);
+	int hi = (int)((long)test->n * (dist->rank + 1) / dist->size);
+	nb_dataset part = *test;
+	part.images += (size_t)lo * test->c * test->h * test->w;
+	part.labels += lo;
+	part.n = hi - lo;
+	double a = 0, l = 0;
+	int rc = part.n > 0 ? nb_evaluate(net, &part, &cfg->aug,
+					  cfg->eval_batch, 0, &a, &l, err)
+			    : 0;
+	/* an error on one member must not leave the others waiting */
+	double t[3] = {rc < 0, 0, 0};
+	if (rc == 0) {
+		t[1] = floor(a * part.n / 100.0 + 0.5); /* correct */
+		t[2] = l * part.n;
+	}
+	int src = dist->sum_d(dist->ctx, t, 3);
+	if (rc < 0)
+		return rc;
+	if (src < 0)
+		return nb_errorf(err, src,
+				 "data-parallel: the group's test sum failed");
+	if (t[0] > 0)
+		return nb_errorf(err, NB_EIO,
+				 "data-parallel: the test pass failed on another member");
+	*acc = 100.0 * t[1] / test->n;
+	*loss = t[2] / test->n;
+	return 0;
+}
+
 int nb_train(nb_net *net, const nb_dataset *train, const nb_dataset *test,
 	     const nb_train_config *cfg, nb_train_result *res, char *err)
 {
@@ -1052,8 +1090,8 @@ int nb_train_dist(nb_net *net, const nb_dataset *train,
 		s.train_acc = seen ? 100.0 * correct / seen : 0;
 		s.img_per_s = t_train > 0 ? seen / t_train : 0;
 		if (test) {
-			rc = nb_evaluate(net, test, &cfg->aug, cfg->eval_batch,
-					 0, &s.test_acc, &s.test_loss, err);
+			rc = evaluate_share(net, test, cfg, dist, &s.test_acc,
+					    &s.test_loss, err);
 			if (rc < 0)
 				break;
 		}
