@@ -99,37 +99,127 @@ static int write_all(int fd, const char *buf, size_t len)
 
 typedef struct ljob {
 	pid_t pid;
-	int fd;
+	int fd; /* read end of its progress pipe, -1 once drained */
 	int exited, status;
 	char buf[1024];
 	size_t blen;
 } ljob;
 
+typedef struct lstate {
+	runner *R;
+	int n, cmd, ev;
+	ljob *jobs;
+	int running;
+} lstate;
+
+/* Tells the rank that job i could not start. */
+static void launch_failed(lstate *S, int i, const char *what)
+{
+	char line[NB_ERR_LEN];
+	snprintf(line, sizeof line, "%d E %s: %s\n%d X 256\n", i, what,
+		 strerror(errno), i);
+	write_all(S->ev, line, strlen(line));
+}
+
+/* Forks job i's process; its progress lines come back through a pipe. */
+static void launch(lstate *S, int i)
+{
+	int p[2];
+	if (pipe(p) != 0) {
+		launch_failed(S, i, "pipe");
+		return;
+	}
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		close(p[0]);
+		close(S->cmd);
+		close(S->ev);
+		for (int o = 0; o < S->n; o++)
+			if (S->jobs[o].fd >= 0)
+				close(S->jobs[o].fd);
+		_exit(nb__runner_job_child(S->R, i, p[1], NULL));
+	}
+	close(p[1]);
+	if (pid < 0) {
+		close(p[0]);
+		launch_failed(S, i, "fork");
+		return;
+	}
+	fcntl(p[0], F_SETFL, fcntl(p[0], F_GETFL) | O_NONBLOCK);
+	ljob *j = &S->jobs[i];
+	j->pid = pid;
+	j->fd = p[0];
+	j->exited = 0;
+	j->blen = 0;
+	S->running++;
+}
+
+/* Splits buf (len bytes, NUL-terminated) into lines, calling fn on each;
+ * keeps the unfinished rest; drops an over-long line. */
+static void each_line(char *buf, size_t *len, size_t cap,
+		      void (*fn)(void *ctx, char *line), void *ctx)
+{
+	char *nl;
+	while ((nl = strchr(buf, '\n'))) {
+		*nl = 0;
+		fn(ctx, buf);
+		size_t rest = *len - (size_t)(nl + 1 - buf);
+		memmove(buf, nl + 1, rest);
+		*len = rest;
+		buf[rest] = 0;
+	}
+	if (*len == cap - 1)
+		*len = 0;
+}
+
+static void on_command(void *ctx, char *line)
+{
+	lstate *S = ctx;
+	int i;
+	if (sscanf(line, "R %d", &i) == 1 && i >= 0 && i < S->n &&
+	    S->jobs[i].pid <= 0)
+		launch(S, i);
+}
+
+typedef struct relay {
+	lstate *S;
+	int job;
+} relay;
+
+static void on_job_line(void *ctx, char *line)
+{
+	relay *r = ctx;
+	char out[1100];
+	snprintf(out, sizeof out, "%d %s\n", r->job, line);
+	if (write_all(r->S->ev, out, strlen(out)) < 0)
+		_exit(1); /* the rank is gone */
+}
+
 static void launcher_main(runner *R, int cmd, int ev)
 {
-	int n = nb__runner_n_jobs(R);
-	ljob *L = calloc((size_t)n, sizeof *L);
-	struct pollfd *pf = calloc((size_t)n + 1, sizeof *pf);
-	int *map = calloc((size_t)n + 1, sizeof *map);
-	if (!L || !pf || !map)
+	lstate S = {R, nb__runner_n_jobs(R), cmd, ev, NULL, 0};
+	S.jobs = calloc((size_t)S.n + 1, sizeof *S.jobs);
+	struct pollfd *pf = calloc((size_t)S.n + 1, sizeof *pf);
+	int *map = calloc((size_t)S.n + 1, sizeof *map);
+	if (!S.jobs || !pf || !map)
 		_exit(1);
-	for (int i = 0; i < n; i++)
-		L[i].fd = -1;
+	for (int i = 0; i < S.n; i++)
+		S.jobs[i].fd = -1;
 	signal(SIGPIPE, SIG_IGN);
 	char cbuf[4096];
 	size_t clen = 0;
-	int open_cmd = 1, running = 0;
-	while (open_cmd || running) {
+	int open_cmd = 1;
+	while (open_cmd || S.running) {
 		int np = 0;
 		if (open_cmd) {
-			pf[np].fd = cmd;
-			pf[np].events = POLLIN;
+			pf[np] = (struct pollfd){cmd, POLLIN, 0};
 			map[np++] = -1;
 		}
-		for (int i = 0; i < n; i++)
-			if (L[i].fd >= 0) {
-				pf[np].fd = L[i].fd;
-				pf[np].events = POLLIN;
+		for (int i = 0; i < S.n; i++)
+			if (S.jobs[i].fd >= 0) {
+				pf[np] = (struct pollfd){S.jobs[i].fd, POLLIN, 0};
 				map[np++] = i;
 			}
 		poll(pf, (nfds_t)np, 200);
@@ -144,68 +234,19 @@ static void launcher_main(runner *R, int cmd, int ev)
 				if (r <= 0) {
 					/* the rank is gone or done */
 					open_cmd = 0;
-					for (int i = 0; i < n; i++)
-						if (L[i].pid > 0 && !L[i].exited)
-							kill(L[i].pid, SIGKILL);
+					for (int i = 0; i < S.n; i++)
+						if (S.jobs[i].pid > 0 &&
+						    !S.jobs[i].exited)
+							kill(S.jobs[i].pid, SIGKILL);
 					continue;
 				}
 				clen += (size_t)r;
 				cbuf[clen] = 0;
-				char *nl;
-				while ((nl = strchr(cbuf, '\n'))) {
-					*nl = 0;
-					int i;
-					if (sscanf(cbuf, "R %d", &i) == 1 &&
-					    i >= 0 && i < n && L[i].pid <= 0) {
-						int p[2];
-						if (pipe(p) != 0) {
-							char line[128];
-							snprintf(line, sizeof line,
-								 "%d E pipe: %s\n%d X 256\n",
-								 i, strerror(errno), i);
-							write_all(ev, line, strlen(line));
-						} else {
-							fflush(NULL);
-							pid_t pid = fork();
-							if (pid == 0) {
-								prctl(PR_SET_PDEATHSIG, SIGKILL);
-								close(p[0]);
-								close(cmd);
-								close(ev);
-								for (int o = 0; o < n; o++)
-									if (L[o].fd >= 0)
-										close(L[o].fd);
-								_exit(nb__runner_job_child(R, i, p[1], NULL));
-							}
-							close(p[1]);
-							if (pid < 0) {
-								close(p[0]);
-								char line[128];
-								snprintf(line, sizeof line,
-									 "%d E fork: %s\n%d X 256\n",
-									 i, strerror(errno), i);
-								write_all(ev, line, strlen(line));
-							} else {
-								fcntl(p[0], F_SETFL,
-								      fcntl(p[0], F_GETFL) | O_NONBLOCK);
-								L[i].pid = pid;
-								L[i].fd = p[0];
-								L[i].exited = 0;
-								L[i].blen = 0;
-								running++;
-							}
-						}
-					}
-					size_t rest = clen - (size_t)(nl + 1 - cbuf);
-					memmove(cbuf, nl + 1, rest);
-					clen = rest;
-					cbuf[clen] = 0;
-				}
-				if (clen == sizeof cbuf - 1)
-					clen = 0;
+				each_line(cbuf, &clen, sizeof cbuf, on_command, &S);
 				continue;
 			}
-			ljob *j = &L[map[k]];
+			ljob *j = &S.jobs[map[k]];
+			relay rl = {&S, map[k]};
 			for (;;) {
 				ssize_t r = read(j->fd, j->buf + j->blen,
 						 sizeof j->buf - 1 - j->blen);
@@ -219,43 +260,30 @@ static void launcher_main(runner *R, int cmd, int ev)
 					break;
 				j->blen += (size_t)r;
 				j->buf[j->blen] = 0;
-				char *nl;
-				while ((nl = strchr(j->buf, '\n'))) {
-					*nl = 0;
-					char line[sizeof j->buf + 32];
-					snprintf(line, sizeof line, "%d %s\n",
-						 map[k], j->buf);
-					if (write_all(ev, line, strlen(line)) < 0)
-						_exit(1);
-					size_t rest =
-					    j->blen - (size_t)(nl + 1 - j->buf);
-					memmove(j->buf, nl + 1, rest);
-					j->blen = rest;
-					j->buf[j->blen] = 0;
-				}
-				if (j->blen == sizeof j->buf - 1)
-					j->blen = 0; /* an over-long line */
+				each_line(j->buf, &j->blen, sizeof j->buf,
+					  on_job_line, &rl);
 			}
 		}
 		int status;
 		pid_t pid;
 		while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
-			for (int i = 0; i < n; i++)
-				if (L[i].pid == pid && !L[i].exited) {
-					L[i].exited = 1;
-					L[i].status = status;
+			for (int i = 0; i < S.n; i++)
+				if (S.jobs[i].pid == pid && !S.jobs[i].exited) {
+					S.jobs[i].exited = 1;
+					S.jobs[i].status = status;
 				}
-		for (int i = 0; i < n; i++)
-			if (L[i].pid > 0 && L[i].exited && L[i].fd < 0) {
-				char line[64];
-				snprintf(line, sizeof line, "%d X %d\n", i,
-					 L[i].status);
-				if (open_cmd &&
-				    write_all(ev, line, strlen(line)) < 0)
-					_exit(1);
-				L[i].pid = 0;
-				running--;
-			}
+		/* an exit is reported after the job's last line */
+		for (int i = 0; i < S.n; i++) {
+			ljob *j = &S.jobs[i];
+			if (j->pid <= 0 || !j->exited || j->fd >= 0)
+				continue;
+			char line[64];
+			snprintf(line, sizeof line, "%d X %d\n", i, j->status);
+			if (open_cmd && write_all(ev, line, strlen(line)) < 0)
+				_exit(1);
+			j->pid = 0;
+			S.running--;
+		}
 	}
 	_exit(0);
 }
@@ -472,8 +500,31 @@ static void job_exit(exec *X, int i, int status)
 		why && *why ? why : "the job ended without a verified artefact");
 }
 
-/* Reads the launcher's events: rank 0 handles them, a worker forwards them
- * to rank 0. */
+/* One launcher event: rank 0 handles it, a worker forwards it to rank 0. */
+static void on_event(void *ctx, char *line)
+{
+	exec *X = ctx;
+	int i, status, off = 0;
+	if (sscanf(line, "%d %n", &i, &off) != 1 || off == 0)
+		return;
+	const char *rest = line + off;
+	int is_exit = sscanf(rest, "X %d", &status) == 1;
+	if (X->rank == 0) {
+		if (is_exit)
+			job_exit(X, i, status);
+		else
+			job_line(X, i, rest);
+	} else if (is_exit) {
+		int m[2] = {i, status};
+		MPI_Send(m, 2, MPI_INT, 0, TAG_DONE, MPI_COMM_WORLD);
+		X->running[X->rank]--;
+	} else {
+		MPI_Send(line, (int)strlen(line) + 1, MPI_CHAR, 0, TAG_LINE,
+			 MPI_COMM_WORLD);
+	}
+}
+
+/* Reads what the launcher has said. */
 static void pump_launcher(exec *X)
 {
 	launcher *L = &X->L;
@@ -486,36 +537,7 @@ static void pump_launcher(exec *X)
 			return;
 		L->blen += (size_t)r;
 		L->buf[L->blen] = 0;
-		char *nl;
-		while ((nl = strchr(L->buf, '\n'))) {
-			*nl = 0;
-			int i, status, off = 0;
-			if (sscanf(L->buf, "%d %n", &i, &off) == 1 && off > 0) {
-				const char *rest = L->buf + off;
-				int is_exit = sscanf(rest, "X %d", &status) == 1;
-				if (X->rank == 0) {
-					if (is_exit)
-						job_exit(X, i, status);
-					else
-						job_line(X, i, rest);
-				} else if (is_exit) {
-					int m[2] = {i, status};
-					MPI_Send(m, 2, MPI_INT, 0, TAG_DONE,
-						 MPI_COMM_WORLD);
-					X->running[X->rank]--;
-				} else {
-					MPI_Send(L->buf, (int)strlen(L->buf) + 1,
-						 MPI_CHAR, 0, TAG_LINE,
-						 MPI_COMM_WORLD);
-				}
-			}
-			size_t rest = L->blen - (size_t)(nl + 1 - L->buf);
-			memmove(L->buf, nl + 1, rest);
-			L->blen = rest;
-			L->buf[L->blen] = 0;
-		}
-		if (L->blen == sizeof L->buf - 1)
-			L->blen = 0;
+		each_line(L->buf, &L->blen, sizeof L->buf, on_event, X);
 	}
 }
 
@@ -528,6 +550,15 @@ typedef struct dp_ctx {
 	char buf[1024];
 	size_t blen;
 } dp_ctx;
+
+static void on_dp_line(void *ctx, char *line)
+{
+	dp_ctx *c = ctx;
+	char out[sizeof c->buf + 32];
+	snprintf(out, sizeof out, "%d %s", c->job, line);
+	MPI_Send(out, (int)strlen(out) + 1, MPI_CHAR, 0, TAG_LINE,
+		 MPI_COMM_WORLD);
+}
 
 /* The leader forwards the job's progress lines to rank 0 (between steps). */
 static void dp_pump(dp_ctx *c)
@@ -543,20 +574,7 @@ static void dp_pump(dp_ctx *c)
 			return;
 		c->blen += (size_t)r;
 		c->buf[c->blen] = 0;
-		char *nl;
-		while ((nl = strchr(c->buf, '\n'))) {
-			*nl = 0;
-			char line[sizeof c->buf + 32];
-			snprintf(line, sizeof line, "%d %s", c->job, c->buf);
-			MPI_Send(line, (int)strlen(line) + 1, MPI_CHAR, 0,
-				 TAG_LINE, MPI_COMM_WORLD);
-			size_t rest = c->blen - (size_t)(nl + 1 - c->buf);
-			memmove(c->buf, nl + 1, rest);
-			c->blen = rest;
-			c->buf[c->blen] = 0;
-		}
-		if (c->blen == sizeof c->buf - 1)
-			c->blen = 0;
+		each_line(c->buf, &c->blen, sizeof c->buf, on_dp_line, c);
 	}
 }
 
