@@ -7,6 +7,7 @@
  *  - nb_train_dist on 2 members equals nb_train on the global batch within
  *    float tolerance, the members end bit-identical, and a second group
  *    run is bit-identical to the first (deterministic for a group size);
+ *  - a group resumes from member 0's state file bit-identically;
  *  - a batch smaller than the group is an error, not a hang.
  * The same training through MPI ranks is tests/mpi-runner.sh.
  */
@@ -261,7 +262,8 @@ typedef struct train_job {
 	member m;
 	nb_dist d;
 	nb_net *net;
-	int batch;
+	int batch, epochs;
+	const char *state; /* state file, or NULL */
 	nb_train_result res;
 	int rc;
 	char err[NB_ERR_LEN];
@@ -273,6 +275,9 @@ static void *train_member(void *arg)
 	omp_set_num_threads(1);
 	nb_train_config cfg;
 	config(&cfg, j->batch);
+	if (j->epochs)
+		cfg.epochs = j->epochs;
+	cfg.state_path = j->state;
 	j->rc = nb_train_dist(j->net, &train_set, &test_set, &cfg, &j->d,
 			      &j->res, j->err);
 	return NULL;
@@ -280,7 +285,9 @@ static void *train_member(void *arg)
 
 /* Trains a fresh bn_net on a group of `size` threads; nets[r] get the
  * members' networks. */
-static int train_group(int size, int batch, nb_net **nets, train_job *jobs)
+static int train_group_state(int size, int batch, int epochs,
+			     const char *state, nb_net **nets,
+			     train_job *jobs)
 {
 	group g = {.size = size};
 	pthread_barrier_init(&g.bar, NULL, (unsigned)size);
@@ -291,6 +298,8 @@ static int train_group(int size, int batch, nb_net **nets, train_job *jobs)
 		jobs[r].d = (nb_dist){r, size, sum_d, sum_f, &jobs[r].m};
 		jobs[r].net = nets[r] = bn_net();
 		jobs[r].batch = batch;
+		jobs[r].epochs = epochs;
+		jobs[r].state = state;
 		if (!nets[r])
 			return -1;
 	}
@@ -305,6 +314,11 @@ static int train_group(int size, int batch, nb_net **nets, train_job *jobs)
 			return -1;
 		}
 	return 0;
+}
+
+static int train_group(int size, int batch, nb_net **nets, train_job *jobs)
+{
+	return train_group_state(size, batch, 0, NULL, nets, jobs);
 }
 
 /* Largest |a - b| over every parameter and buffer, relative to max |a|. */
@@ -364,6 +378,30 @@ static void group_matches_one_process(void)
 	nb_net_free(one);
 }
 
+/* A group killed after an epoch resumes from member 0's state file (every
+ * member reads it) to the uninterrupted group's weights, bit for bit. */
+static void group_resumes(void)
+{
+	char path[4096];
+	snprintf(path, sizeof path, "%s/state.safetensors", dir);
+	nb_net *a[2], *b[2], *c[2];
+	train_job ja[2], jb[2], jc[2];
+	CU_ASSERT_EQUAL_FATAL(train_group_state(2, 64, 2, NULL, a, ja), 0);
+	CU_ASSERT_EQUAL_FATAL(train_group_state(2, 64, 1, path, b, jb), 0);
+	CU_ASSERT_EQUAL_FATAL(train_group_state(2, 64, 2, path, c, jc), 0);
+	CU_ASSERT_EQUAL(jc[0].res.resumed_from, 1);
+	CU_ASSERT_EQUAL(jc[1].res.resumed_from, 1);
+	CU_ASSERT(params_diff(a[0], b[0], NULL) > 0); /* 1 epoch != 2 */
+	CU_ASSERT_EQUAL(params_diff(a[0], c[0], NULL), 0.0);
+	CU_ASSERT_EQUAL(params_diff(a[1], c[1], NULL), 0.0);
+	for (int r = 0; r < 2; r++) {
+		nb_net_free(a[r]);
+		nb_net_free(b[r]);
+		nb_net_free(c[r]);
+	}
+	remove(path);
+}
+
 static void batch_smaller_than_group(void)
 {
 	nb_net *n[3];
@@ -381,6 +419,7 @@ static const nb_test_entry tests[] = {
 	{"synchronised BatchNorm equals the whole batch's",
 	 syncbn_matches_whole_batch},
 	{"a 2-member group trains as one process", group_matches_one_process},
+	{"a group resumes bit-identically from its state file", group_resumes},
 	{"a batch smaller than the group is an error",
 	 batch_smaller_than_group},
 	{NULL, NULL}};
