@@ -16,7 +16,7 @@ static void run_usage(FILE *f)
 {
 	fputs("usage: nasty-bench [--suite NAME|FILE] [--tier T] [--out DIR] [--store DIR]\n"
 	      "                   [--jobs N] [--threads N] [--seeds S,S,...] [--only GLOB,...]\n"
-	      "                   [--data-dir DIR] [--dry-run] [--quiet]\n"
+	      "                   [--data-dir DIR] [--data-parallel[=R]] [--dry-run] [--quiet]\n"
 	      "\n"
 	      "Trains every teacher and student of a suite (default: fashion-mnist) and\n"
 	      "writes results.csv, gaps.csv and report.md into --out (default runs/SUITE).\n"
@@ -32,6 +32,8 @@ static void run_usage(FILE *f)
 	      "  --only GLOBS       only jobs whose names match (and what they need);\n"
 	      "                     names as --dry-run prints them, e.g. 'student/*/kd/*'\n"
 	      "  --data-dir DIR     where the dataset is\n"
+	      "  --data-parallel[=R] under mpirun: train a job that others wait for on up\n"
+	      "                     to R idle ranks at once (default: all idle ranks)\n"
 	      "  --dry-run          print the job graph with estimated cost, run nothing\n"
 	      "  --quiet            print only errors and the final table\n",
 	      f);
@@ -60,6 +62,7 @@ int cmd_run(int argc, char **argv, const char *command)
 	const char *suite = "fashion-mnist", *tier = NULL, *out = NULL;
 	const char *store = NULL, *only = NULL, *data_dir = NULL;
 	int jobs = 1, threads = 0, dry = 0, quiet = 0, n_seeds = 0;
+	int data_parallel = 0;
 	uint64_t seeds[NB_SUITE_MAX];
 	cli_args a;
 	cli_args_init(&a, argc, argv);
@@ -93,6 +96,15 @@ int cmd_run(int argc, char **argv, const char *command)
 					  v ? v : "");
 				return 2;
 			}
+		} else if (!strcmp(k, "data-parallel")) {
+			const char *v = a.value;
+			char *end;
+			long g = v ? strtol(v, &end, 10) : 1 << 20;
+			if (v && (!*v || *end || g < 1 || g > 1 << 20)) {
+				cli_error("--data-parallel=R: '%s' is not a group size", v);
+				return 2;
+			}
+			data_parallel = (int)g;
 		} else if (!strcmp(k, "dry-run"))
 			dry = 1;
 		else if (!strcmp(k, "quiet"))
@@ -116,6 +128,9 @@ int cmd_run(int argc, char **argv, const char *command)
 	if (!reg)
 		return 2;
 	nb_suite s;
+	/* under mpirun, rank 0 speaks for every rank */
+	if (nb_run_rank() != 0)
+		quiet = 1;
 	if (nb_suite_load(path, tier, reg, &s, quiet ? NULL : stderr, err) < 0) {
 		cli_error("%s", err);
 		return 2;
@@ -144,6 +159,7 @@ int cmd_run(int argc, char **argv, const char *command)
 		.quiet = quiet,
 		.live = isatty(2),
 		.command = command,
+		.data_parallel = data_parallel,
 	};
 	int rc = nb_run_suite(&s, reg, &o, err);
 	nb_suite_free(&s);

@@ -17,6 +17,7 @@
 
 #include "error.h"
 #include "net.h"
+#include "dist.h"
 
 typedef struct nb_node {
 	enum nb_node_kind kind;
@@ -67,6 +68,9 @@ struct nb_net {
 	int grads_alloc_n;
 	nb_workspace ws;
 	nb_rng dropout_rng;
+	/* data-parallel: BatchNorm sums over the group (dist.h), or NULL */
+	nb_sum_d_fn reduce;
+	void *reduce_ctx;
 };
 
 /* ---- building ------------------------------------------------------------ */
@@ -905,12 +909,24 @@ static int node_forward(nb_net *net, nb_node *nd, int N, char *err)
 	case NB_NODE_BATCHNORM: {
 		int L = nd->h * nd->w;
 		if (net->training) {
-			int rc = nb_batchnorm_forward_train(
+			int rc = net->reduce
+			    ? nb_batchnorm_forward_train_sync(
+				nd->out, nd->save_mean, nd->save_invstd,
+				pdata(net, nd->p_rmean), pdata(net, nd->p_rvar),
+				x, pdata(net, nd->p_weight),
+				pdata(net, nd->p_bias), N, nd->c, L,
+				nd->momentum, nd->eps, net->reduce,
+				net->reduce_ctx)
+			    : nb_batchnorm_forward_train(
 				nd->out, nd->save_mean, nd->save_invstd,
 				pdata(net, nd->p_rmean), pdata(net, nd->p_rvar),
 				x, pdata(net, nd->p_weight),
 				pdata(net, nd->p_bias), N, nd->c, L,
 				nd->momentum, nd->eps);
+			if (rc < 0 && rc != NB_EINVAL)
+				return nb_errorf(err, rc,
+						 "batchnorm %s: the group's sums failed",
+						 nd->name);
 			if (rc < 0)
 				return nb_errorf(err, rc,
 						 "batchnorm %s: training mode needs more than one value per channel (batch %d, %dx%d)",
@@ -1115,7 +1131,17 @@ static int node_backward(nb_net *net, nb_node *nd, int N, char *err)
 		return 0;
 	case NB_NODE_BATCHNORM: {
 		int L = nd->h * nd->w;
-		if (net->training)
+		if (net->training && net->reduce) {
+			int rc = nb_batchnorm_backward_train_sync(
+				dx, pgrad(net, nd->p_weight),
+				pgrad(net, nd->p_bias), dy, x, nd->save_mean,
+				nd->save_invstd, pdata(net, nd->p_weight), N,
+				nd->c, L, net->reduce, net->reduce_ctx);
+			if (rc < 0)
+				return nb_errorf(err, rc,
+						 "batchnorm %s: the group's sums failed",
+						 nd->name);
+		} else if (net->training)
 			nb_batchnorm_backward_train(
 				dx, pgrad(net, nd->p_weight),
 				pgrad(net, nd->p_bias), dy, x, nd->save_mean,
@@ -1251,4 +1277,10 @@ int nb_net_backward(nb_net *net, float *dx, char *err)
 			memset(dx, 0, bytes);
 	}
 	return 0;
+}
+
+void nb_net_set_reduce(nb_net *net, nb_sum_d_fn fn, void *ctx)
+{
+	net->reduce = fn;
+	net->reduce_ctx = ctx;
 }

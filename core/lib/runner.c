@@ -39,6 +39,7 @@
 #include "config.h"
 #include "report.h"
 #include "runner.h"
+#include "runner_mpi.h"
 #include "store.h"
 
 /* Bump when the numerics change so that old artefacts are not reused. */
@@ -85,6 +86,7 @@ typedef struct runner {
 	int n_self_students;
 	int threads_per_job;
 	int live_lines; /* lines drawn by the last live redraw */
+	const nb_dist *dist; /* a data-parallel job's group (mpi_runner.c) */
 } runner;
 
 static double now_s(void)
@@ -439,11 +441,21 @@ static int prepare_child(const runner *R, int fd)
 			     ? 0
 			     : nb_errorf(err, NB_EIO, "%s: cannot create: %s",
 					 R->data_dir, strerror(errno));
+		/* one writer at a time: the ranks of an mpirun, or two
+		 * runners with the same --out, prepare it together */
+		char lock_path[4200];
+		snprintf(lock_path, sizeof lock_path, "%s/.lock", R->data_dir);
+		int lock = rc == 0 ? open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644) : -1;
+		if (lock >= 0)
+			while (flock(lock, LOCK_EX) != 0 && errno == EINTR)
+				;
 		if (rc == 0)
 			rc = nb_synth_write(R->data_dir, s->synthetic,
 					    s->synthetic_train > 0 ? s->synthetic_train : 2000,
 					    s->synthetic_test > 0 ? s->synthetic_test : 500,
 					    0, 0, err);
+		if (lock >= 0)
+			close(lock);
 	}
 	if (rc < 0 || load_data(R, &train, &test, NULL, err) < 0) {
 		snprintf(line, sizeof line, "E %s\n", err);
@@ -722,27 +734,32 @@ static int job_child(runner *R, job *j, int fd)
 	nb_teacher *teacher = NULL;
 	void *sstate = NULL, *astate = NULL;
 	/* One trainer per artefact, whatever runs against the same store: a
-	 * second runner waits here, then finds the model finished. */
+	 * second runner waits here, then finds the model finished. (A
+	 * data-parallel group's leader holds the lock for the group.) */
 	char lock_path[4096];
-	int rc = nb_store_path(R->store, j->key, "lock", 1, lock_path,
-			       sizeof lock_path, err);
-	int lock = rc < 0 ? -1 : open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-	if (lock < 0) {
-		if (rc == 0)
-			rc = nb_errorf(err, NB_EIO, "%s: %s", lock_path,
-				       strerror(errno));
-		goto fail;
+	int rc = 0;
+	if (!R->dist) {
+		rc = nb_store_path(R->store, j->key, "lock", 1, lock_path,
+				   sizeof lock_path, err);
+		int lock = rc < 0 ? -1 : open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+		if (lock < 0) {
+			if (rc == 0)
+				rc = nb_errorf(err, NB_EIO, "%s: %s", lock_path,
+					       strerror(errno));
+			goto fail;
+		}
+		if (flock(lock, LOCK_EX | LOCK_NB) != 0) {
+			child_say(fd, "S waiting for another process training it");
+			while (flock(lock, LOCK_EX) != 0 && errno == EINTR)
+				;
+		}
+		nb_model_summary done;
+		if (nb_store_lookup(R->store, j->key, &done, err) == NB_STORE_DONE) {
+			close(lock);
+			return 0;
+		}
 	}
-	if (flock(lock, LOCK_EX | LOCK_NB) != 0) {
-		child_say(fd, "S waiting for another process training it");
-		while (flock(lock, LOCK_EX) != 0 && errno == EINTR)
-			;
-	}
-	nb_model_summary done;
-	if (nb_store_lookup(R->store, j->key, &done, err) == NB_STORE_DONE) {
-		close(lock);
-		return 0;
-	}
+	const int writer = !R->dist || R->dist->rank == 0;
 	rc = load_data(R, &train, &test, t, err);
 	if (rc < 0)
 		goto fail;
@@ -761,8 +778,8 @@ static int job_child(runner *R, job *j, int fd)
 		goto fail;
 	/* the description, for whoever looks into the store */
 	char desc_path[4096];
-	if (nb_store_path(R->store, j->key, "description.txt", 1, desc_path,
-			  sizeof desc_path, err) == 0)
+	if (writer && nb_store_path(R->store, j->key, "description.txt", 1,
+				    desc_path, sizeof desc_path, err) == 0)
 		nb_write_file_atomic(desc_path, j->desc, strlen(j->desc), err);
 
 	nb_train_config cfg;
@@ -811,13 +828,15 @@ static int job_child(runner *R, job *j, int fd)
 		cfg.loss = ops->loss;
 		cfg.loss_ctx = sstate;
 		child_say(fd, "S starting");
-		rc = nb_train(net, &train, &test, &cfg, &res, err);
+		rc = nb_train_dist(net, &train, &test, &cfg, R->dist, &res,
+				   err);
 		if (ops->fini)
 			ops->fini(sstate);
 		sstate = NULL;
 	} else if (!j->attack) {
 		child_say(fd, "S starting");
-		rc = nb_train(net, &train, &test, &cfg, &res, err);
+		rc = nb_train_dist(net, &train, &test, &cfg, R->dist, &res,
+				   err);
 	} else {
 		const job *tj = &R->jobs[j->dep];
 		const nb_plugin_use *su = tj->strategy;
@@ -876,8 +895,8 @@ static int job_child(runner *R, job *j, int fd)
 		}
 		child_say(fd, "S starting");
 		/* a data-free attack's student never sees the training set */
-		rc = nb_train(net, data_free ? NULL : &train, &test, &cfg,
-			      &res, err);
+		rc = nb_train_dist(net, data_free ? NULL : &train, &test, &cfg,
+				   data_free ? NULL : R->dist, &res, err);
 		if (ops->fini)
 			ops->fini(astate);
 		astate = NULL;
@@ -903,7 +922,7 @@ static int job_child(runner *R, job *j, int fd)
 	sum.final_loss = res.last.total;
 	sum.final_ce = res.last.ce;
 	sum.final_kl = res.last.kl;
-	if ((rc = nb_store_finish(R->store, j->key, &sum, err)) < 0)
+	if (writer && (rc = nb_store_finish(R->store, j->key, &sum, err)) < 0)
 		goto fail;
 	nb_teacher_free(teacher);
 	nb_net_free(other);
@@ -1396,6 +1415,16 @@ int nb_run_suite(const nb_suite *s, nb_registry *reg,
 	R.threads_per_job = threads / jobs > 0 ? threads / jobs : 1;
 	double t0 = now_s();
 	int rc;
+	/* under mpirun, rank 0 speaks for the run (mpi_runner.c) */
+	int root = 1;
+	nb_run_options quiet_o;
+	if (nb_run_rank() != 0) {
+		quiet_o = *o;
+		quiet_o.quiet = 1;
+		quiet_o.live = 0;
+		R.o = o = &quiet_o;
+		root = 0;
+	}
 	if ((rc = make_dirs(o->store, err)) < 0 || (rc = make_dirs(o->out, err)) < 0)
 		return rc;
 	R.store = nb_store_open(o->store, err);
@@ -1409,7 +1438,8 @@ int nb_run_suite(const nb_suite *s, nb_registry *reg,
 		describe(&R, &R.jobs[i]);
 	estimate(&R);
 	if (o->dry_run) {
-		print_plan(&R);
+		if (root)
+			print_plan(&R);
 		rc = 0;
 		goto out;
 	}
@@ -1423,7 +1453,17 @@ int nb_run_suite(const nb_suite *s, nb_registry *reg,
 		       o->store);
 	}
 	signal(SIGPIPE, SIG_IGN);
-	if ((rc = execute(&R, err)) < 0)
+	if (nb_mpi_launched()) {
+#ifdef HAVE_MPI
+		rc = nb_mpi_execute(&R, &root, err);
+#else
+		rc = nb_errorf(err, NB_EINVAL,
+			       "started by mpirun, but this nasty-bench is built without MPI: configure --with-mpi");
+#endif
+	} else {
+		rc = execute(&R, err);
+	}
+	if (rc < 0 || !root)
 		goto out;
 	if ((rc = report(&R, now_s() - t0, err)) < 0)
 		goto out;
@@ -1438,4 +1478,145 @@ out:
 	nb_store_close(R.store);
 	free(R.jobs);
 	return rc;
+}
+
+/* ---- what the MPI executor sees (runner_mpi.h) ----------------------------------- */
+
+int nb__runner_n_jobs(const runner *R)
+{
+	return R->n;
+}
+
+void nb__runner_job_info(const runner *R, int i, nb_job_info *out)
+{
+	const job *j = &R->jobs[i];
+	const nb_train_spec *t = nb_suite_train_for(
+		R->s, j->arch, j->teacher_role ? NB_ROLE_TEACHER : NB_ROLE_STUDENT);
+	int n = t->train_limit > 0 && t->train_limit < R->n_train
+			? t->train_limit
+			: R->n_train;
+	int b = t->batch < n ? t->batch : n;
+	int last = n % b ? n % b : b;
+	if (last == 1 && n > 1)
+		last = b; /* nb_train drops a one-sample last batch */
+	out->name = j->name;
+	out->key = j->key;
+	out->dep = j->dep;
+	out->selected = j->selected;
+	out->reused = j->reused;
+	out->cost = j->cost;
+	/* data-free students train on the attack's own synthetic batches,
+	 * which a group cannot split */
+	out->dp_ok = j->teacher_role || !j->attack ||
+		     (j->attack->plugin->attack->access & NB_ACCESS_TRAIN_DATA);
+	out->min_batch = last < b ? last : b;
+}
+
+const nb_run_options *nb__runner_options(const runner *R)
+{
+	return R->o;
+}
+
+const nb_suite *nb__runner_suite(const runner *R)
+{
+	return R->s;
+}
+
+nb_store *nb__runner_store(const runner *R)
+{
+	return R->store;
+}
+
+int nb__runner_threads_per_job(const runner *R)
+{
+	return R->threads_per_job;
+}
+
+void nb__runner_plan_digest(const runner *R, char out[65])
+{
+	size_t len = (size_t)R->n * 80 + 1;
+	char *buf = calloc(len, 1);
+	if (!buf) {
+		snprintf(out, 65, "out-of-memory");
+		return;
+	}
+	size_t o = 0;
+	for (int i = 0; i < R->n; i++)
+		o += (size_t)snprintf(buf + o, len - o, "%s %d %d\n",
+				      R->jobs[i].key, R->jobs[i].dep,
+				      R->jobs[i].selected);
+	nb_sha256_hex(buf, o, out);
+	free(buf);
+}
+
+int nb__runner_job_child(runner *R, int i, int fd, const nb_dist *dist)
+{
+	R->dist = dist;
+	int rc = job_child(R, &R->jobs[i], fd);
+	R->dist = NULL;
+	return rc;
+}
+
+int nb__runner_job_result(runner *R, int i, const char *why,
+			  nb_model_summary *sum)
+{
+	job *j = &R->jobs[i];
+	char err[NB_ERR_LEN];
+	if (nb_store_lookup(R->store, j->key, &j->sum, err) == NB_STORE_DONE) {
+		j->state = J_DONE;
+		if (sum)
+			*sum = j->sum;
+		return 1;
+	}
+	j->state = J_FAILED;
+	snprintf(j->why, sizeof j->why, "%s",
+		 why && *why ? why
+			     : "the job ended without a verified artefact");
+	return 0;
+}
+
+int nb__runner_dep_blocked(runner *R, int i, const char **why)
+{
+	job *j = &R->jobs[i];
+	if (!dep_blocked(R, j, why))
+		return 0;
+	j->state = J_FAILED;
+	snprintf(j->why, sizeof j->why, "%s", *why);
+	return 1;
+}
+
+/* The launcher's environment, before any MPI call: mpirun (Open MPI),
+ * Hydra (MPICH) and srun (Slurm, with PMI-2 or PMIx) name the world size
+ * and the rank. One process alone is an ordinary run. */
+int nb_mpi_env_rank(void)
+{
+	static const char *const vars[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK",
+					   "PMI_RANK", NULL};
+	for (int i = 0; vars[i]; i++) {
+		const char *v = getenv(vars[i]);
+		if (v && *v)
+			return atoi(v);
+	}
+	return 0;
+}
+
+int nb_run_rank(void)
+{
+	return nb_mpi_launched() ? nb_mpi_env_rank() : 0;
+}
+
+static int env_int(const char *name)
+{
+	const char *v = getenv(name);
+	return v && *v ? atoi(v) : -1;
+}
+
+int nb_mpi_launched(void)
+{
+	int n = env_int("OMPI_COMM_WORLD_SIZE");
+	if (n < 0)
+		n = env_int("PMI_SIZE");
+	if (n < 0 && getenv("PMIX_RANK"))
+		n = env_int("SLURM_STEP_NUM_TASKS");
+	return n > 1;
 }

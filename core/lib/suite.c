@@ -423,7 +423,7 @@ static const char *const suite_keys[] = {
     "data_dir",	      "seeds",	     "teachers",
     "students",	      "defenses",    "attacks",
     "default_tier",   "synthetic",   "synthetic_train",
-    "synthetic_test", NULL};
+    "synthetic_test", "data_parallel", NULL};
 
 enum train_key {
 	K_EPOCHS,
@@ -1175,6 +1175,18 @@ static int load_suite_section(ini *I, const nb_registry *reg, nb_suite *s,
 					 "%s: only used with synthetic = ...",
 					 where);
 		*cval[i] = (int)x;
+	}
+	/* data_parallel: the largest group of MPI ranks for one job */
+	s->data_parallel = 0;
+	if ((e = lookup(I, "suite", "data_parallel"))) {
+		where_of(I, e, where, sizeof where);
+		long x;
+		if (parse_int(e->value, 0, 1 << 20, &x) < 0)
+			return nb_errorf(err, NB_EINVAL,
+					 "%s: '%s' is not a whole number in "
+					 "[0, 1048576]",
+					 where, e->value);
+		s->data_parallel = (int)x;
 	}
 	/* seeds */
 	char items[NB_SUITE_MAX][NB_SUITE_NAME];

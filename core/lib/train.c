@@ -38,6 +38,7 @@
 #include "config.h"
 
 #include "checkpoint.h"
+#include "dist.h"
 #include "error.h"
 #include "train.h"
 
@@ -879,10 +880,91 @@ static void count_labelled(const float *z, const int *y, int b, int C,
 	}
 }
 
+/*
+ * A data-parallel step's sums (dist.h): each member's share of the
+ * gradient is already scaled to the global batch, so the group's sum is
+ * the global gradient. Trainable gradients are packed into one buffer:
+ * one call per step.
+ */
+static int sum_grads(const nb_dist *dist, nb_param **params, int n_params,
+		     float *buf)
+{
+	size_t off = 0;
+	for (int i = 0; i < n_params; i++)
+		if (params[i]->grad && !params[i]->frozen) {
+			memcpy(buf + off, params[i]->grad,
+			       params[i]->size * sizeof(float));
+			off += params[i]->size;
+		}
+	int rc = dist->sum_f(dist->ctx, buf, (int)off);
+	if (rc < 0)
+		return rc;
+	off = 0;
+	for (int i = 0; i < n_params; i++)
+		if (params[i]->grad && !params[i]->frozen) {
+			memcpy(params[i]->grad, buf + off,
+			       params[i]->size * sizeof(float));
+			off += params[i]->size;
+		}
+	return 0;
+}
+
+/* The test pass; a group splits the test set and sums the counts. */
+static int evaluate_share(nb_net *net, const nb_dataset *test,
+			  const nb_train_config *cfg, const nb_dist *dist,
+			  double *acc, double *loss, char *err)
+{
+	if (!dist)
+		return nb_evaluate(net, test, &cfg->aug, cfg->eval_batch, 0,
+				   acc, loss, err);
+	int lo = (int)((long)test->n * dist->rank / dist->size);
+	int hi = (int)((long)test->n * (dist->rank + 1) / dist->size);
+	nb_dataset part = *test;
+	part.images += (size_t)lo * test->c * test->h * test->w;
+	part.labels += lo;
+	part.n = hi - lo;
+	double a = 0, l = 0;
+	int rc = part.n > 0 ? nb_evaluate(net, &part, &cfg->aug,
+					  cfg->eval_batch, 0, &a, &l, err)
+			    : 0;
+	/* an error on one member must not leave the others waiting */
+	double t[3] = {rc < 0, 0, 0};
+	if (rc == 0) {
+		t[1] = floor(a * part.n / 100.0 + 0.5); /* correct */
+		t[2] = l * part.n;
+	}
+	int src = dist->sum_d(dist->ctx, t, 3);
+	if (rc < 0)
+		return rc;
+	if (src < 0)
+		return nb_errorf(err, src,
+				 "data-parallel: the group's test sum failed");
+	if (t[0] > 0)
+		return nb_errorf(err, NB_EIO,
+				 "data-parallel: the test pass failed on another member");
+	*acc = 100.0 * t[1] / test->n;
+	*loss = t[2] / test->n;
+	return 0;
+}
+
 int nb_train(nb_net *net, const nb_dataset *train, const nb_dataset *test,
 	     const nb_train_config *cfg, nb_train_result *res, char *err)
 {
+	return nb_train_dist(net, train, test, cfg, NULL, res, err);
+}
+
+int nb_train_dist(nb_net *net, const nb_dataset *train,
+		  const nb_dataset *test, const nb_train_config *cfg,
+		  const nb_dist *dist, nb_train_result *res, char *err)
+{
 	memset(res, 0, sizeof *res);
+	/* only member 0 of a group writes files and reports progress */
+	const int writer = !dist || dist->rank == 0;
+	if (dist && (dist->size < 1 || dist->rank < 0 ||
+		     dist->rank >= dist->size || !dist->sum_d || !dist->sum_f))
+		return nb_errorf(err, NB_EINVAL,
+				 "data-parallel group: bad rank %d of %d",
+				 dist->rank, dist->size);
 	res->best_epoch = -1;
 	if (cfg->epochs < 0 || cfg->batch <= 0)
 		return nb_errorf(err, NB_EINVAL, "bad epochs %d / batch %d",
@@ -933,6 +1015,22 @@ int nb_train(nb_net *net, const nb_dataset *train, const nb_dataset *test,
 	int n_params = nb_net_params(net, &params);
 	nb_csv *log = cfg->log_csv ? nb_csv_new(log_header, LOG_COLS) : NULL;
 	nb_optim *opt = NULL;
+	float *gbuf = NULL;
+	if (dist) {
+		size_t total = 1;
+		for (int i = 0; i < n_params; i++)
+			total += params[i]->grad ? params[i]->size : 0;
+		gbuf = total > INT_MAX ? NULL : malloc(total * sizeof *gbuf);
+		if (!gbuf) {
+			free(x);
+			free(y);
+			free(order);
+			nb_csv_free(log);
+			return nb_errorf(err, NB_ENOMEM,
+					 "out of memory for training");
+		}
+		nb_net_set_reduce(net, dist->sum_d, dist->ctx);
+	}
 	run_state rs;
 	memset(&rs, 0, sizeof rs);
 	rs.best_epoch = -1;
@@ -986,7 +1084,7 @@ int nb_train(nb_net *net, const nb_dataset *train, const nb_dataset *test,
 					break;
 				}
 			}
-			if (rc == 0)
+			if (rc == 0 && writer)
 				rc = nb_csv_write(log, cfg->log_csv, err);
 			if (rc < 0) {
 				free(cv);
@@ -1005,6 +1103,22 @@ int nb_train(nb_net *net, const nb_dataset *train, const nb_dataset *test,
 		if (train->n % B == 1)
 			steps--; /* a one-sample batch breaks BatchNorm
 				    statistics */
+	}
+	int last_b = synth ? B
+		     : train->n - (steps - 1) * B < B ? train->n - (steps - 1) * B
+						      : B;
+	if (dist && synth) {
+		free(cv);
+		rc = nb_errorf(err, NB_EINVAL,
+			       "data-parallel training of a data-free student is not supported");
+		goto out;
+	}
+	if (dist && (B < dist->size || (last_b < B && last_b < dist->size))) {
+		free(cv);
+		rc = nb_errorf(err, NB_EINVAL,
+			       "data-parallel on %d processes needs at least %d samples in every batch (batch %d, last batch %d)",
+			       dist->size, dist->size, B, last_b);
+		goto out;
 	}
 
 	for (int epoch = rs.epochs_done; epoch < cfg->epochs; epoch++) {
@@ -1032,10 +1146,18 @@ int nb_train(nb_net *net, const nb_dataset *train, const nb_dataset *test,
 			} else {
 				int start = step * B;
 				b = train->n - start < B ? train->n - start : B;
+				/* a group builds the whole batch (the streams
+				 * advance as in one process) and computes its
+				 * member's share */
 				nb_batch_build(x, y, train, order + start, b,
 					       &cfg->aug, 1, &rs.aug);
 			}
-			rc = nb_net_forward(net, x, b, err);
+			int lo = dist ? (int)((long)b * dist->rank / dist->size) : 0;
+			int hi = dist ? (int)((long)b * (dist->rank + 1) / dist->size) : b;
+			const float *xs = x + (size_t)lo * per;
+			const int *ys = y + lo;
+			int bn = hi - lo;
+			rc = nb_net_forward(net, xs, bn, err);
 			if (rc < 0)
 				break;
 			int out_node = nb_net_output_node(net);
@@ -1046,17 +1168,43 @@ int nb_train(nb_net *net, const nb_dataset *train, const nb_dataset *test,
 					       "out of memory for gradients");
 				break;
 			}
-			nb_batch bt = {x, y, b, epoch, step};
+			nb_batch bt = {xs, ys, bn, epoch, step};
 			nb_loss_terms terms = {0, 0, 0};
 			rc = hook(cfg->loss_ctx, &bt, z, C, dz, &terms, err);
 			if (rc < 0)
 				break;
-			if (!isfinite(terms.total) ||
-			    !nb_all_finite(z, (long)b * C)) {
+			int bad = !isfinite(terms.total) ||
+				  !nb_all_finite(z, (long)bn * C);
+			long good = nb_count_correct(z, ys, bn, C);
+			if (dist) {
+				/* the share's mean -> its part of the batch mean */
+				float w = (float)bn / (float)b;
+				for (long i = 0; i < (long)bn * C; i++)
+					dz[i] *= w;
+				double t[5] = {terms.total * bn, terms.ce * bn,
+					       terms.kl * bn, (double)good, bad};
+				if ((rc = dist->sum_d(dist->ctx, t, 5)) < 0) {
+					rc = nb_errorf(err, rc,
+						       "data-parallel: the group's loss sum failed");
+					break;
+				}
+				terms.total = t[0] / b;
+				terms.ce = t[1] / b;
+				terms.kl = t[2] / b;
+				good = (long)t[3];
+				bad = t[4] > 0;
+			}
+			if (bad) {
 				res->diverged = 1;
 				break;
 			}
-			count_labelled(z, y, b, C, &correct, &labelled);
+			if (dist) {
+				correct += good;
+				labelled += b;
+			} else {
+				count_labelled(z, ys, bn, C, &correct,
+					       &labelled);
+			}
 			seen += b;
 			sum_loss += terms.total;
 			sum_ce += terms.ce;
@@ -1065,13 +1213,19 @@ int nb_train(nb_net *net, const nb_dataset *train, const nb_dataset *test,
 			rc = nb_net_backward(net, NULL, err);
 			if (rc < 0)
 				break;
+			if (dist && (rc = sum_grads(dist, params, n_params,
+						    gbuf)) < 0) {
+				rc = nb_errorf(err, rc,
+					       "data-parallel: the group's gradient sum failed");
+				break;
+			}
 			rc = nb_optim_step(opt);
 			if (rc < 0) {
 				rc = nb_errorf(err, rc,
 					       "optimiser: out of memory");
 				break;
 			}
-			if (cfg->on_step)
+			if (cfg->on_step && writer)
 				cfg->on_step(cfg->hook_ctx, epoch, step, steps,
 					     sum_loss / (step + 1));
 		}
@@ -1093,8 +1247,8 @@ int nb_train(nb_net *net, const nb_dataset *train, const nb_dataset *test,
 		s.train_acc = labelled ? 100.0 * correct / labelled : 0;
 		s.img_per_s = t_train > 0 ? seen / t_train : 0;
 		if (test) {
-			rc = nb_evaluate(net, test, &cfg->aug, cfg->eval_batch,
-					 0, &s.test_acc, &s.test_loss, err);
+			rc = evaluate_share(net, test, cfg, dist, &s.test_acc,
+					    &s.test_loss, err);
 			if (rc < 0)
 				break;
 		}
@@ -1124,7 +1278,7 @@ int nb_train(nb_net *net, const nb_dataset *train, const nb_dataset *test,
 		res->epochs_done = rs.epochs_done;
 		res->last = rs.last;
 		/* best, then log, then state: see "resumable state" above */
-		if (best && cfg->best_path &&
+		if (best && cfg->best_path && writer &&
 		    (rc = save_best(cfg, net, epoch, s.test_acc, err)) < 0)
 			break;
 		if (log) {
@@ -1132,13 +1286,14 @@ int nb_train(nb_net *net, const nb_dataset *train, const nb_dataset *test,
 				rc = nb_errorf(err, NB_ENOMEM, "out of memory");
 				break;
 			}
-			rc = nb_csv_write(log, cfg->log_csv, err);
+			rc = writer ? nb_csv_write(log, cfg->log_csv, err) : 0;
 			if (rc < 0)
 				break;
 		}
-		if (cfg->state_path && (rc = save_state(cfg, net, opt, &rs, cv, err)) < 0)
+		if (cfg->state_path && writer &&
+		    (rc = save_state(cfg, net, opt, &rs, cv, err)) < 0)
 			break;
-		if (cfg->on_epoch)
+		if (cfg->on_epoch && writer)
 			cfg->on_epoch(cfg->hook_ctx, &s);
 	}
 	free(cv);
@@ -1148,6 +1303,9 @@ int nb_train(nb_net *net, const nb_dataset *train, const nb_dataset *test,
 	res->wall_s = rs.wall_s;
 	res->img_per_s = rs.train_s > 0 ? rs.train_imgs / rs.train_s : 0;
 out:
+	if (dist)
+		nb_net_set_reduce(net, NULL, NULL);
+	free(gbuf);
 	nb_optim_free(opt);
 	nb_csv_free(log);
 	free(rs.hist);

@@ -29,6 +29,7 @@ void nb_test_resume(void);
 void nb_test_tinyimagenet(void);
 void nb_test_dafl(void);
 void nb_test_bag(void);
+void nb_test_dist(void);
 
 int main(int argc, char **argv)
 {
@@ -52,6 +53,7 @@ int main(int argc, char **argv)
 	nb_test_tinyimagenet();
 	nb_test_dafl();
 	nb_test_bag();
+	nb_test_dist();
 	CU_basic_set_mode(CU_BRM_VERBOSE);
 	if (argc > 1) {
 		CU_pSuite s = CU_get_registry()->pSuite;

@@ -34,6 +34,10 @@ typedef struct nb_run_options {
 	int quiet;            /* only errors and the final table */
 	int live;             /* redraw live progress lines (a terminal) */
 	const char *command;  /* the command line, for the report */
+	/* Under mpirun (configure --with-mpi): the largest group of ranks
+	 * that trains one job data-parallel when more ranks are idle than
+	 * jobs are ready; 0 or 1 = every job on one rank. */
+	int data_parallel;
 } nb_run_options;
 
 /*
@@ -43,5 +47,14 @@ typedef struct nb_run_options {
  */
 int nb_run_suite(const nb_suite *s, nb_registry *reg,
 		 const nb_run_options *o, char *err);
+
+/*
+ * This process's rank when an MPI launcher (mpirun, srun) started more than
+ * one (from the environment, before any MPI call), else 0. Under mpirun
+ * nb_run_suite runs the matrix across the ranks when built with MPI
+ * (configure --with-mpi) and fails with a message otherwise; only rank 0
+ * prints and writes the reports.
+ */
+int nb_run_rank(void);
 
 #endif

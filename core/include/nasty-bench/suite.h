@@ -11,7 +11,7 @@
  *   [suite]                 name, description, dataset, data_dir, seeds,
  *                           teachers, students, defenses, attacks,
  *                           default_tier, synthetic, synthetic_train,
- *                           synthetic_test
+ *                           synthetic_test, data_parallel
  *   [train]                 training defaults of every model: epochs, batch,
  *                           eval_batch, optim, lr, momentum, wd, nesterov,
  *                           schedule, train_limit, test_limit
@@ -117,6 +117,8 @@ typedef struct nb_suite {
 	char data_dir[1024]; /* "" = the dataset's default place */
 	char synthetic[16];  /* "", "idx", "cifar10" or "cifar100" */
 	int synthetic_train, synthetic_test; /* sample counts */
+	int data_parallel; /* under mpirun: largest group training one job
+			      (0 = none); --data-parallel overrides */
 	uint64_t seeds[NB_SUITE_MAX];
 	int n_seeds;
 	char teachers[NB_SUITE_MAX][NB_SUITE_NAME]; /* architectures */
