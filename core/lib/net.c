@@ -7,6 +7,15 @@
  * node's gradient buffer is zeroed lazily at its first use after a forward,
  * so a backward touches only what the injected gradients reach.
  *
+ * Memory: a ReLU or ReLU6 whose input node has no other consumer, is not a
+ * tap and is not the output, works in place in that node's output buffer
+ * (its backward reads its own output, which is > 0 exactly where its input
+ * is; no op that could precede it needs its own output in backward, tanh
+ * excepted, which is never shared). A gradient buffer goes back to a pool as
+ * soon as its node's backward has run, and later nodes take theirs from the
+ * pool (best fit), so a backward holds only the gradients in flight, not
+ * one per node; nothing is allocated per batch once the pool is warm.
+ *
  * What it deliberately does not do: schedule ops out of order, free
  * activations early, or fuse ops. Those belong to a separate inference path.
  */
@@ -39,7 +48,9 @@ typedef struct nb_node {
 
 	/* buffers for the current batch */
 	float *out, *grad;
+	size_t grad_cap; /* floats grad holds */
 	int grad_live;
+	int inplace; /* out is the (sole) input's out buffer, shared */
 	float *save_mean, *save_invstd; /* batchnorm (C) */
 	int32_t *argmax;                /* maxpool */
 	float *mask;                    /* dropout */
@@ -67,6 +78,12 @@ struct nb_net {
 	int grads_alloc_n;
 	nb_workspace ws;
 	nb_rng dropout_rng;
+	/* gradient buffers no node holds right now, for reuse */
+	struct grad_buf {
+		float *buf;
+		size_t cap;
+	} *pool;
+	int n_pool; /* the array has room for n_nodes */
 };
 
 /* ---- building ------------------------------------------------------------ */
@@ -101,7 +118,9 @@ nb_net *nb_net_new(int c, int h, int w)
 
 static void node_free_buffers(nb_node *n)
 {
-	free(n->out);
+	if (!n->inplace)
+		free(n->out);
+	n->inplace = 0;
 	free(n->grad);
 	free(n->save_mean);
 	free(n->save_invstd);
@@ -122,6 +141,9 @@ void nb_net_free(nb_net *net)
 	free(net->param_ptrs);
 	free(net->counters);
 	free(net->taps);
+	for (int i = 0; i < net->n_pool; i++)
+		free(net->pool[i].buf);
+	free(net->pool);
 	free(net->param_block);
 	free(net->grad_block);
 	nb_workspace_free(&net->ws);
@@ -532,6 +554,8 @@ int nb_net_add_tap(nb_net *net, int node, const char *name, char *err)
 	snprintf(net->taps[net->n_taps].name, NB_NAME_LEN, "%s", name);
 	net->taps[net->n_taps].node = node;
 	net->n_taps++;
+	/* a tap's output must stay its own: plan the buffers again */
+	net->alloc_n = 0;
 	return 0;
 }
 
@@ -813,19 +837,63 @@ static void *xrealloc_free(void *old, size_t bytes)
 	return p;
 }
 
+/* 1 if node i's output may be overwritten in place by node j = its only
+ * consumer, a ReLU or ReLU6 (see the top of this file). */
+static int can_share(const nb_net *net, int i, int j)
+{
+	const nb_node *src = &net->nodes[i];
+	if (i == 0 || i == net->n_nodes - 1 || src->kind == NB_NODE_TANH)
+		return 0;
+	for (int t = 0; t < net->n_taps; t++)
+		if (net->taps[t].node == i)
+			return 0;
+	for (int k = i + 1; k < net->n_nodes; k++)
+		for (int m = 0; m < net->nodes[k].n_in; m++)
+			if (net->nodes[k].in[m] == i && k != j)
+				return 0;
+	const nb_node *nd = &net->nodes[j];
+	return nd->n_in == 1 &&
+	       (nd->kind == NB_NODE_RELU || nd->kind == NB_NODE_RELU6);
+}
+
+/* Frees every pooled gradient buffer. */
+static void pool_clear(nb_net *net)
+{
+	for (int i = 0; i < net->n_pool; i++)
+		free(net->pool[i].buf);
+	net->n_pool = 0;
+}
+
 /* Makes sure every forward buffer holds n samples. */
 static int ensure_buffers(nb_net *net, int n, char *err)
 {
 	if (n <= net->alloc_n)
 		return 0;
+	pool_clear(net);
+	if (!net->pool) {
+		net->pool = calloc((size_t)net->n_nodes, sizeof *net->pool);
+		if (!net->pool)
+			goto oom;
+	}
 	for (int i = 0; i < net->n_nodes; i++) {
 		nb_node *nd = &net->nodes[i];
 		size_t elems = (size_t)n * nd->size;
-		/* flatten and the input could alias, but a copy keeps the
-		 * ownership rules simple; they are small next to convs */
-		nd->out = xrealloc_free(nd->out, elems * sizeof(float));
-		if (!nd->out)
-			goto oom;
+		if (nd->inplace) { /* the buffer belongs to its input */
+			nd->out = NULL;
+			nd->inplace = 0;
+		}
+		if (i > 0 && can_share(net, nd->in[0], i)) {
+			free(nd->out);
+			nd->out = net->nodes[nd->in[0]].out;
+			nd->inplace = 1;
+		} else {
+			/* flatten and the input could alias, but a copy keeps
+			 * the ownership rules simple; they are small next to
+			 * convs */
+			nd->out = xrealloc_free(nd->out, elems * sizeof(float));
+			if (!nd->out)
+				goto oom;
+		}
 		if (nd->grad) {
 			free(nd->grad);
 			nd->grad = NULL;
@@ -1003,16 +1071,65 @@ float *nb_net_output(nb_net *net, int node)
 
 /* ---- backward ---------------------------------------------------------------- */
 
+/*
+ * A gradient buffer of at least `elems` floats: the smallest pooled one that
+ * is big enough, else a new one (freeing the largest pooled buffer that is
+ * too small first, so that the pool never holds more than the most buffers
+ * in flight at once).
+ */
+static float *grad_take(nb_net *net, size_t elems, size_t *cap)
+{
+	int best = -1, small = -1;
+	for (int i = 0; i < net->n_pool; i++) {
+		size_t c = net->pool[i].cap;
+		if (c >= elems) {
+			if (best < 0 || c < net->pool[best].cap)
+				best = i;
+		} else if (small < 0 || c > net->pool[small].cap) {
+			small = i;
+		}
+	}
+	int drop = best >= 0 ? best : small;
+	float *buf = NULL;
+	if (best >= 0) {
+		buf = net->pool[best].buf;
+		*cap = net->pool[best].cap;
+	} else if (small >= 0) {
+		free(net->pool[small].buf);
+	}
+	if (drop >= 0)
+		net->pool[drop] = net->pool[--net->n_pool];
+	if (buf)
+		return buf;
+	if (posix_memalign((void **)&buf, 64,
+			   (elems ? elems : 16) * sizeof(float)) != 0)
+		return NULL;
+	*cap = elems;
+	return buf;
+}
+
+/* Node nd's gradient is consumed: its buffer goes back to the pool. */
+static void grad_release(nb_net *net, nb_node *nd)
+{
+	if (!nd->grad)
+		return;
+	/* the pool has room for n_nodes buffers and every buffer is either
+	 * held by one node or pooled */
+	net->pool[net->n_pool].buf = nd->grad;
+	net->pool[net->n_pool].cap = nd->grad_cap;
+	net->n_pool++;
+	nd->grad = NULL;
+	nd->grad_live = 0;
+}
+
 static float *node_grad(nb_net *net, int node)
 {
 	nb_node *nd = &net->nodes[node];
 	size_t elems = (size_t)net->alloc_n * nd->size;
 	if (!nd->grad) {
-		if (posix_memalign((void **)&nd->grad, 64,
-				   (elems ? elems : 16) * sizeof(float)) != 0) {
-			nd->grad = NULL;
+		nd->grad = grad_take(net, elems, &nd->grad_cap);
+		if (!nd->grad)
 			return NULL;
-		}
 		nd->grad_live = 0;
 	}
 	if (!nd->grad_live) {
@@ -1112,13 +1229,16 @@ static int node_backward(nb_net *net, nb_node *nd, int N, char *err)
 				N, nd->c, L, nd->eps);
 		return 0;
 	}
+	/* ReLU and ReLU6 read their own output (it may share the input's
+	 * buffer): out > 0 exactly where in > 0, out in (0,6) exactly where
+	 * in is */
 	case NB_NODE_RELU:
 		if (dx)
-			nb_relu_backward(dx, dy, x, n_elems);
+			nb_relu_backward(dx, dy, nd->out, n_elems);
 		return 0;
 	case NB_NODE_RELU6:
 		if (dx)
-			nb_relu6_backward(dx, dy, x, n_elems);
+			nb_relu6_backward(dx, dy, nd->out, n_elems);
 		return 0;
 	case NB_NODE_LEAKY_RELU:
 		if (dx)
@@ -1222,6 +1342,7 @@ int nb_net_backward(nb_net *net, float *dx, char *err)
 		int rc = node_backward(net, nd, N, err);
 		if (rc < 0)
 			return rc;
+		grad_release(net, nd);
 	}
 	if (dx) {
 		nb_node *in = &net->nodes[0];

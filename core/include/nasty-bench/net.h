@@ -16,8 +16,14 @@
  * reference implementations' state_dict.
  *
  * Ownership: the network owns every buffer it returns. Pointers returned by
- * nb_net_output/nb_net_grad stay valid until the next nb_net_forward with a
- * different batch size or nb_net_free.
+ * nb_net_output stay valid until the next nb_net_forward with a different
+ * batch size, a new tap, or nb_net_free; those from nb_net_grad until the
+ * next nb_net_backward (which recycles each gradient buffer once it is
+ * consumed) or any of the former.
+ *
+ * In place: the output of a node whose only consumer is a ReLU or ReLU6,
+ * and which is neither a tap nor the output node, is overwritten by that
+ * ReLU (they share one buffer). Read inner activations through taps.
  */
 #ifndef NASTY_BENCH_NET_H
 #define NASTY_BENCH_NET_H
