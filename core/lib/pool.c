@@ -22,6 +22,7 @@
  * count_include_pad=False.
  */
 #include <math.h>
+#include <stdint.h>
 
 #include "ops.h"
 
@@ -32,6 +33,54 @@
  * first pixel always "takes over" from -inf, or keeps -inf at its own
  * index).
  */
+typedef float pv8f __attribute__((vector_size(32)));
+typedef int32_t pv8i __attribute__((vector_size(32)));
+typedef float pv8f_u __attribute__((vector_size(32), aligned(4), may_alias));
+typedef int32_t pv8i_u
+    __attribute__((vector_size(32), aligned(4), may_alias));
+
+/* where m: v and i take over from *best and *at (bit selects) */
+static inline void take_where(pv8f *best, pv8i *at, pv8f v, pv8i i)
+{
+	const pv8i m = (v > *best) | (v != v);
+	*best = (pv8f)(((pv8i)v & m) | ((pv8i)*best & ~m));
+	*at = (i & m) | (*at & ~m);
+}
+
+/* 8 outputs from 16 floats of each of the two input rows; index0 is the
+ * flat input index of the first output's top-left pixel */
+static inline void pool8(float *o, int32_t *am, const float *r0,
+			 const float *r1, int32_t index0, int32_t W)
+{
+	const pv8f a0 = *(const pv8f_u *)r0, a1 = *(const pv8f_u *)(r0 + 8);
+	const pv8f b0 = *(const pv8f_u *)r1, b1 = *(const pv8f_u *)(r1 + 8);
+	const pv8f a = __builtin_shufflevector(a0, a1, 0, 2, 4, 6, 8, 10, 12,
+					       14); /* even columns */
+	const pv8f b = __builtin_shufflevector(a0, a1, 1, 3, 5, 7, 9, 11, 13,
+					       15); /* odd columns */
+	const pv8f c = __builtin_shufflevector(b0, b1, 0, 2, 4, 6, 8, 10, 12,
+					       14);
+	const pv8f d = __builtin_shufflevector(b0, b1, 1, 3, 5, 7, 9, 11, 13,
+					       15);
+	const pv8i i = index0 + (pv8i){0, 2, 4, 6, 8, 10, 12, 14};
+	pv8f best = a;
+	pv8i at = i;
+	take_where(&best, &at, b, i + 1);
+	take_where(&best, &at, c, i + W);
+	take_where(&best, &at, d, i + W + 1);
+	*(pv8f_u *)o = best;
+	*(pv8i_u *)am = at;
+}
+
+/*
+ * One plane of 2x2, stride 2, unpadded max pooling: x (H,W) -> o, am (P,Q).
+ * The rule of the general loop below on 8 outputs at a time: a pixel takes
+ * over when it is greater than the best so far or is NaN, in raster order
+ * a, b, c, d (the first pixel always starts as the best, -inf included).
+ * The last columns of a row go through the same code on a copy padded to
+ * 16 floats, so no scalar path (whose float selects compile to branches)
+ * is needed.
+ */
 static void maxpool_plane_2x2(float *restrict o, int32_t *restrict am,
 			      const float *restrict x, int W, int P, int Q)
 {
@@ -40,24 +89,23 @@ static void maxpool_plane_2x2(float *restrict o, int32_t *restrict am,
 		float *op = o + (size_t)p * Q;
 		int32_t *ap = am + (size_t)p * Q;
 		const int32_t base = 2 * p * W;
-#pragma omp simd
-		for (int q = 0; q < Q; q++) {
-			const float a = r0[2 * q], b = r0[2 * q + 1],
-				    c = r1[2 * q], d = r1[2 * q + 1];
-			const int32_t i = base + 2 * q;
-			float best = a;
-			int32_t at = i;
-			int t = (b > best) | (b != b);
-			best = t ? b : best;
-			at = t ? i + 1 : at;
-			t = (c > best) | (c != c);
-			best = t ? c : best;
-			at = t ? i + W : at;
-			t = (d > best) | (d != d);
-			best = t ? d : best;
-			at = t ? i + W + 1 : at;
-			op[q] = best;
-			ap[q] = at;
+		int q = 0;
+		for (; q + 8 <= Q; q += 8)
+			pool8(op + q, ap + q, r0 + 2 * q, r1 + 2 * q,
+			      base + 2 * q, W);
+		if (q == Q)
+			continue;
+		float t0[16] = {0}, t1[16] = {0}, ot[8];
+		int32_t at[8];
+		const int n = Q - q;
+		for (int j = 0; j < 2 * n; j++) {
+			t0[j] = r0[2 * q + j];
+			t1[j] = r1[2 * q + j];
+		}
+		pool8(ot, at, t0, t1, base + 2 * q, W);
+		for (int j = 0; j < n; j++) {
+			op[q + j] = ot[j];
+			ap[q + j] = at[j];
 		}
 	}
 }
