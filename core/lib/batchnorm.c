@@ -19,7 +19,9 @@
  *
  * What this file deliberately does not do: allocate anything (the caller
  * owns save_mean/save_invstd), track num_batches_tracked or support
- * momentum=None (cumulative averaging), or fuse with a following ReLU.
+ * momentum=None (cumulative averaging). The _relu variants are BatchNorm
+ * followed by ReLU in one pass, bit-identical to the two ops one after the
+ * other (the network uses them when the ReLU works in place).
  */
 #include <math.h>
 #include <stddef.h>
@@ -144,7 +146,8 @@ static void grad_sums(const float *dout, const float *in, int N, int C, int L,
  * precision; it stays in float and vectorises.
  */
 static void channel_apply(float *out, const float *in, int N, int C, int L,
-			  int c, double mean, double scale, double shift)
+			  int c, double mean, double scale, double shift,
+			  int relu)
 {
 	float hi = (float)mean, lo = (float)(mean - hi);
 	float s = (float)scale, b = (float)shift;
@@ -152,17 +155,28 @@ static void channel_apply(float *out, const float *in, int N, int C, int L,
 		size_t off = ((size_t)n * C + c) * L;
 		const float *x = in + off;
 		float *y = out + off;
-		for (int l = 0; l < L; l++)
-			y[l] = ((x[l] - hi) - lo) * s + b;
+		if (relu) {
+			/* nb_relu_forward's select on the same value */
+#pragma omp simd
+			for (int l = 0; l < L; l++) {
+				float v = ((x[l] - hi) - lo) * s + b;
+				y[l] = v < 0.0f ? 0.0f : v;
+			}
+		} else {
+#pragma omp simd
+			for (int l = 0; l < L; l++)
+				y[l] = ((x[l] - hi) - lo) * s + b;
+		}
 	}
 }
 
-/* in, out (N,C,L); gamma, beta, save_*, running_* (C) or NULL. */
-int nb_batchnorm_forward_train(float *out, float *save_mean, float *save_invstd,
-			       float *running_mean, float *running_var,
-			       const float *in, const float *gamma,
-			       const float *beta, int N, int C, int L,
-			       float momentum, float eps)
+/* in, out (N,C,L); gamma, beta, save_*, running_* (C) or NULL; relu: a
+ * ReLU applied to out in the same pass. */
+static int forward_train(float *out, float *save_mean, float *save_invstd,
+			 float *running_mean, float *running_var,
+			 const float *in, const float *gamma, const float *beta,
+			 int N, int C, int L, float momentum, float eps,
+			 int relu)
 {
 	if (N <= 0 || C <= 0 || L <= 0 || (long long)N * L <= 1)
 		return NB_EINVAL;
@@ -175,7 +189,7 @@ int nb_batchnorm_forward_train(float *out, float *save_mean, float *save_invstd,
 		double invstd = 1.0 / sqrt(var + (double)eps);
 		double g = gamma ? gamma[c] : 1.0;
 		double b = beta ? beta[c] : 0.0;
-		channel_apply(out, in, N, C, L, c, mean, invstd * g, b);
+		channel_apply(out, in, N, C, L, c, mean, invstd * g, b, relu);
 		if (save_mean)
 			save_mean[c] = (float)mean;
 		if (save_invstd)
@@ -194,11 +208,34 @@ int nb_batchnorm_forward_train(float *out, float *save_mean, float *save_invstd,
 	return NB_OK;
 }
 
+int nb_batchnorm_forward_train(float *out, float *save_mean, float *save_invstd,
+			       float *running_mean, float *running_var,
+			       const float *in, const float *gamma,
+			       const float *beta, int N, int C, int L,
+			       float momentum, float eps)
+{
+	return forward_train(out, save_mean, save_invstd, running_mean,
+			     running_var, in, gamma, beta, N, C, L, momentum,
+			     eps, 0);
+}
+
+int nb_batchnorm_relu_forward_train(float *out, float *save_mean,
+				    float *save_invstd, float *running_mean,
+				    float *running_var, const float *in,
+				    const float *gamma, const float *beta,
+				    int N, int C, int L, float momentum,
+				    float eps)
+{
+	return forward_train(out, save_mean, save_invstd, running_mean,
+			     running_var, in, gamma, beta, N, C, L, momentum,
+			     eps, 1);
+}
+
 /* in, out (N,C,L); gamma, beta (C) or NULL; running_mean, running_var (C). */
-void nb_batchnorm_forward_eval(float *out, const float *in, const float *gamma,
-			       const float *beta, const float *running_mean,
-			       const float *running_var, int N, int C, int L,
-			       float eps)
+static void forward_eval(float *out, const float *in, const float *gamma,
+			 const float *beta, const float *running_mean,
+			 const float *running_var, int N, int C, int L,
+			 float eps, int relu)
 {
 	size_t total = (size_t)N * C * L;
 #pragma omp parallel for schedule(static) if (total >= NB_BN_PAR_MIN)
@@ -207,8 +244,27 @@ void nb_batchnorm_forward_eval(float *out, const float *in, const float *gamma,
 		double g = gamma ? gamma[c] : 1.0;
 		double b = beta ? beta[c] : 0.0;
 		channel_apply(out, in, N, C, L, c, running_mean[c], invstd * g,
-			      b);
+			      b, relu);
 	}
+}
+
+void nb_batchnorm_forward_eval(float *out, const float *in, const float *gamma,
+			       const float *beta, const float *running_mean,
+			       const float *running_var, int N, int C, int L,
+			       float eps)
+{
+	forward_eval(out, in, gamma, beta, running_mean, running_var, N, C, L,
+		     eps, 0);
+}
+
+void nb_batchnorm_relu_forward_eval(float *out, const float *in,
+				    const float *gamma, const float *beta,
+				    const float *running_mean,
+				    const float *running_var, int N, int C,
+				    int L, float eps)
+{
+	forward_eval(out, in, gamma, beta, running_mean, running_var, N, C, L,
+		     eps, 1);
 }
 
 /*

@@ -15,9 +15,11 @@
  * soon as its node's backward has run, and later nodes take theirs from the
  * pool (best fit), so a backward holds only the gradients in flight, not
  * one per node; nothing is allocated per batch once the pool is warm.
+ * A BatchNorm whose ReLU works in place applies the ReLU in its own pass
+ * (nb_batchnorm_relu_forward_*, bit-identical to the two ops).
  *
  * What it deliberately does not do: schedule ops out of order, free
- * activations early, or fuse ops. Those belong to a separate inference path.
+ * activations early, or fuse other ops.
  */
 #include <math.h>
 #include <stdio.h>
@@ -51,6 +53,8 @@ typedef struct nb_node {
 	size_t grad_cap; /* floats grad holds */
 	int grad_live;
 	int inplace; /* out is the (sole) input's out buffer, shared */
+	int fuse_relu; /* batchnorm: applies its in-place ReLU consumer too */
+	int fused;     /* relu: done by its input's forward (fuse_relu) */
 	float *save_mean, *save_invstd; /* batchnorm (C) */
 	int32_t *argmax;                /* maxpool */
 	float *mask;                    /* dropout */
@@ -882,10 +886,16 @@ static int ensure_buffers(nb_net *net, int n, char *err)
 			nd->out = NULL;
 			nd->inplace = 0;
 		}
+		nd->fuse_relu = nd->fused = 0;
 		if (i > 0 && can_share(net, nd->in[0], i)) {
+			nb_node *src = &net->nodes[nd->in[0]];
 			free(nd->out);
-			nd->out = net->nodes[nd->in[0]].out;
+			nd->out = src->out;
 			nd->inplace = 1;
+			/* BatchNorm + ReLU in one pass */
+			if (src->kind == NB_NODE_BATCHNORM &&
+			    nd->kind == NB_NODE_RELU)
+				src->fuse_relu = nd->fused = 1;
 		} else {
 			/* flatten and the input could alias, but a copy keeps
 			 * the ownership rules simple; they are small next to
@@ -956,7 +966,8 @@ static int node_forward(nb_net *net, nb_node *nd, int N, char *err)
 	case NB_NODE_BATCHNORM: {
 		int L = nd->h * nd->w;
 		if (net->training) {
-			int rc = nb_batchnorm_forward_train(
+			int rc = (nd->fuse_relu ? nb_batchnorm_relu_forward_train
+						: nb_batchnorm_forward_train)(
 				nd->out, nd->save_mean, nd->save_invstd,
 				pdata(net, nd->p_rmean), pdata(net, nd->p_rvar),
 				x, pdata(net, nd->p_weight),
@@ -968,7 +979,8 @@ static int node_forward(nb_net *net, nb_node *nd, int N, char *err)
 						 nd->name, N, nd->h, nd->w);
 			net->counters[nd->counter].value++;
 		} else {
-			nb_batchnorm_forward_eval(nd->out, x,
+			(nd->fuse_relu ? nb_batchnorm_relu_forward_eval
+				       : nb_batchnorm_forward_eval)(nd->out, x,
 						  pdata(net, nd->p_weight),
 						  pdata(net, nd->p_bias),
 						  pdata(net, nd->p_rmean),
@@ -978,7 +990,8 @@ static int node_forward(nb_net *net, nb_node *nd, int N, char *err)
 		return 0;
 	}
 	case NB_NODE_RELU:
-		nb_relu_forward(nd->out, x, n_elems);
+		if (!nd->fused)
+			nb_relu_forward(nd->out, x, n_elems);
 		return 0;
 	case NB_NODE_RELU6:
 		nb_relu6_forward(nd->out, x, n_elems);
