@@ -7,7 +7,9 @@
  * A training step is forward + cross entropy + backward + SGD step (momentum
  * 0.9, weight decay 5e-4) in training mode; inference is evaluation mode,
  * forward only. GFLOP/s counts 2 FLOPs per multiply-accumulate of the conv
- * and linear layers, and 3x the forward for a training step. Each
+ * and linear layers, and 3x the forward for a training step. Inference
+ * runs nb_net_forward_infer (BatchNorm folded into convolutions), the path
+ * teacher queries take. Each
  * configuration runs in its own child process, so peak_rss_mb is that
  * configuration's own peak resident memory.
  */
@@ -123,7 +125,8 @@ static int bench_one(const bench_cfg *b)
 	for (int i = 0;; i++) {
 		if (i == b->warmup)
 			t0 = omp_get_wtime();
-		if (nb_net_forward(net, x, b->batch, err) < 0) {
+		if ((b->train ? nb_net_forward
+			      : nb_net_forward_infer)(net, x, b->batch, err) < 0) {
 			cli_error("bench: %s", err);
 			return 1;
 		}

@@ -54,6 +54,8 @@ typedef struct nb_node {
 	int grad_live;
 	int inplace; /* out is the (sole) input's out buffer, shared */
 	int fuse_relu; /* batchnorm: applies its in-place ReLU consumer too */
+	int fold_bn;   /* conv: index of the BatchNorm that is its only
+			  consumer (nb_net_forward_infer folds it), or 0 */
 	int fused;     /* relu: done by its input's forward (fuse_relu) */
 	float *save_mean, *save_invstd; /* batchnorm (C) */
 	int32_t *argmax;                /* maxpool */
@@ -79,6 +81,9 @@ struct nb_net {
 	int training;
 	int alloc_n;  /* batch size the buffers hold */
 	int cur_n;    /* batch size of the last forward */
+	int infer_only; /* the last forward was nb_net_forward_infer */
+	float *fold;    /* folded conv weights and bias (one conv at a time) */
+	size_t fold_n;
 	int grads_alloc_n;
 	nb_workspace ws;
 	nb_rng dropout_rng;
@@ -148,6 +153,7 @@ void nb_net_free(nb_net *net)
 	for (int i = 0; i < net->n_pool; i++)
 		free(net->pool[i].buf);
 	free(net->pool);
+	free(net->fold);
 	free(net->param_block);
 	free(net->grad_block);
 	nb_workspace_free(&net->ws);
@@ -927,6 +933,35 @@ static int ensure_buffers(nb_net *net, int n, char *err)
 				goto oom;
 		}
 	}
+	/* a conv whose only consumer is a BatchNorm, neither of them a tap
+	 * or the output: nb_net_forward_infer folds the BatchNorm in */
+	free(net->fold);
+	net->fold = NULL;
+	net->fold_n = 0;
+	for (int i = 1; i < net->n_nodes; i++) {
+		nb_node *nd = &net->nodes[i];
+		nd->fold_bn = 0;
+		if (nd->kind != NB_NODE_CONV2D || i == net->n_nodes - 1)
+			continue;
+		int user = -1, users = 0, tap = 0;
+		for (int k = i + 1; k < net->n_nodes; k++)
+			for (int m = 0; m < net->nodes[k].n_in; m++)
+				if (net->nodes[k].in[m] == i) {
+					user = k;
+					users++;
+				}
+		for (int t = 0; t < net->n_taps; t++)
+			tap |= net->taps[t].node == i || net->taps[t].node == user;
+		if (users == 1 && !tap &&
+		    net->nodes[user].kind == NB_NODE_BATCHNORM &&
+		    net->nodes[user].c == nd->c && user != net->n_nodes - 1) {
+			nd->fold_bn = user;
+			size_t need = nb_net_node_param_count(net, i) +
+				      (size_t)nd->c;
+			if (need > net->fold_n)
+				net->fold_n = need;
+		}
+	}
 	net->alloc_n = n;
 	return 0;
 oom:
@@ -1063,6 +1098,7 @@ int nb_net_forward(nb_net *net, const float *x, int n, char *err)
 	if (rc < 0)
 		return rc;
 	net->cur_n = n;
+	net->infer_only = 0;
 	nb_node *in = &net->nodes[0];
 	memcpy(in->out, x, (size_t)n * in->size * sizeof(float));
 	for (int i = 0; i < net->n_nodes; i++)
@@ -1073,6 +1109,83 @@ int nb_net_forward(nb_net *net, const float *x, int n, char *err)
 			return rc;
 	}
 	return 0;
+}
+
+/*
+ * Conv node nd followed by BatchNorm bn (evaluation mode) as one conv with
+ * w' = w * s and b' = (b - running_mean) * s + beta per output channel,
+ * s = gamma / sqrt(running_var + eps), written into bn's output.
+ */
+static int folded_conv_forward(nb_net *net, nb_node *nd, nb_node *bn, int N,
+			       char *err)
+{
+	const int K = nd->c;
+	const size_t wn = net->params[nd->p_weight].size;
+	float *w2 = net->fold, *b2 = net->fold + wn;
+	const float *w = pdata(net, nd->p_weight), *b = pdata(net, nd->p_bias);
+	const float *g = pdata(net, bn->p_weight), *be = pdata(net, bn->p_bias);
+	const float *rm = pdata(net, bn->p_rmean), *rv = pdata(net, bn->p_rvar);
+	const size_t wk = wn / (size_t)K;
+	for (int k = 0; k < K; k++) {
+		double sc = 1.0 / sqrt((double)rv[k] + bn->eps);
+		if (g)
+			sc *= g[k];
+		const float s = (float)sc;
+		for (size_t i = 0; i < wk; i++)
+			w2[(size_t)k * wk + i] = w[(size_t)k * wk + i] * s;
+		b2[k] = (float)(((b ? b[k] : 0.0) - rm[k]) * sc +
+				(be ? be[k] : 0.0));
+	}
+	nb_conv2d_shape s = nd->conv;
+	s.N = N;
+	int rc = nb_conv2d_forward(bn->out, net->nodes[nd->in[0]].out, w2, b2,
+				   &s, &net->ws);
+	if (rc < 0)
+		return nb_errorf(err, rc, "conv %s: out of memory", nd->name);
+	return 0;
+}
+
+int nb_net_forward_infer(nb_net *net, const float *x, int n, char *err)
+{
+	if (!net->finalized)
+		return nb_errorf(err, NB_EINVAL, "network not finalised");
+	if (n <= 0)
+		return nb_errorf(err, NB_EINVAL, "batch of %d samples", n);
+	int rc = ensure_buffers(net, n, err);
+	if (rc < 0)
+		return rc;
+	if (net->fold_n && !net->fold) {
+		net->fold = malloc(net->fold_n * sizeof(float));
+		if (!net->fold)
+			return nb_errorf(err, NB_ENOMEM,
+					 "out of memory for folded weights");
+	}
+	int was_training = net->training;
+	net->training = 0;
+	net->cur_n = n;
+	net->infer_only = 1;
+	nb_node *in = &net->nodes[0];
+	memcpy(in->out, x, (size_t)n * in->size * sizeof(float));
+	for (int i = 0; i < net->n_nodes; i++)
+		net->nodes[i].grad_live = 0;
+	for (int i = 1; i < net->n_nodes && rc >= 0; i++) {
+		nb_node *nd = &net->nodes[i];
+		if (!nd->fold_bn) {
+			rc = node_forward(net, nd, n, err);
+			continue;
+		}
+		nb_node *bn = &net->nodes[nd->fold_bn];
+		rc = folded_conv_forward(net, nd, bn, n, err);
+		/* the conv's own output stays unwritten; the BatchNorm is
+		 * done, but not the ReLU it would have applied */
+		for (int k = i + 1; rc >= 0 && k < nd->fold_bn; k++)
+			rc = node_forward(net, &net->nodes[k], n, err);
+		if (rc >= 0 && bn->fuse_relu)
+			nb_relu_forward(bn->out, bn->out, (size_t)n * bn->size);
+		i = nd->fold_bn;
+	}
+	net->training = was_training;
+	return rc < 0 ? rc : 0;
 }
 
 float *nb_net_output(nb_net *net, int node)
@@ -1337,6 +1450,9 @@ int nb_net_backward(nb_net *net, float *dx, char *err)
 {
 	if (net->cur_n == 0)
 		return nb_errorf(err, NB_EINVAL, "backward before forward");
+	if (net->infer_only)
+		return nb_errorf(err, NB_EINVAL,
+				 "backward after an inference-only forward");
 	int N = net->cur_n;
 	/* Which nodes need a gradient: the input if dx is asked for, every
 	 * node with a trainable parameter, and everything downstream. */

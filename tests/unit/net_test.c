@@ -519,6 +519,69 @@ static void inplace_relu_matches_twin(void)
 	free(r);
 }
 
+/* nb_net_forward_infer (BatchNorm folded into convolutions) against its
+ * twin, nb_net_forward in evaluation mode: conv+bias -> BN -> ReLU ->
+ * grouped conv -> BN -> add -> ReLU -> depthwise conv -> BN -> avg pool ->
+ * flatten -> linear. */
+static void infer_folded_matches_eval(void)
+{
+	char err[NB_ERR_LEN];
+	nb_net *net = nb_net_new(4, 9, 9);
+	int x = nb_net_add_conv2d(net, 0, "c1", 8, 3, 1, 1, 1, 1,
+				  NB_INIT_DEFAULT, err);
+	x = nb_net_add_batchnorm(net, x, "bn1", 1e-5f, 0.1f, 1, err);
+	int r = nb_net_add_relu(net, x, err);
+	x = nb_net_add_conv2d(net, r, "c2", 8, 3, 1, 1, 2, 0,
+			      NB_INIT_DEFAULT, err);
+	x = nb_net_add_batchnorm(net, x, "bn2", 1e-5f, 0.1f, 1, err);
+	x = nb_net_add_add(net, x, r, err);
+	x = nb_net_add_relu(net, x, err);
+	x = nb_net_add_conv2d(net, x, "dw", 8, 3, 2, 1, 8, 0,
+			      NB_INIT_DEFAULT, err);
+	x = nb_net_add_batchnorm(net, x, "bn3", 1e-5f, 0.1f, 1, err);
+	x = nb_net_add_avgpool(net, x, 5, 5, 0, err);
+	x = nb_net_add_flatten(net, x, err);
+	x = nb_net_add_linear(net, x, "fc", 3, 1, NB_INIT_DEFAULT, err);
+	CU_ASSERT_FATAL(x > 0);
+	CU_ASSERT_EQUAL_FATAL(nb_net_finalize(net, 9, err), 0);
+	nb_param **ps;
+	int np = nb_net_params(net, &ps);
+	for (int i = 0; i < np; i++)
+		if (strstr(ps[i]->name, "bn"))
+			tu_fill_uniform(ps[i]->data, ps[i]->size, 0.3f, 1.7f,
+					80 + i);
+	const int n = 3, in_size = n * 4 * 9 * 9, out_size = n * 3;
+	float *in = malloc(in_size * sizeof(float));
+	float ref[9], got[9];
+	CU_ASSERT_FATAL(in != NULL);
+	tu_fill_normal(in, in_size, 1.0f, 81);
+	nb_net_set_training(net, 0);
+	CU_ASSERT_EQUAL_FATAL(nb_net_forward(net, in, n, err), 0);
+	memcpy(ref, nb_net_output(net, x), sizeof ref);
+	/* conv c1 (node 1) is folded: infer leaves its own output alone */
+	float *c1 = nb_net_output(net, 1);
+	c1[0] = 12345.0f;
+	nb_net_set_training(net, 1); /* infer ignores it and keeps it */
+	CU_ASSERT_EQUAL_FATAL(nb_net_forward_infer(net, in, n, err), 0);
+	CU_ASSERT_EQUAL(c1[0], 12345.0f);
+	CU_ASSERT_EQUAL(nb_net_training(net), 1);
+	memcpy(got, nb_net_output(net, x), sizeof got);
+	double m = 0;
+	for (int i = 0; i < out_size; i++)
+		m = fmax(m, fabs(ref[i]));
+	CU_ASSERT(m > 0.1);
+	CU_ASSERT(tu_max_abs_diff(ref, got, out_size) <= 1e-5 * m);
+	/* no backward after it; a normal forward makes backward work again */
+	nb_net_grad(net, x)[0] = 1.0f;
+	CU_ASSERT(nb_net_backward(net, NULL, err) < 0);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "inference-only"));
+	CU_ASSERT_EQUAL_FATAL(nb_net_forward(net, in, n, err), 0);
+	nb_net_grad(net, x)[0] = 1.0f;
+	CU_ASSERT_EQUAL(nb_net_backward(net, NULL, err), 0);
+	free(in);
+	nb_net_free(net);
+}
+
 static const nb_test_entry tests[] = {
 	{"graph gradients (eval mode, every node kind)", graph_gradients_eval},
 	{"graph gradients (training-mode BatchNorm)", graph_gradients_train_bn},
@@ -534,6 +597,8 @@ static const nb_test_entry tests[] = {
 	{"bad architectures fail at build time", build_errors},
 	{"in-place ReLUs and pooled gradients match the twin",
 	 inplace_relu_matches_twin},
+	{"inference with folded BatchNorm matches evaluation mode",
+	 infer_folded_matches_eval},
 	{NULL, NULL}};
 
 void nb_test_net(void)

@@ -184,6 +184,17 @@ nb_rng *nb_net_dropout_rng(nb_net *net);
 
 /* Forward for a batch of n inputs x (n,c,h,w). */
 int nb_net_forward(nb_net *net, const float *x, int n, char *err);
+/*
+ * Forward for queries that need no backward (a frozen teacher's outputs,
+ * evaluation, inference benchmarks): evaluation mode whatever the training
+ * flag, with every BatchNorm that is a convolution's only consumer folded
+ * into that convolution's weights and bias (w * s, (b - mean) * s + beta,
+ * s = gamma / sqrt(var + eps)). Outputs equal nb_net_forward's in
+ * evaluation mode up to float rounding; the folded convolutions' own
+ * outputs are not computed (read inner activations through taps, which
+ * are never folded), and nb_net_backward refuses to follow it.
+ */
+int nb_net_forward_infer(nb_net *net, const float *x, int n, char *err);
 /* The output of a node for the last forward: (n, c, h, w). */
 float *nb_net_output(nb_net *net, int node);
 /*
