@@ -153,8 +153,10 @@ done
 #  1. the engine: img/s, GFLOP/s, peak MB, fgn (its fastest run);
 #  2. PyTorch: the fastest run of each layout, the faster layout's GFLOP/s,
 #     peak MB and fgn;
-#  3. ratios: speed (ours / PyTorch's faster layout) and peak memory
-#     (ours / that layout's), with a verdict against the targets;
+#  3. ratios: speed (ours / PyTorch's faster layout), speed per CPU
+#     second (img_per_cpu_s, the fastest of each side: far steadier than
+#     img/s while other jobs share the machine) and peak memory (ours /
+#     the faster layout's), with a verdict against the targets;
 #  4. scaling: img/s at the most threads over img/s at 1 thread, for every
 #     arch and mode measured at 1 thread and more.
 table() {
@@ -173,7 +175,7 @@ table() {
 		n = split(cols, c, "|")
 		line = ""; sep = ""
 		for (i = 1; i <= n; i++) {
-			line = line (md ? "| " c[i] " " : sprintf("%-14s", c[i]))
+			line = line (md ? "| " c[i] " " : sprintf("%-16s", c[i]))
 			sep = sep "|---"
 		}
 		print line (md ? "|" : "")
@@ -183,7 +185,7 @@ table() {
 		n = split(vals, c, "|")
 		line = ""
 		for (i = 1; i <= n; i++)
-			line = line (md ? "| " c[i] " " : sprintf("%-14s", c[i]))
+			line = line (md ? "| " c[i] " " : sprintf("%-16s", c[i]))
 		print line (md ? "|" : "")
 	}
 	function num(x) { return sprintf("%.1f", x) }
@@ -209,6 +211,8 @@ table() {
 				omb[k] = field($0, "peak_rss_mb")
 				ofg[k] = field($0, "fgn")
 			}
+			u = field($0, "img_per_cpu_s") + 0
+			if (u > ocpu[k]) ocpu[k] = u
 			next
 		}
 		l = field($0, "layout")
@@ -217,6 +221,8 @@ table() {
 			pl[kl] = v; pgf[kl] = field($0, "gflops")
 			pmb[kl] = field($0, "peak_rss_mb"); pfg[kl] = field($0, "fgn")
 		}
+		u = field($0, "img_per_cpu_s") + 0
+		if (u > pcpu[k]) pcpu[k] = u
 	}
 	END {
 		for (i = 1; i <= n; i++) {
@@ -228,39 +234,42 @@ table() {
 				}
 			}
 		}
-		head("nasty-bench", "arch|mode|threads|img/s|GFLOP/s|peak MB|fgn")
+		head("nasty-bench", "arch|mode|threads|img/s|GFLOP/s|peak MB|img/CPU-s|fgn")
 		for (i = 1; i <= n; i++) {
 			k = order[i]; split(k, p, SUBSEP)
 			if (k in ours)
-				row(p[1] "|" p[2] "|" p[3] "|" num(ours[k]) "|" ogf[k] "|" omb[k] "|" ofg[k])
+				row(p[1] "|" p[2] "|" p[3] "|" num(ours[k]) "|" ogf[k] "|" omb[k] "|" \
+				    (ocpu[k] ? num(ocpu[k]) : "-") "|" ofg[k])
 			else
-				row(p[1] "|" p[2] "|" p[3] "|-|-|-|-")
+				row(p[1] "|" p[2] "|" p[3] "|-|-|-|-|-")
 		}
-		head("PyTorch", "arch|mode|threads|nchw img/s|chlast img/s|best|GFLOP/s|peak MB|fgn")
+		head("PyTorch", "arch|mode|threads|nchw img/s|chlast img/s|best|GFLOP/s|peak MB|img/CPU-s|fgn")
 		for (i = 1; i <= n; i++) {
 			k = order[i]; split(k, p, SUBSEP)
 			a1 = (k SUBSEP "nchw") in pl ? num(pl[k SUBSEP "nchw"]) : "-"
 			a2 = (k SUBSEP "channels_last") in pl ? num(pl[k SUBSEP "channels_last"]) : "-"
 			if (k in pt) {
 				kl = k SUBSEP lay[k]
-				row(p[1] "|" p[2] "|" p[3] "|" a1 "|" a2 "|" lay[k] "|" pgf[kl] "|" pmb[kl] "|" pfg[kl])
+				row(p[1] "|" p[2] "|" p[3] "|" a1 "|" a2 "|" lay[k] "|" pgf[kl] "|" pmb[kl] "|" \
+				    (pcpu[k] ? num(pcpu[k]) : "-") "|" pfg[kl])
 			} else
-				row(p[1] "|" p[2] "|" p[3] "|" a1 "|" a2 "|-|-|-|-")
+				row(p[1] "|" p[2] "|" p[3] "|" a1 "|" a2 "|-|-|-|-|-")
 		}
-		head("ours / PyTorch", "arch|mode|threads|speed ratio|memory ratio|speed >= 1|memory <= 1")
+		head("ours / PyTorch", "arch|mode|threads|speed ratio|CPU-time ratio|memory ratio|speed >= 1|memory <= 1")
 		for (i = 1; i <= n; i++) {
 			k = order[i]; split(k, p, SUBSEP)
 			r = "-"; mr = "-"; ok = "-"; mok = "-"
+			cr = ocpu[k] && pcpu[k] ? sprintf("%.2f", ocpu[k] / pcpu[k]) : "-"
 			if ((k in ours) && (k in pt) && pt[k] > 0) {
 				r = sprintf("%.2f", ours[k] / pt[k])
 				ok = ours[k] >= pt[k] ? "yes" : "no"
 				kl = k SUBSEP lay[k]
-				if (pmb[kl] > 0) {
+				if (pmb[kl] + 0 > 0) {
 					mr = sprintf("%.2f", omb[k] / pmb[kl])
-					mok = omb[k] <= pmb[kl] ? "yes" : "no"
+					mok = omb[k] + 0 <= pmb[kl] + 0 ? "yes" : "no"
 				}
 			}
-			row(p[1] "|" p[2] "|" p[3] "|" r "|" mr "|" ok "|" mok)
+			row(p[1] "|" p[2] "|" p[3] "|" r "|" cr "|" mr "|" ok "|" mok)
 		}
 		ns = 0
 		for (i = 1; i <= nam; i++)
