@@ -132,8 +132,8 @@ static int bench_one(const bench_cfg *b)
 			t0 = omp_get_wtime();
 			clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0);
 		}
-		if ((b->train ? nb_net_forward
-			      : nb_net_forward_infer)(net, x, b->batch, err) < 0) {
+		if ((b->train ? nb_net_forward : nb_net_forward_infer)(
+			net, x, b->batch, err) < 0) {
 			cli_error("bench: %s", err);
 			return 1;
 		}

@@ -85,8 +85,7 @@ static void pad_plane(float *restrict xp, const float *restrict x, int H, int W,
 {
 	const int Wp = W + 2 * pw;
 	for (int h = 0; h < H; h++) {
-		copy_row(xp + (size_t)(h + ph) * Wp + pw, x + (size_t)h * W,
-			 W);
+		copy_row(xp + (size_t)(h + ph) * Wp + pw, x + (size_t)h * W, W);
 	}
 }
 

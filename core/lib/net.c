@@ -52,7 +52,7 @@ typedef struct nb_node {
 	float *out, *grad;
 	size_t grad_cap; /* floats grad holds */
 	int grad_live;
-	int inplace; /* out is the (sole) input's out buffer, shared */
+	int inplace;   /* out is the (sole) input's out buffer, shared */
 	int fuse_relu; /* batchnorm: applies its in-place ReLU consumer too */
 	int fold_bn;   /* conv: index of the BatchNorm that is its only
 			  consumer (nb_net_forward_infer folds it), or 0 */
@@ -82,7 +82,7 @@ struct nb_net {
 	int alloc_n;  /* batch size the buffers hold */
 	int cur_n;    /* batch size of the last forward */
 	int infer_only; /* the last forward was nb_net_forward_infer */
-	float *fold;    /* folded conv weights and bias (one conv at a time) */
+	float *fold;	/* folded conv weights and bias (one conv at a time) */
 	size_t fold_n;
 	int grads_alloc_n;
 	nb_workspace ws;
@@ -91,7 +91,7 @@ struct nb_net {
 	struct grad_buf {
 		float *buf;
 		size_t cap;
-	} *pool;
+	} * pool;
 	int n_pool; /* the array has room for n_nodes */
 };
 
@@ -951,13 +951,14 @@ static int ensure_buffers(nb_net *net, int n, char *err)
 					users++;
 				}
 		for (int t = 0; t < net->n_taps; t++)
-			tap |= net->taps[t].node == i || net->taps[t].node == user;
+			tap |=
+			    net->taps[t].node == i || net->taps[t].node == user;
 		if (users == 1 && !tap &&
 		    net->nodes[user].kind == NB_NODE_BATCHNORM &&
 		    net->nodes[user].c == nd->c && user != net->n_nodes - 1) {
 			nd->fold_bn = user;
-			size_t need = nb_net_node_param_count(net, i) +
-				      (size_t)nd->c;
+			size_t need =
+			    nb_net_node_param_count(net, i) + (size_t)nd->c;
 			if (need > net->fold_n)
 				net->fold_n = need;
 		}
@@ -1001,13 +1002,13 @@ static int node_forward(nb_net *net, nb_node *nd, int N, char *err)
 	case NB_NODE_BATCHNORM: {
 		int L = nd->h * nd->w;
 		if (net->training) {
-			int rc = (nd->fuse_relu ? nb_batchnorm_relu_forward_train
-						: nb_batchnorm_forward_train)(
-				nd->out, nd->save_mean, nd->save_invstd,
-				pdata(net, nd->p_rmean), pdata(net, nd->p_rvar),
-				x, pdata(net, nd->p_weight),
-				pdata(net, nd->p_bias), N, nd->c, L,
-				nd->momentum, nd->eps);
+			int rc = (nd->fuse_relu
+				      ? nb_batchnorm_relu_forward_train
+				      : nb_batchnorm_forward_train)(
+			    nd->out, nd->save_mean, nd->save_invstd,
+			    pdata(net, nd->p_rmean), pdata(net, nd->p_rvar), x,
+			    pdata(net, nd->p_weight), pdata(net, nd->p_bias), N,
+			    nd->c, L, nd->momentum, nd->eps);
 			if (rc < 0)
 				return nb_errorf(err, rc,
 						 "batchnorm %s: training mode needs more than one value per channel (batch %d, %dx%d)",
@@ -1015,12 +1016,10 @@ static int node_forward(nb_net *net, nb_node *nd, int N, char *err)
 			net->counters[nd->counter].value++;
 		} else {
 			(nd->fuse_relu ? nb_batchnorm_relu_forward_eval
-				       : nb_batchnorm_forward_eval)(nd->out, x,
-						  pdata(net, nd->p_weight),
-						  pdata(net, nd->p_bias),
-						  pdata(net, nd->p_rmean),
-						  pdata(net, nd->p_rvar), N,
-						  nd->c, L, nd->eps);
+				       : nb_batchnorm_forward_eval)(
+			    nd->out, x, pdata(net, nd->p_weight),
+			    pdata(net, nd->p_bias), pdata(net, nd->p_rmean),
+			    pdata(net, nd->p_rvar), N, nd->c, L, nd->eps);
 		}
 		return 0;
 	}

@@ -36,8 +36,7 @@
 typedef float pv8f __attribute__((vector_size(32)));
 typedef int32_t pv8i __attribute__((vector_size(32)));
 typedef float pv8f_u __attribute__((vector_size(32), aligned(4), may_alias));
-typedef int32_t pv8i_u
-    __attribute__((vector_size(32), aligned(4), may_alias));
+typedef int32_t pv8i_u __attribute__((vector_size(32), aligned(4), may_alias));
 
 /* where m: v and i take over from *best and *at (bit selects) */
 static inline void take_where(pv8f *best, pv8i *at, pv8f v, pv8i i)
@@ -58,10 +57,10 @@ static inline void pool8(float *o, int32_t *am, const float *r0,
 					       14); /* even columns */
 	const pv8f b = __builtin_shufflevector(a0, a1, 1, 3, 5, 7, 9, 11, 13,
 					       15); /* odd columns */
-	const pv8f c = __builtin_shufflevector(b0, b1, 0, 2, 4, 6, 8, 10, 12,
-					       14);
-	const pv8f d = __builtin_shufflevector(b0, b1, 1, 3, 5, 7, 9, 11, 13,
-					       15);
+	const pv8f c =
+	    __builtin_shufflevector(b0, b1, 0, 2, 4, 6, 8, 10, 12, 14);
+	const pv8f d =
+	    __builtin_shufflevector(b0, b1, 1, 3, 5, 7, 9, 11, 13, 15);
 	const pv8i i = index0 + (pv8i){0, 2, 4, 6, 8, 10, 12, 14};
 	pv8f best = a;
 	pv8i at = i;

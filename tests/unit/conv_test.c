@@ -912,8 +912,9 @@ static void ref_maxpool(float *out, int32_t *am, const float *in, int N, int C,
 						if (h < 0 || h >= H || w < 0 ||
 						    w >= W)
 							continue;
-						float v = in[(size_t)pl * H * W +
-							     h * W + w];
+						float v =
+						    in[(size_t)pl * H * W +
+						       h * W + w];
 						if (at < 0 || v > best ||
 						    isnan(v)) {
 							best = v;
@@ -943,7 +944,8 @@ static void test_maxpool_fast_matches_reference(void)
 		const int Q = (W + 2 * pad - k) / st + 1;
 		size_t ni = (size_t)N * C * H * W, no = (size_t)N * C * P * Q;
 		float *in = fzeros(ni), *o1 = fzeros(no), *o2 = fzeros(no);
-		int32_t *a1 = calloc(no, sizeof *a1), *a2 = calloc(no, sizeof *a2);
+		int32_t *a1 = calloc(no, sizeof *a1),
+			*a2 = calloc(no, sizeof *a2);
 		CU_ASSERT_FATAL(a1 && a2);
 		tu_fill_uniform(in, ni, -3, 3, 4242 + c);
 		for (size_t i = 0; i < ni; i++) {
@@ -960,8 +962,8 @@ static void test_maxpool_fast_matches_reference(void)
 		ref_maxpool(o2, a2, in, N, C, H, W, k, st, pad);
 		int bad = 0;
 		for (size_t i = 0; i < no; i++) {
-			int same = isnan(o1[i]) ? isnan(o2[i]) != 0
-						: o1[i] == o2[i];
+			int same =
+			    isnan(o1[i]) ? isnan(o2[i]) != 0 : o1[i] == o2[i];
 			if (!same || a1[i] != a2[i])
 				bad++;
 		}

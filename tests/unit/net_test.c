@@ -531,13 +531,13 @@ static void infer_folded_matches_eval(void)
 				  NB_INIT_DEFAULT, err);
 	x = nb_net_add_batchnorm(net, x, "bn1", 1e-5f, 0.1f, 1, err);
 	int r = nb_net_add_relu(net, x, err);
-	x = nb_net_add_conv2d(net, r, "c2", 8, 3, 1, 1, 2, 0,
-			      NB_INIT_DEFAULT, err);
+	x = nb_net_add_conv2d(net, r, "c2", 8, 3, 1, 1, 2, 0, NB_INIT_DEFAULT,
+			      err);
 	x = nb_net_add_batchnorm(net, x, "bn2", 1e-5f, 0.1f, 1, err);
 	x = nb_net_add_add(net, x, r, err);
 	x = nb_net_add_relu(net, x, err);
-	x = nb_net_add_conv2d(net, x, "dw", 8, 3, 2, 1, 8, 0,
-			      NB_INIT_DEFAULT, err);
+	x = nb_net_add_conv2d(net, x, "dw", 8, 3, 2, 1, 8, 0, NB_INIT_DEFAULT,
+			      err);
 	x = nb_net_add_batchnorm(net, x, "bn3", 1e-5f, 0.1f, 1, err);
 	x = nb_net_add_avgpool(net, x, 5, 5, 0, err);
 	x = nb_net_add_flatten(net, x, err);
@@ -583,23 +583,21 @@ static void infer_folded_matches_eval(void)
 }
 
 static const nb_test_entry tests[] = {
-	{"graph gradients (eval mode, every node kind)", graph_gradients_eval},
-	{"graph gradients (training-mode BatchNorm)", graph_gradients_train_bn},
-	{"gradient injected at an inner node", inject_inner_node},
-	{"frozen parameters get no gradient, input still does",
-	 frozen_parameters},
-	{"train and eval modes differ as BatchNorm should",
-	 train_eval_modes_differ},
-	{"LeNet-5 parameter counts and state_dict names",
-	 lenet_counts_and_names},
-	{"initialisation follows PyTorch", initialisation_statistics},
-	{"same seed, same weights", same_seed_same_weights},
-	{"bad architectures fail at build time", build_errors},
-	{"in-place ReLUs and pooled gradients match the twin",
-	 inplace_relu_matches_twin},
-	{"inference with folded BatchNorm matches evaluation mode",
-	 infer_folded_matches_eval},
-	{NULL, NULL}};
+    {"graph gradients (eval mode, every node kind)", graph_gradients_eval},
+    {"graph gradients (training-mode BatchNorm)", graph_gradients_train_bn},
+    {"gradient injected at an inner node", inject_inner_node},
+    {"frozen parameters get no gradient, input still does", frozen_parameters},
+    {"train and eval modes differ as BatchNorm should",
+     train_eval_modes_differ},
+    {"LeNet-5 parameter counts and state_dict names", lenet_counts_and_names},
+    {"initialisation follows PyTorch", initialisation_statistics},
+    {"same seed, same weights", same_seed_same_weights},
+    {"bad architectures fail at build time", build_errors},
+    {"in-place ReLUs and pooled gradients match the twin",
+     inplace_relu_matches_twin},
+    {"inference with folded BatchNorm matches evaluation mode",
+     infer_folded_matches_eval},
+    {NULL, NULL}};
 
 void nb_test_net(void)
 {
