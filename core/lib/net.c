@@ -1445,6 +1445,34 @@ oom:
 			 nd->name[0] ? nd->name : "a node");
 }
 
+/*
+ * The backward of a ReLU fused with its BatchNorm input (fuse_relu): when
+ * nothing else has written the BatchNorm's gradient, that gradient would be
+ * 0 + (out > 0 ? dy : 0), so the ReLU's own gradient buffer is masked in
+ * place and handed over as the BatchNorm's, saving the zeroing and a pass
+ * (same bits: + 0.0f turns -0 into +0 as the addition to zero does).
+ * Returns 1 if it did, 0 if the plain backward must run.
+ */
+static int relu_hand_over(nb_net *net, nb_node *nd, int N)
+{
+	nb_node *bn = &net->nodes[nd->in[0]];
+	if (!bn->needs_grad || bn->grad_live)
+		return 0;
+	float *g = nd->grad;
+	const float *y = nd->out;
+	const size_t n = (size_t)N * nd->size;
+#pragma omp parallel for simd schedule(static) if (n >= 65536)
+	for (size_t i = 0; i < n; i++)
+		g[i] = y[i] > 0.0f ? g[i] + 0.0f : 0.0f;
+	grad_release(net, bn); /* an old buffer it may hold, not live */
+	bn->grad = nd->grad;
+	bn->grad_cap = nd->grad_cap;
+	bn->grad_live = 1;
+	nd->grad = NULL;
+	nd->grad_live = 0;
+	return 1;
+}
+
 int nb_net_backward(nb_net *net, float *dx, char *err)
 {
 	if (net->cur_n == 0)
@@ -1466,6 +1494,8 @@ int nb_net_backward(nb_net *net, float *dx, char *err)
 	for (int i = net->n_nodes - 1; i >= 1; i--) {
 		nb_node *nd = &net->nodes[i];
 		if (!nd->grad_live || !nd->needs_grad)
+			continue;
+		if (nd->fused && relu_hand_over(net, nd, N))
 			continue;
 		int rc = node_backward(net, nd, N, err);
 		if (rc < 0)
