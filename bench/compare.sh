@@ -1,20 +1,18 @@
 #!/bin/bash
 # compare.sh - the engine (`nasty-bench bench`) against PyTorch
 # (bench/pytorch-bench.py) on the same configurations, one configuration at
-# a time (ours, then PyTorch in both memory layouts), then a side-by-side
-# table:
+# a time (ours, then PyTorch in both memory layouts), then four tables:
+# the engine's numbers, PyTorch's (both layouts), the ratios (speed: ours /
+# PyTorch's faster layout; peak memory: ours / that layout's) and, for every
+# arch measured at 1 thread and more, the thread scaling of both.
 #
-#   arch | mode | threads | ours img/s | PyTorch best img/s | layout |
-#   ratio | ours peak MB | PyTorch peak MB | fgn ours/PyTorch
-#
-# ratio = ours / PyTorch's faster layout (nchw or channels_last); the
-# PyTorch peak MB is that layout's. When a configuration ran more than once
-# (--repeat, --max-fgn retries, or several runs' raw lines given to
-# --from), each side shows its fastest run. fgn is the CPU time other processes
-# used while the run went on, as a fraction of all CPUs (/proc/stat busy
-# time minus the run's own CPU time). On a shared machine anything above
-# ~0.05 makes the row noisy, and 2-thread rows suffer most (an OpenMP
-# barrier waits for a thread that another process has pushed off its core).
+# When a configuration ran more than once (--repeat, --max-fgn retries, or
+# several runs' raw lines given to --from), each side shows its fastest
+# run. fgn is the CPU time other processes used while the run went on, as
+# a fraction of all CPUs (/proc/stat busy time minus the run's own CPU
+# time). On a shared machine anything above ~0.05 makes the row noisy, and
+# 2-thread rows suffer most (an OpenMP barrier waits for a thread that
+# another process has pushed off its core).
 #
 # Usage: bench/compare.sh [--arch NAME|all]... [--threads N]...
 #        [--mode train|infer|both] [--batch N] [--seconds S] [--warmup N]
@@ -29,9 +27,9 @@
 #                 and run again when a run's fgn reached F (at most
 #                 --retries more times, default 2)
 #   --out DIR     keep the raw lines (DIR/ours.txt, DIR/torch.txt)
-#   --from DIR    run nothing: print the table of the raw lines kept by
+#   --from DIR    run nothing: print the tables of the raw lines kept by
 #                 earlier --out runs (repeatable: the fastest run wins)
-#   --markdown    print the table as Markdown
+#   --markdown    print the tables as Markdown
 #
 # Defaults: every architecture of the paper, 1 and 2 threads, train and
 # infer, batch 128, the benchmarks' own defaults for the rest (3 s per
@@ -150,8 +148,17 @@ while [ $# -gt 0 ]; do
 		;;
 	esac
 done
-# The table of raw files: keys.txt (the configurations in order, optional)
-# then ours.txt and torch.txt lines of one or more runs.
+# The tables of raw files: keys.txt (the configurations in order, optional)
+# then ours.txt and torch.txt lines of one or more runs. Four tables:
+#  1. the engine: img/s, GFLOP/s, peak MB, fgn (its fastest run);
+#  2. PyTorch: the fastest run of each layout, the faster layout's GFLOP/s,
+#     peak MB and fgn;
+#  3. ratios: speed (ours / PyTorch's faster layout), speed per CPU
+#     second (img_per_cpu_s, the fastest of each side: far steadier than
+#     img/s while other jobs share the machine) and peak memory (ours /
+#     the faster layout's), with a verdict against the targets;
+#  4. scaling: img/s at the most threads over img/s at 1 thread, for every
+#     arch and mode measured at 1 thread and more.
 table() {
 	awk -v md="$markdown" '
 	function field(line, key,    i, n, kv) {
@@ -161,48 +168,127 @@ table() {
 				return substr(kv[i], length(key) + 2)
 		return ""
 	}
+	function head(title, cols,    n, c, i, line, sep) {
+		print ""
+		print (md ? "**" title "**" : "== " title " ==")
+		if (md) print ""
+		n = split(cols, c, "|")
+		line = ""; sep = ""
+		for (i = 1; i <= n; i++) {
+			line = line (md ? "| " c[i] " " : sprintf("%-16s", c[i]))
+			sep = sep "|---"
+		}
+		print line (md ? "|" : "")
+		if (md) print sep "|"
+	}
+	function row(vals,    n, c, i, line) {
+		n = split(vals, c, "|")
+		line = ""
+		for (i = 1; i <= n; i++)
+			line = line (md ? "| " c[i] " " : sprintf("%-16s", c[i]))
+		print line (md ? "|" : "")
+	}
+	function num(x) { return sprintf("%.1f", x) }
 	{
-		k = field($0, "arch") SUBSEP field($0, "mode") SUBSEP field($0, "threads")
+		a = field($0, "arch"); m = field($0, "mode"); t = field($0, "threads")
+		k = a SUBSEP m SUBSEP t
 		if (!(k in seen)) {
 			seen[k] = 1
 			order[++n] = k
 		}
-		v = field($0, "img_per_s") + 0
+		if (!((a SUBSEP m) in am_seen)) {
+			am_seen[a SUBSEP m] = 1
+			am_order[++nam] = a SUBSEP m
+		}
+		if (t + 0 == 1) one[a SUBSEP m] = 1
+		if (t + 0 > maxt[a SUBSEP m]) maxt[a SUBSEP m] = t + 0
 		if (FILENAME ~ /keys\.txt$/)
 			next
+		v = field($0, "img_per_s") + 0
 		if (FILENAME ~ /ours\.txt$/) {
 			if (!(k in ours) || v > ours[k]) {
-				ours[k] = v; omb[k] = field($0, "peak_rss_mb")
+				ours[k] = v; ogf[k] = field($0, "gflops")
+				omb[k] = field($0, "peak_rss_mb")
 				ofg[k] = field($0, "fgn")
 			}
-		} else if (field($0, "best") == "1" && (!(k in pt) || v > pt[k])) {
-			pt[k] = v; pmb[k] = field($0, "peak_rss_mb")
-			lay[k] = field($0, "layout"); pfg[k] = field($0, "fgn")
+			u = field($0, "img_per_cpu_s") + 0
+			if (u > ocpu[k]) ocpu[k] = u
+			next
 		}
+		l = field($0, "layout")
+		kl = k SUBSEP l
+		if (!(kl in pl) || v > pl[kl]) {
+			pl[kl] = v; pgf[kl] = field($0, "gflops")
+			pmb[kl] = field($0, "peak_rss_mb"); pfg[kl] = field($0, "fgn")
+		}
+		u = field($0, "img_per_cpu_s") + 0
+		if (u > pcpu[k]) pcpu[k] = u
 	}
 	END {
-		if (md) {
-			print "| arch | mode | threads | ours img/s | PyTorch best img/s | layout | ratio | ours peak MB | PyTorch peak MB | fgn ours/PyTorch |"
-			print "|---|---|---|---|---|---|---|---|---|---|"
-			fmt = "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n"
-		} else {
-			fmt = "%-13s %-5s %7s %11s %13s %-13s %6s %9s %12s %9s\n"
-			printf fmt, "arch", "mode", "threads", "ours img/s",
-			    "PyTorch img/s", "layout", "ratio", "ours MB",
-			    "PyTorch MB", "fgn o/p"
-		}
 		for (i = 1; i <= n; i++) {
 			k = order[i]
-			split(k, p, SUBSEP)
-			r = "-"
-			if ((k in ours) && (k in pt) && pt[k] > 0)
+			for (j = 1; j <= 2; j++) {
+				l = j == 1 ? "nchw" : "channels_last"
+				if ((k SUBSEP l) in pl && (!(k in pt) || pl[k SUBSEP l] > pt[k])) {
+					pt[k] = pl[k SUBSEP l]; lay[k] = l
+				}
+			}
+		}
+		head("nasty-bench", "arch|mode|threads|img/s|GFLOP/s|peak MB|img/CPU-s|fgn")
+		for (i = 1; i <= n; i++) {
+			k = order[i]; split(k, p, SUBSEP)
+			if (k in ours)
+				row(p[1] "|" p[2] "|" p[3] "|" num(ours[k]) "|" ogf[k] "|" omb[k] "|" \
+				    (ocpu[k] ? num(ocpu[k]) : "-") "|" ofg[k])
+			else
+				row(p[1] "|" p[2] "|" p[3] "|-|-|-|-|-")
+		}
+		head("PyTorch", "arch|mode|threads|nchw img/s|chlast img/s|best|GFLOP/s|peak MB|img/CPU-s|fgn")
+		for (i = 1; i <= n; i++) {
+			k = order[i]; split(k, p, SUBSEP)
+			a1 = (k SUBSEP "nchw") in pl ? num(pl[k SUBSEP "nchw"]) : "-"
+			a2 = (k SUBSEP "channels_last") in pl ? num(pl[k SUBSEP "channels_last"]) : "-"
+			if (k in pt) {
+				kl = k SUBSEP lay[k]
+				row(p[1] "|" p[2] "|" p[3] "|" a1 "|" a2 "|" lay[k] "|" pgf[kl] "|" pmb[kl] "|" \
+				    (pcpu[k] ? num(pcpu[k]) : "-") "|" pfg[kl])
+			} else
+				row(p[1] "|" p[2] "|" p[3] "|" a1 "|" a2 "|-|-|-|-|-")
+		}
+		head("ours / PyTorch", "arch|mode|threads|speed ratio|CPU-time ratio|memory ratio|speed >= 1|memory <= 1")
+		for (i = 1; i <= n; i++) {
+			k = order[i]; split(k, p, SUBSEP)
+			r = "-"; mr = "-"; ok = "-"; mok = "-"
+			cr = ocpu[k] && pcpu[k] ? sprintf("%.2f", ocpu[k] / pcpu[k]) : "-"
+			if ((k in ours) && (k in pt) && pt[k] > 0) {
 				r = sprintf("%.2f", ours[k] / pt[k])
-			printf fmt, p[1], p[2], p[3],
-			    (k in ours) ? sprintf("%.1f", ours[k]) : "-",
-			    (k in pt) ? sprintf("%.1f", pt[k]) : "-",
-			    (k in pt) ? lay[k] : "-", r,
-			    (k in ours) ? omb[k] : "-", (k in pt) ? pmb[k] : "-",
-			    ((k in ours) ? ofg[k] : "-") "/" ((k in pt) ? pfg[k] : "-")
+				ok = ours[k] >= pt[k] ? "yes" : "no"
+				kl = k SUBSEP lay[k]
+				if (pmb[kl] + 0 > 0) {
+					mr = sprintf("%.2f", omb[k] / pmb[kl])
+					mok = omb[k] + 0 <= pmb[kl] + 0 ? "yes" : "no"
+				}
+			}
+			row(p[1] "|" p[2] "|" p[3] "|" r "|" cr "|" mr "|" ok "|" mok)
+		}
+		ns = 0
+		for (i = 1; i <= nam; i++)
+			if ((am_order[i] in one) && maxt[am_order[i]] > 1)
+				ns++
+		if (!ns)
+			exit
+		head("scaling (img/s at T threads / at 1 thread)", "arch|mode|T|ours 1|ours T|ours scaling|PyTorch 1|PyTorch T|PyTorch scaling")
+		for (i = 1; i <= nam; i++) {
+			am = am_order[i]
+			if (!(am in one) || maxt[am] <= 1)
+				continue
+			split(am, p, SUBSEP)
+			k1 = am SUBSEP 1; kt = am SUBSEP maxt[am]
+			o1 = (k1 in ours) ? ours[k1] : 0; ot = (kt in ours) ? ours[kt] : 0
+			q1 = (k1 in pt) ? pt[k1] : 0; qt = (kt in pt) ? pt[kt] : 0
+			row(p[1] "|" p[2] "|" maxt[am] "|" (o1 ? num(o1) : "-") "|" (ot ? num(ot) : "-") "|" \
+			    (o1 && ot ? sprintf("%.2f", ot / o1) : "-") "|" (q1 ? num(q1) : "-") "|" \
+			    (qt ? num(qt) : "-") "|" (q1 && qt ? sprintf("%.2f", qt / q1) : "-"))
 		}
 	}' "$@"
 }

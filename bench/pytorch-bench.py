@@ -7,7 +7,11 @@ per configuration and memory layout, in the format of `nasty-bench bench`
 plus the layout and whether it was the faster one of the two:
 
   arch=A mode=M batch=B threads=T img_per_s=I gflops=G peak_rss_mb=R \
-layout=nchw|channels_last best=0|1
+img_per_cpu_s=U layout=nchw|channels_last best=0|1
+
+img_per_cpu_s is images per second of CPU time the process used in the
+timed steps (all its threads): on a machine other jobs share, it moves far
+less than img_per_s, most of all at 1 thread.
 
 The networks are the reference modules of tests/fixtures/reference_models.py
 (the twins of the architecture plugins, same layers and shapes), on
@@ -125,6 +129,7 @@ def run_one(cfg):
         for _ in range(cfg["warmup"] - 1):
             step()
     t0 = time.perf_counter()
+    c0 = time.process_time()
     while True:
         if steps == 0 and cfg["warmup"] == 0:
             first_step()
@@ -135,9 +140,11 @@ def run_one(cfg):
         if elapsed >= cfg["seconds"] and steps >= cfg["min_steps"]:
             break
     img_s = steps * batch / elapsed
+    cpu = time.process_time() - c0
     flops = macs * 2.0 * (3.0 if train else 1.0) * img_s
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    return {"img_per_s": img_s, "gflops": flops / 1e9, "peak_rss_mb": rss}
+    return {"img_per_s": img_s, "gflops": flops / 1e9, "peak_rss_mb": rss,
+            "img_per_cpu_s": steps * batch / cpu if cpu > 0 else 0.0}
 
 
 def run_forked(cfg):
@@ -245,9 +252,10 @@ def main():
                 for layout, res in rows:
                     print("arch=%s mode=%s batch=%d threads=%d "
                           "img_per_s=%.1f gflops=%.2f peak_rss_mb=%.1f "
-                          "layout=%s best=%d"
+                          "img_per_cpu_s=%.1f layout=%s best=%d"
                           % (arch, mode, a.batch, t, res["img_per_s"],
-                             res["gflops"], res["peak_rss_mb"], layout,
+                             res["gflops"], res["peak_rss_mb"],
+                             res["img_per_cpu_s"], layout,
                              res["img_per_s"] == best))
                 sys.stdout.flush()
     return 1 if fails else 0

@@ -2,20 +2,26 @@
  * bench.c - `nasty-bench bench`: training and inference throughput of the
  * engine on synthetic inputs, one line per configuration:
  *
- *   arch=A mode=M batch=B threads=T img_per_s=I gflops=G peak_rss_mb=R
+ *   arch=A mode=M batch=B threads=T img_per_s=I gflops=G peak_rss_mb=R \
+ *   img_per_cpu_s=U
  *
  * A training step is forward + cross entropy + backward + SGD step (momentum
  * 0.9, weight decay 5e-4) in training mode; inference is evaluation mode,
  * forward only. GFLOP/s counts 2 FLOPs per multiply-accumulate of the conv
- * and linear layers, and 3x the forward for a training step. Each
+ * and linear layers, and 3x the forward for a training step. Inference
+ * runs nb_net_forward_infer (BatchNorm folded into convolutions), the path
+ * teacher queries take. Each
  * configuration runs in its own child process, so peak_rss_mb is that
- * configuration's own peak resident memory.
+ * configuration's own peak resident memory. img_per_cpu_s counts images
+ * per second of CPU time the process used in the timed steps (all
+ * threads): on a shared machine it moves far less than img_per_s.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <omp.h>
@@ -118,12 +124,16 @@ static int bench_one(const bench_cfg *b)
 	int out = nb_net_output_node(net);
 	int iters = 0;
 	double t0 = 0, elapsed = 0;
+	struct timespec c0 = {0, 0}, c1;
 	/* the warm-up steps, then timed steps until both the time and the
 	 * minimum step count are reached */
 	for (int i = 0;; i++) {
-		if (i == b->warmup)
+		if (i == b->warmup) {
 			t0 = omp_get_wtime();
-		if (nb_net_forward(net, x, b->batch, err) < 0) {
+			clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0);
+		}
+		if ((b->train ? nb_net_forward : nb_net_forward_infer)(
+			net, x, b->batch, err) < 0) {
 			cli_error("bench: %s", err);
 			return 1;
 		}
@@ -146,13 +156,17 @@ static int bench_one(const bench_cfg *b)
 		}
 	}
 	double img_s = iters * (double)b->batch / elapsed;
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c1);
+	double cpu = (double)(c1.tv_sec - c0.tv_sec) +
+		     (double)(c1.tv_nsec - c0.tv_nsec) * 1e-9;
 	double flops = macs * 2.0 * (b->train ? 3.0 : 1.0) * img_s;
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
 	printf("arch=%s mode=%s batch=%d threads=%d img_per_s=%.1f gflops=%.2f "
-	       "peak_rss_mb=%.1f\n",
+	       "peak_rss_mb=%.1f img_per_cpu_s=%.1f\n",
 	       b->arch->name, b->train ? "train" : "infer", b->batch,
-	       b->threads, img_s, flops / 1e9, ru.ru_maxrss / 1024.0);
+	       b->threads, img_s, flops / 1e9, ru.ru_maxrss / 1024.0,
+	       cpu > 0 ? iters * (double)b->batch / cpu : 0.0);
 	fflush(stdout);
 	nb_optim_free(opt);
 	nb_net_free(net);

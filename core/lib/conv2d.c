@@ -47,17 +47,45 @@ int nb_conv2d_shape_finish(nb_conv2d_shape *s)
 	return NB_OK;
 }
 
+typedef float v8f __attribute__((vector_size(32)));
+/* for loads and stores at any float address; may alias float */
+typedef float v8f_u __attribute__((vector_size(32), aligned(4), may_alias));
+
+/* d[0..n) = s[0..n). The rows copied here are short (5 to 64 floats), and
+ * a plain loop is turned into a memmove call by the compiler, whose call
+ * and dispatch cost more than the copy itself (measured: LeNet-5 spent as
+ * long in memmove as in im2col proper). */
+typedef float v4f_u __attribute__((vector_size(16), aligned(4), may_alias));
+static inline void copy_row(float *restrict d, const float *restrict s, int n)
+{
+	int i = 0;
+	/* the empty asm keeps the compiler from turning even this vector
+	 * loop into a memmove call */
+	for (; i + 8 <= n; i += 8) {
+		*(v8f_u *)(d + i) = *(const v8f_u *)(s + i);
+		__asm__ volatile("" ::: "memory");
+	}
+	/* the tail without a loop, which would become a memmove call too */
+	if (n - i >= 4) {
+		*(v4f_u *)(d + i) = *(const v4f_u *)(s + i);
+		i += 4;
+	}
+	if (n - i >= 2) {
+		d[i] = s[i];
+		d[i + 1] = s[i + 1];
+		i += 2;
+	}
+	if (n - i >= 1)
+		d[i] = s[i];
+}
+
 /* xp (Hp,Wp) interior <- x (H,W); the border is left alone (zero). */
 static void pad_plane(float *restrict xp, const float *restrict x, int H, int W,
 		      int ph, int pw)
 {
 	const int Wp = W + 2 * pw;
 	for (int h = 0; h < H; h++) {
-		float *d = xp + (size_t)(h + ph) * Wp + pw;
-		const float *src = x + (size_t)h * W;
-#pragma omp simd
-		for (int i = 0; i < W; i++)
-			d[i] = src[i];
+		copy_row(xp + (size_t)(h + ph) * Wp + pw, x + (size_t)h * W, W);
 	}
 }
 
@@ -94,9 +122,7 @@ static void im2col(float *restrict col, float *restrict xp, const float *im,
 					    t;
 					float *o = d + (size_t)p * Q;
 					if (sw == 1) {
-#pragma omp simd
-						for (int q = 0; q < Q; q++)
-							o[q] = x[q];
+						copy_row(o, x, Q);
 					} else {
 #pragma omp simd
 						for (int q = 0; q < Q; q++)
@@ -200,10 +226,6 @@ static size_t pad16(size_t n)
  * store-to-load latency instead (measured 4x slower). */
 #define DW_TR 4 /* a0..a3 below */
 #define DW_TC 8 /* one v8f */
-typedef float v8f __attribute__((vector_size(32)));
-/* for loads and stores at any float address; may alias float */
-typedef float v8f_u __attribute__((vector_size(32), aligned(4), may_alias));
-
 /* 8 floats x[0], x[sw], ..., x[7*sw] */
 static inline v8f load8(const float *x, int sw)
 {

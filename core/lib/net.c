@@ -7,8 +7,19 @@
  * node's gradient buffer is zeroed lazily at its first use after a forward,
  * so a backward touches only what the injected gradients reach.
  *
+ * Memory: a ReLU or ReLU6 whose input node has no other consumer, is not a
+ * tap and is not the output, works in place in that node's output buffer
+ * (its backward reads its own output, which is > 0 exactly where its input
+ * is; no op that could precede it needs its own output in backward, tanh
+ * excepted, which is never shared). A gradient buffer goes back to a pool as
+ * soon as its node's backward has run, and later nodes take theirs from the
+ * pool (best fit), so a backward holds only the gradients in flight, not
+ * one per node; nothing is allocated per batch once the pool is warm.
+ * A BatchNorm whose ReLU works in place applies the ReLU in its own pass
+ * (nb_batchnorm_relu_forward_*, bit-identical to the two ops).
+ *
  * What it deliberately does not do: schedule ops out of order, free
- * activations early, or fuse ops. Those belong to a separate inference path.
+ * activations early, or fuse other ops.
  */
 #include <math.h>
 #include <stdio.h>
@@ -40,7 +51,13 @@ typedef struct nb_node {
 
 	/* buffers for the current batch */
 	float *out, *grad;
+	size_t grad_cap; /* floats grad holds */
 	int grad_live;
+	int inplace;   /* out is the (sole) input's out buffer, shared */
+	int fuse_relu; /* batchnorm: applies its in-place ReLU consumer too */
+	int fold_bn;   /* conv: index of the BatchNorm that is its only
+			  consumer (nb_net_forward_infer folds it), or 0 */
+	int fused;     /* relu: done by its input's forward (fuse_relu) */
 	float *save_mean, *save_invstd; /* batchnorm (C) */
 	int32_t *argmax;                /* maxpool */
 	float *mask;                    /* dropout */
@@ -65,12 +82,21 @@ struct nb_net {
 	int training;
 	int alloc_n;  /* batch size the buffers hold */
 	int cur_n;    /* batch size of the last forward */
+	int infer_only; /* the last forward was nb_net_forward_infer */
+	float *fold;	/* folded conv weights and bias (one conv at a time) */
+	size_t fold_n;
 	int grads_alloc_n;
 	nb_workspace ws;
 	nb_rng dropout_rng;
 	/* data-parallel: BatchNorm sums over the group (dist.h), or NULL */
 	nb_sum_d_fn reduce;
 	void *reduce_ctx;
+	/* gradient buffers no node holds right now, for reuse */
+	struct grad_buf {
+		float *buf;
+		size_t cap;
+	} * pool;
+	int n_pool; /* the array has room for n_nodes */
 };
 
 /* ---- building ------------------------------------------------------------ */
@@ -105,7 +131,9 @@ nb_net *nb_net_new(int c, int h, int w)
 
 static void node_free_buffers(nb_node *n)
 {
-	free(n->out);
+	if (!n->inplace)
+		free(n->out);
+	n->inplace = 0;
 	free(n->grad);
 	free(n->save_mean);
 	free(n->save_invstd);
@@ -126,6 +154,10 @@ void nb_net_free(nb_net *net)
 	free(net->param_ptrs);
 	free(net->counters);
 	free(net->taps);
+	for (int i = 0; i < net->n_pool; i++)
+		free(net->pool[i].buf);
+	free(net->pool);
+	free(net->fold);
 	free(net->param_block);
 	free(net->grad_block);
 	nb_workspace_free(&net->ws);
@@ -552,6 +584,8 @@ int nb_net_add_tap(nb_net *net, int node, const char *name, char *err)
 	snprintf(net->taps[net->n_taps].name, NB_NAME_LEN, "%s", name);
 	net->taps[net->n_taps].node = node;
 	net->n_taps++;
+	/* a tap's output must stay its own: plan the buffers again */
+	net->alloc_n = 0;
 	return 0;
 }
 
@@ -834,19 +868,69 @@ static void *xrealloc_free(void *old, size_t bytes)
 	return p;
 }
 
+/* 1 if node i's output may be overwritten in place by node j = its only
+ * consumer, a ReLU or ReLU6 (see the top of this file). */
+static int can_share(const nb_net *net, int i, int j)
+{
+	const nb_node *src = &net->nodes[i];
+	if (i == 0 || i == net->n_nodes - 1 || src->kind == NB_NODE_TANH)
+		return 0;
+	for (int t = 0; t < net->n_taps; t++)
+		if (net->taps[t].node == i)
+			return 0;
+	for (int k = i + 1; k < net->n_nodes; k++)
+		for (int m = 0; m < net->nodes[k].n_in; m++)
+			if (net->nodes[k].in[m] == i && k != j)
+				return 0;
+	const nb_node *nd = &net->nodes[j];
+	return nd->n_in == 1 &&
+	       (nd->kind == NB_NODE_RELU || nd->kind == NB_NODE_RELU6);
+}
+
+/* Frees every pooled gradient buffer. */
+static void pool_clear(nb_net *net)
+{
+	for (int i = 0; i < net->n_pool; i++)
+		free(net->pool[i].buf);
+	net->n_pool = 0;
+}
+
 /* Makes sure every forward buffer holds n samples. */
 static int ensure_buffers(nb_net *net, int n, char *err)
 {
 	if (n <= net->alloc_n)
 		return 0;
+	pool_clear(net);
+	if (!net->pool) {
+		net->pool = calloc((size_t)net->n_nodes, sizeof *net->pool);
+		if (!net->pool)
+			goto oom;
+	}
 	for (int i = 0; i < net->n_nodes; i++) {
 		nb_node *nd = &net->nodes[i];
 		size_t elems = (size_t)n * nd->size;
-		/* flatten and the input could alias, but a copy keeps the
-		 * ownership rules simple; they are small next to convs */
-		nd->out = xrealloc_free(nd->out, elems * sizeof(float));
-		if (!nd->out)
-			goto oom;
+		if (nd->inplace) { /* the buffer belongs to its input */
+			nd->out = NULL;
+			nd->inplace = 0;
+		}
+		nd->fuse_relu = nd->fused = 0;
+		if (i > 0 && can_share(net, nd->in[0], i)) {
+			nb_node *src = &net->nodes[nd->in[0]];
+			free(nd->out);
+			nd->out = src->out;
+			nd->inplace = 1;
+			/* BatchNorm + ReLU in one pass */
+			if (src->kind == NB_NODE_BATCHNORM &&
+			    nd->kind == NB_NODE_RELU)
+				src->fuse_relu = nd->fused = 1;
+		} else {
+			/* flatten and the input could alias, but a copy keeps
+			 * the ownership rules simple; they are small next to
+			 * convs */
+			nd->out = xrealloc_free(nd->out, elems * sizeof(float));
+			if (!nd->out)
+				goto oom;
+		}
 		if (nd->grad) {
 			free(nd->grad);
 			nd->grad = NULL;
@@ -868,6 +952,36 @@ static int ensure_buffers(nb_net *net, int n, char *err)
 			nd->mask = xrealloc_free(nd->mask, elems * sizeof(float));
 			if (!nd->mask)
 				goto oom;
+		}
+	}
+	/* a conv whose only consumer is a BatchNorm, neither of them a tap
+	 * or the output: nb_net_forward_infer folds the BatchNorm in */
+	free(net->fold);
+	net->fold = NULL;
+	net->fold_n = 0;
+	for (int i = 1; i < net->n_nodes; i++) {
+		nb_node *nd = &net->nodes[i];
+		nd->fold_bn = 0;
+		if (nd->kind != NB_NODE_CONV2D || i == net->n_nodes - 1)
+			continue;
+		int user = -1, users = 0, tap = 0;
+		for (int k = i + 1; k < net->n_nodes; k++)
+			for (int m = 0; m < net->nodes[k].n_in; m++)
+				if (net->nodes[k].in[m] == i) {
+					user = k;
+					users++;
+				}
+		for (int t = 0; t < net->n_taps; t++)
+			tap |=
+			    net->taps[t].node == i || net->taps[t].node == user;
+		if (users == 1 && !tap &&
+		    net->nodes[user].kind == NB_NODE_BATCHNORM &&
+		    net->nodes[user].c == nd->c && user != net->n_nodes - 1) {
+			nd->fold_bn = user;
+			size_t need =
+			    nb_net_node_param_count(net, i) + (size_t)nd->c;
+			if (need > net->fold_n)
+				net->fold_n = need;
 		}
 	}
 	net->alloc_n = n;
@@ -909,41 +1023,51 @@ static int node_forward(nb_net *net, nb_node *nd, int N, char *err)
 	case NB_NODE_BATCHNORM: {
 		int L = nd->h * nd->w;
 		if (net->training) {
-			int rc = net->reduce
-			    ? nb_batchnorm_forward_train_sync(
-				nd->out, nd->save_mean, nd->save_invstd,
-				pdata(net, nd->p_rmean), pdata(net, nd->p_rvar),
-				x, pdata(net, nd->p_weight),
-				pdata(net, nd->p_bias), N, nd->c, L,
-				nd->momentum, nd->eps, net->reduce,
-				net->reduce_ctx)
-			    : nb_batchnorm_forward_train(
-				nd->out, nd->save_mean, nd->save_invstd,
-				pdata(net, nd->p_rmean), pdata(net, nd->p_rvar),
-				x, pdata(net, nd->p_weight),
-				pdata(net, nd->p_bias), N, nd->c, L,
-				nd->momentum, nd->eps);
-			if (rc < 0 && rc != NB_EINVAL)
-				return nb_errorf(err, rc,
-						 "batchnorm %s: the group's sums failed",
-						 nd->name);
+			int rc;
+			if (net->reduce) {
+				rc = nb_batchnorm_forward_train_sync(
+				    nd->out, nd->save_mean, nd->save_invstd,
+				    pdata(net, nd->p_rmean),
+				    pdata(net, nd->p_rvar), x,
+				    pdata(net, nd->p_weight),
+				    pdata(net, nd->p_bias), N, nd->c, L,
+				    nd->momentum, nd->eps, net->reduce,
+				    net->reduce_ctx);
+				if (rc < 0 && rc != NB_EINVAL)
+					return nb_errorf(err, rc,
+							 "batchnorm %s: the group's sums failed",
+							 nd->name);
+				if (rc >= 0 && nd->fuse_relu)
+					nb_relu_forward(nd->out, nd->out,
+							n_elems);
+			} else {
+				rc = (nd->fuse_relu
+					  ? nb_batchnorm_relu_forward_train
+					  : nb_batchnorm_forward_train)(
+				    nd->out, nd->save_mean, nd->save_invstd,
+				    pdata(net, nd->p_rmean),
+				    pdata(net, nd->p_rvar), x,
+				    pdata(net, nd->p_weight),
+				    pdata(net, nd->p_bias), N, nd->c, L,
+				    nd->momentum, nd->eps);
+			}
 			if (rc < 0)
 				return nb_errorf(err, rc,
 						 "batchnorm %s: training mode needs more than one value per channel (batch %d, %dx%d)",
 						 nd->name, N, nd->h, nd->w);
 			net->counters[nd->counter].value++;
 		} else {
-			nb_batchnorm_forward_eval(nd->out, x,
-						  pdata(net, nd->p_weight),
-						  pdata(net, nd->p_bias),
-						  pdata(net, nd->p_rmean),
-						  pdata(net, nd->p_rvar), N,
-						  nd->c, L, nd->eps);
+			(nd->fuse_relu ? nb_batchnorm_relu_forward_eval
+				       : nb_batchnorm_forward_eval)(
+			    nd->out, x, pdata(net, nd->p_weight),
+			    pdata(net, nd->p_bias), pdata(net, nd->p_rmean),
+			    pdata(net, nd->p_rvar), N, nd->c, L, nd->eps);
 		}
 		return 0;
 	}
 	case NB_NODE_RELU:
-		nb_relu_forward(nd->out, x, n_elems);
+		if (!nd->fused)
+			nb_relu_forward(nd->out, x, n_elems);
 		return 0;
 	case NB_NODE_RELU6:
 		nb_relu6_forward(nd->out, x, n_elems);
@@ -1016,6 +1140,7 @@ int nb_net_forward(nb_net *net, const float *x, int n, char *err)
 	if (rc < 0)
 		return rc;
 	net->cur_n = n;
+	net->infer_only = 0;
 	nb_node *in = &net->nodes[0];
 	memcpy(in->out, x, (size_t)n * in->size * sizeof(float));
 	for (int i = 0; i < net->n_nodes; i++)
@@ -1028,6 +1153,83 @@ int nb_net_forward(nb_net *net, const float *x, int n, char *err)
 	return 0;
 }
 
+/*
+ * Conv node nd followed by BatchNorm bn (evaluation mode) as one conv with
+ * w' = w * s and b' = (b - running_mean) * s + beta per output channel,
+ * s = gamma / sqrt(running_var + eps), written into bn's output.
+ */
+static int folded_conv_forward(nb_net *net, nb_node *nd, nb_node *bn, int N,
+			       char *err)
+{
+	const int K = nd->c;
+	const size_t wn = net->params[nd->p_weight].size;
+	float *w2 = net->fold, *b2 = net->fold + wn;
+	const float *w = pdata(net, nd->p_weight), *b = pdata(net, nd->p_bias);
+	const float *g = pdata(net, bn->p_weight), *be = pdata(net, bn->p_bias);
+	const float *rm = pdata(net, bn->p_rmean), *rv = pdata(net, bn->p_rvar);
+	const size_t wk = wn / (size_t)K;
+	for (int k = 0; k < K; k++) {
+		double sc = 1.0 / sqrt((double)rv[k] + bn->eps);
+		if (g)
+			sc *= g[k];
+		const float s = (float)sc;
+		for (size_t i = 0; i < wk; i++)
+			w2[(size_t)k * wk + i] = w[(size_t)k * wk + i] * s;
+		b2[k] = (float)(((b ? b[k] : 0.0) - rm[k]) * sc +
+				(be ? be[k] : 0.0));
+	}
+	nb_conv2d_shape s = nd->conv;
+	s.N = N;
+	int rc = nb_conv2d_forward(bn->out, net->nodes[nd->in[0]].out, w2, b2,
+				   &s, &net->ws);
+	if (rc < 0)
+		return nb_errorf(err, rc, "conv %s: out of memory", nd->name);
+	return 0;
+}
+
+int nb_net_forward_infer(nb_net *net, const float *x, int n, char *err)
+{
+	if (!net->finalized)
+		return nb_errorf(err, NB_EINVAL, "network not finalised");
+	if (n <= 0)
+		return nb_errorf(err, NB_EINVAL, "batch of %d samples", n);
+	int rc = ensure_buffers(net, n, err);
+	if (rc < 0)
+		return rc;
+	if (net->fold_n && !net->fold) {
+		net->fold = malloc(net->fold_n * sizeof(float));
+		if (!net->fold)
+			return nb_errorf(err, NB_ENOMEM,
+					 "out of memory for folded weights");
+	}
+	int was_training = net->training;
+	net->training = 0;
+	net->cur_n = n;
+	net->infer_only = 1;
+	nb_node *in = &net->nodes[0];
+	memcpy(in->out, x, (size_t)n * in->size * sizeof(float));
+	for (int i = 0; i < net->n_nodes; i++)
+		net->nodes[i].grad_live = 0;
+	for (int i = 1; i < net->n_nodes && rc >= 0; i++) {
+		nb_node *nd = &net->nodes[i];
+		if (!nd->fold_bn) {
+			rc = node_forward(net, nd, n, err);
+			continue;
+		}
+		nb_node *bn = &net->nodes[nd->fold_bn];
+		rc = folded_conv_forward(net, nd, bn, n, err);
+		/* the conv's own output stays unwritten; the BatchNorm is
+		 * done, but not the ReLU it would have applied */
+		for (int k = i + 1; rc >= 0 && k < nd->fold_bn; k++)
+			rc = node_forward(net, &net->nodes[k], n, err);
+		if (rc >= 0 && bn->fuse_relu)
+			nb_relu_forward(bn->out, bn->out, (size_t)n * bn->size);
+		i = nd->fold_bn;
+	}
+	net->training = was_training;
+	return rc < 0 ? rc : 0;
+}
+
 float *nb_net_output(nb_net *net, int node)
 {
 	if (node < 0 || node >= net->n_nodes)
@@ -1037,16 +1239,65 @@ float *nb_net_output(nb_net *net, int node)
 
 /* ---- backward ---------------------------------------------------------------- */
 
+/*
+ * A gradient buffer of at least `elems` floats: the smallest pooled one that
+ * is big enough, else a new one (freeing the largest pooled buffer that is
+ * too small first, so that the pool never holds more than the most buffers
+ * in flight at once).
+ */
+static float *grad_take(nb_net *net, size_t elems, size_t *cap)
+{
+	int best = -1, small = -1;
+	for (int i = 0; i < net->n_pool; i++) {
+		size_t c = net->pool[i].cap;
+		if (c >= elems) {
+			if (best < 0 || c < net->pool[best].cap)
+				best = i;
+		} else if (small < 0 || c > net->pool[small].cap) {
+			small = i;
+		}
+	}
+	int drop = best >= 0 ? best : small;
+	float *buf = NULL;
+	if (best >= 0) {
+		buf = net->pool[best].buf;
+		*cap = net->pool[best].cap;
+	} else if (small >= 0) {
+		free(net->pool[small].buf);
+	}
+	if (drop >= 0)
+		net->pool[drop] = net->pool[--net->n_pool];
+	if (buf)
+		return buf;
+	if (posix_memalign((void **)&buf, 64,
+			   (elems ? elems : 16) * sizeof(float)) != 0)
+		return NULL;
+	*cap = elems;
+	return buf;
+}
+
+/* Node nd's gradient is consumed: its buffer goes back to the pool. */
+static void grad_release(nb_net *net, nb_node *nd)
+{
+	if (!nd->grad)
+		return;
+	/* the pool has room for n_nodes buffers and every buffer is either
+	 * held by one node or pooled */
+	net->pool[net->n_pool].buf = nd->grad;
+	net->pool[net->n_pool].cap = nd->grad_cap;
+	net->n_pool++;
+	nd->grad = NULL;
+	nd->grad_live = 0;
+}
+
 static float *node_grad(nb_net *net, int node)
 {
 	nb_node *nd = &net->nodes[node];
 	size_t elems = (size_t)net->alloc_n * nd->size;
 	if (!nd->grad) {
-		if (posix_memalign((void **)&nd->grad, 64,
-				   (elems ? elems : 16) * sizeof(float)) != 0) {
-			nd->grad = NULL;
+		nd->grad = grad_take(net, elems, &nd->grad_cap);
+		if (!nd->grad)
 			return NULL;
-		}
 		nd->grad_live = 0;
 	}
 	if (!nd->grad_live) {
@@ -1156,13 +1407,16 @@ static int node_backward(nb_net *net, nb_node *nd, int N, char *err)
 				N, nd->c, L, nd->eps);
 		return 0;
 	}
+	/* ReLU and ReLU6 read their own output (it may share the input's
+	 * buffer): out > 0 exactly where in > 0, out in (0,6) exactly where
+	 * in is */
 	case NB_NODE_RELU:
 		if (dx)
-			nb_relu_backward(dx, dy, x, n_elems);
+			nb_relu_backward(dx, dy, nd->out, n_elems);
 		return 0;
 	case NB_NODE_RELU6:
 		if (dx)
-			nb_relu6_backward(dx, dy, x, n_elems);
+			nb_relu6_backward(dx, dy, nd->out, n_elems);
 		return 0;
 	case NB_NODE_LEAKY_RELU:
 		if (dx)
@@ -1245,10 +1499,41 @@ oom:
 			 nd->name[0] ? nd->name : "a node");
 }
 
+/*
+ * The backward of a ReLU fused with its BatchNorm input (fuse_relu): when
+ * nothing else has written the BatchNorm's gradient, that gradient would be
+ * 0 + (out > 0 ? dy : 0), so the ReLU's own gradient buffer is masked in
+ * place and handed over as the BatchNorm's, saving the zeroing and a pass
+ * (same bits: + 0.0f turns -0 into +0 as the addition to zero does).
+ * Returns 1 if it did, 0 if the plain backward must run.
+ */
+static int relu_hand_over(nb_net *net, nb_node *nd, int N)
+{
+	nb_node *bn = &net->nodes[nd->in[0]];
+	if (!bn->needs_grad || bn->grad_live)
+		return 0;
+	float *g = nd->grad;
+	const float *y = nd->out;
+	const size_t n = (size_t)N * nd->size;
+#pragma omp parallel for simd schedule(static) if (n >= 65536)
+	for (size_t i = 0; i < n; i++)
+		g[i] = y[i] > 0.0f ? g[i] + 0.0f : 0.0f;
+	grad_release(net, bn); /* an old buffer it may hold, not live */
+	bn->grad = nd->grad;
+	bn->grad_cap = nd->grad_cap;
+	bn->grad_live = 1;
+	nd->grad = NULL;
+	nd->grad_live = 0;
+	return 1;
+}
+
 int nb_net_backward(nb_net *net, float *dx, char *err)
 {
 	if (net->cur_n == 0)
 		return nb_errorf(err, NB_EINVAL, "backward before forward");
+	if (net->infer_only)
+		return nb_errorf(err, NB_EINVAL,
+				 "backward after an inference-only forward");
 	int N = net->cur_n;
 	/* Which nodes need a gradient: the input if dx is asked for, every
 	 * node with a trainable parameter, and everything downstream. */
@@ -1264,9 +1549,12 @@ int nb_net_backward(nb_net *net, float *dx, char *err)
 		nb_node *nd = &net->nodes[i];
 		if (!nd->grad_live || !nd->needs_grad)
 			continue;
+		if (nd->fused && relu_hand_over(net, nd, N))
+			continue;
 		int rc = node_backward(net, nd, N, err);
 		if (rc < 0)
 			return rc;
+		grad_release(net, nd);
 	}
 	if (dx) {
 		nb_node *in = &net->nodes[0];

@@ -2,7 +2,8 @@
  * teacher.c - the attacked teacher as the core hands it to an attack: its
  * released outputs always, the network itself only with white-box,
  * feature or BatchNorm-statistics access. Queries run the frozen network
- * in evaluation mode and apply the defence's release transform.
+ * in evaluation mode (nb_net_forward_infer: BatchNorm folded into the
+ * convolutions) and apply the defence's release transform.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,7 +60,7 @@ int nb_teacher_query(nb_teacher *t, const float *x, int n, float *out,
 		     char *err)
 {
 	nb_net_set_training(t->net, 0);
-	int rc = nb_net_forward(t->net, x, n, err);
+	int rc = nb_net_forward_infer(t->net, x, n, err);
 	if (rc < 0)
 		return rc;
 	memcpy(out, nb_net_output(t->net, nb_net_output_node(t->net)),

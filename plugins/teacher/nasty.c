@@ -63,7 +63,8 @@ static int loss(void *state, const nb_batch *b, const float *z, int C,
 		float *dz, nb_loss_terms *terms, char *err)
 {
 	struct state *s = state;
-	int rc = nb_net_forward(s->adversary, b->x, b->n, err);
+	/* the frozen adversary only answers: no backward goes through it */
+	int rc = nb_net_forward_infer(s->adversary, b->x, b->n, err);
 	if (rc < 0)
 		return rc;
 	const float *za = nb_net_output(s->adversary,

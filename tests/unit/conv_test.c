@@ -893,6 +893,92 @@ static void test_maxpool_rules(void)
 			0.0f);
 }
 
+/* The plain-loop twin of max pooling: PyTorch's rule written out (-inf
+ * padding, a pixel wins when greater than the best so far or NaN). */
+static void ref_maxpool(float *out, int32_t *am, const float *in, int N, int C,
+			int H, int W, int k, int stride, int pad)
+{
+	const int P = (H + 2 * pad - k) / stride + 1;
+	const int Q = (W + 2 * pad - k) / stride + 1;
+	for (int pl = 0; pl < N * C; pl++)
+		for (int p = 0; p < P; p++)
+			for (int q = 0; q < Q; q++) {
+				float best = -INFINITY;
+				int32_t at = -1;
+				for (int r = 0; r < k; r++)
+					for (int t = 0; t < k; t++) {
+						int h = p * stride - pad + r;
+						int w = q * stride - pad + t;
+						if (h < 0 || h >= H || w < 0 ||
+						    w >= W)
+							continue;
+						float v =
+						    in[(size_t)pl * H * W +
+						       h * W + w];
+						if (at < 0 || v > best ||
+						    isnan(v)) {
+							best = v;
+							at = h * W + w;
+						}
+					}
+				out[(size_t)pl * P * Q + p * Q + q] = best;
+				am[(size_t)pl * P * Q + p * Q + q] = at;
+			}
+}
+
+/* The 2x2/stride-2 fast path (and the general loop) against the twin, on
+ * data full of ties, NaNs and infinities, odd sizes included. */
+static void test_maxpool_fast_matches_reference(void)
+{
+	static const int cases[][7] = {
+	    /* N C H W k stride pad */
+	    {2, 3, 24, 24, 2, 2, 0}, {3, 2, 7, 9, 2, 2, 0},
+	    {1, 4, 8, 8, 2, 2, 0},   {2, 2, 2, 17, 2, 2, 0},
+	    {2, 3, 7, 6, 3, 2, 1},   {1, 2, 9, 9, 2, 1, 0},
+	};
+	for (int c = 0; c < 6; c++) {
+		const int N = cases[c][0], C = cases[c][1], H = cases[c][2],
+			  W = cases[c][3], k = cases[c][4], st = cases[c][5],
+			  pad = cases[c][6];
+		const int P = (H + 2 * pad - k) / st + 1;
+		const int Q = (W + 2 * pad - k) / st + 1;
+		size_t ni = (size_t)N * C * H * W, no = (size_t)N * C * P * Q;
+		float *in = fzeros(ni), *o1 = fzeros(no), *o2 = fzeros(no);
+		int32_t *a1 = calloc(no, sizeof *a1),
+			*a2 = calloc(no, sizeof *a2);
+		CU_ASSERT_FATAL(a1 && a2);
+		tu_fill_uniform(in, ni, -3, 3, 4242 + c);
+		for (size_t i = 0; i < ni; i++) {
+			/* few distinct values, so ties are common */
+			in[i] = floorf(in[i]);
+			if (i % 13 == 5)
+				in[i] = NAN;
+			else if (i % 17 == 3)
+				in[i] = -INFINITY;
+			else if (i % 19 == 7)
+				in[i] = INFINITY;
+		}
+		nb_maxpool2d_forward(o1, a1, in, N, C, H, W, k, st, pad);
+		ref_maxpool(o2, a2, in, N, C, H, W, k, st, pad);
+		int bad = 0;
+		for (size_t i = 0; i < no; i++) {
+			int same =
+			    isnan(o1[i]) ? isnan(o2[i]) != 0 : o1[i] == o2[i];
+			if (!same || a1[i] != a2[i])
+				bad++;
+		}
+		if (bad)
+			fprintf(stderr, "maxpool case %d: %d outputs differ\n",
+				c, bad);
+		CU_ASSERT_EQUAL(bad, 0);
+		free(in);
+		free(o1);
+		free(o2);
+		free(a1);
+		free(a2);
+	}
+}
+
 /* count_include_pad=True: the divisor is k*k even at the border. */
 static void test_avgpool_rules(void)
 {
@@ -958,6 +1044,8 @@ static const nb_test_entry tests[] = {
     {"adaptive avgpool gradcheck, accumulates",
      test_adaptive_avgpool_gradcheck},
     {"maxpool -inf padding, first max wins", test_maxpool_rules},
+    {"maxpool fast path matches the plain twin",
+     test_maxpool_fast_matches_reference},
     {"avgpool count_include_pad", test_avgpool_rules},
     {"adaptive avgpool PyTorch windows", test_adaptive_avgpool_rules},
     {NULL, NULL}};

@@ -885,6 +885,52 @@ static void dropout_edge_p(void)
 	CU_ASSERT_EQUAL(nb_rng_u64(&r), nb_rng_u64(&ref));
 }
 
+/* BatchNorm + ReLU in one pass against its twin, BatchNorm then ReLU:
+ * the same bits in both modes, running statistics included. */
+static void bn_relu_fused_matches_twin(void)
+{
+	const int N = 3, C = 5, L = 37; /* L: not a whole vector */
+	const size_t n = (size_t)N * C * L;
+	float *x = malloc(n * sizeof(float)), *a = malloc(n * sizeof(float)),
+	      *b = malloc(n * sizeof(float));
+	float g[5], be[5], rm[2][5], rv[2][5], sm[2][5], si[2][5];
+	CU_ASSERT_FATAL(x && a && b);
+	tu_fill_normal(x, n, 2.0f, 901);
+	tu_fill_uniform(g, C, 0.5f, 1.5f, 902);
+	tu_fill_uniform(be, C, -0.5f, 0.5f, 903);
+	for (int k = 0; k < 2; k++)
+		for (int c = 0; c < C; c++) {
+			rm[k][c] = 0.1f * c;
+			rv[k][c] = 1.0f + 0.2f * c;
+		}
+	CU_ASSERT_EQUAL(nb_batchnorm_forward_train(a, sm[0], si[0], rm[0],
+						   rv[0], x, g, be, N, C, L,
+						   0.1f, 1e-5f),
+			0);
+	nb_relu_forward(a, a, n);
+	CU_ASSERT_EQUAL(nb_batchnorm_relu_forward_train(b, sm[1], si[1], rm[1],
+							rv[1], x, g, be, N, C,
+							L, 0.1f, 1e-5f),
+			0);
+	CU_ASSERT_EQUAL(memcmp(a, b, n * sizeof(float)), 0);
+	CU_ASSERT_EQUAL(memcmp(sm[0], sm[1], sizeof sm[0]), 0);
+	CU_ASSERT_EQUAL(memcmp(si[0], si[1], sizeof si[0]), 0);
+	CU_ASSERT_EQUAL(memcmp(rm[0], rm[1], sizeof rm[0]), 0);
+	CU_ASSERT_EQUAL(memcmp(rv[0], rv[1], sizeof rv[0]), 0);
+	size_t zeros = 0;
+	for (size_t i = 0; i < n; i++)
+		zeros += b[i] == 0.0f;
+	CU_ASSERT(zeros > n / 4 && zeros < 3 * n / 4); /* the ReLU did act */
+	nb_batchnorm_forward_eval(a, x, g, be, rm[0], rv[0], N, C, L, 1e-5f);
+	nb_relu_forward(a, a, n);
+	nb_batchnorm_relu_forward_eval(b, x, g, be, rm[0], rv[0], N, C, L,
+				       1e-5f);
+	CU_ASSERT_EQUAL(memcmp(a, b, n * sizeof(float)), 0);
+	free(x);
+	free(a);
+	free(b);
+}
+
 static const nb_test_entry tests[] = {
     {"batchnorm matches PyTorch (train, running stats, eval, backward)",
      bn_golden_all},
@@ -894,6 +940,8 @@ static const nb_test_entry tests[] = {
     {"batchnorm constant channel", bn_constant_channel},
     {"batchnorm backward accumulates, skips NULL", bn_backward_accumulates},
     {"batchnorm same bits for 1 and 4 threads", bn_thread_independent},
+    {"batchnorm + ReLU in one pass: same bits as the two ops",
+     bn_relu_fused_matches_twin},
     {"activations match PyTorch incl. kinks", act_golden},
     {"activations gradcheck", act_gradcheck},
     {"activations parallel == serial", act_large_matches_small},

@@ -5,6 +5,7 @@
  * and reproducibility.
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -411,20 +412,192 @@ static void build_errors(void)
 	nb_net_free(net);
 }
 
+/* conv -> BN -> ReLU -> conv -> add (with the first ReLU) -> ReLU ->
+ * max pool -> ReLU6 -> flatten -> linear -> ReLU -> linear. With tap_all,
+ * every node is a tap, which keeps every output in its own buffer: the
+ * simple twin of the in-place ReLUs. *bn, *relu: the first BN and ReLU. */
+static nb_net *relu_net(int tap_all, int *bn, int *relu, char *err)
+{
+	nb_net *net = nb_net_new(3, 8, 8);
+	int x = nb_net_add_conv2d(net, 0, "c1", 6, 3, 1, 1, 1, 0,
+				  NB_INIT_DEFAULT, err);
+	*bn = x = nb_net_add_batchnorm(net, x, "bn1", 1e-5f, 0.1f, 1, err);
+	*relu = x = nb_net_add_relu(net, x, err);
+	int y = nb_net_add_conv2d(net, x, "c2", 6, 3, 1, 1, 1, 1,
+				  NB_INIT_DEFAULT, err);
+	x = nb_net_add_add(net, x, y, err);
+	x = nb_net_add_relu(net, x, err);
+	x = nb_net_add_maxpool(net, x, 2, 2, 0, err);
+	x = nb_net_add_relu6(net, x, err);
+	x = nb_net_add_flatten(net, x, err);
+	x = nb_net_add_linear(net, x, "fc1", 12, 1, NB_INIT_DEFAULT, err);
+	x = nb_net_add_relu(net, x, err);
+	x = nb_net_add_linear(net, x, "fc2", 4, 1, NB_INIT_DEFAULT, err);
+	if (x < 0 || nb_net_finalize(net, 5, err) < 0) {
+		nb_net_free(net);
+		return NULL;
+	}
+	for (int i = 1; tap_all && i < nb_net_nodes(net); i++) {
+		char name[32];
+		snprintf(name, sizeof name, "t%d", i);
+		if (nb_net_add_tap(net, i, name, err) < 0) {
+			nb_net_free(net);
+			return NULL;
+		}
+	}
+	return net;
+}
+
+/* In-place ReLUs and pooled gradient buffers change no bit of the outputs
+ * or gradients, over several steps (the pool is reused) in both modes. */
+static void inplace_relu_matches_twin(void)
+{
+	char err[NB_ERR_LEN];
+	int bn[2], relu[2];
+	nb_net *net[2];
+	for (int k = 0; k < 2; k++) {
+		net[k] = relu_net(k, &bn[k], &relu[k], err);
+		CU_ASSERT_PTR_NOT_NULL_FATAL(net[k]);
+	}
+	const int n = 5, in_size = n * 3 * 8 * 8, out_size = n * 4;
+	float *x = malloc(in_size * sizeof(float));
+	float *r = malloc(out_size * sizeof(float));
+	float *dx[2] = {malloc(in_size * sizeof(float)),
+			malloc(in_size * sizeof(float))};
+	CU_ASSERT_FATAL(x && r && dx[0] && dx[1]);
+	for (int step = 0; step < 4; step++) {
+		int training = step != 2;
+		tu_fill_normal(x, in_size, 1.0f, 60 + step);
+		tu_fill_normal(r, out_size, 1.0f, 70 + step);
+		for (int k = 0; k < 2; k++) {
+			nb_net_set_training(net[k], training);
+			CU_ASSERT_EQUAL_FATAL(nb_net_forward(net[k], x, n, err),
+					      0);
+			int o = nb_net_output_node(net[k]);
+			memcpy(nb_net_grad(net[k], o), r,
+			       out_size * sizeof(float));
+			nb_net_zero_grad(net[k]);
+			CU_ASSERT_EQUAL_FATAL(
+			    nb_net_backward(net[k], dx[k], err), 0);
+		}
+		/* the shared buffer is in use in the twin without taps only */
+		CU_ASSERT(nb_net_output(net[0], bn[0]) ==
+			  nb_net_output(net[0], relu[0]));
+		CU_ASSERT(nb_net_output(net[1], bn[1]) !=
+			  nb_net_output(net[1], relu[1]));
+		int o = nb_net_output_node(net[0]);
+		CU_ASSERT_EQUAL(memcmp(nb_net_output(net[0], o),
+				       nb_net_output(net[1], o),
+				       out_size * sizeof(float)),
+				0);
+		CU_ASSERT_EQUAL(memcmp(dx[0], dx[1], in_size * sizeof(float)),
+				0);
+		nb_param **p0, **p1;
+		int np = nb_net_params(net[0], &p0);
+		nb_net_params(net[1], &p1);
+		for (int i = 0; i < np; i++) {
+			CU_ASSERT_EQUAL(memcmp(p0[i]->data, p1[i]->data,
+					       p0[i]->size * sizeof(float)),
+					0);
+			if (p0[i]->grad)
+				CU_ASSERT_EQUAL(
+				    memcmp(p0[i]->grad, p1[i]->grad,
+					   p0[i]->size * sizeof(float)),
+				    0);
+		}
+	}
+	/* the input gradient is not all zero (the test can see a change) */
+	double s = 0;
+	for (int i = 0; i < in_size; i++)
+		s += fabs(dx[0][i]);
+	CU_ASSERT(s > 0);
+	for (int k = 0; k < 2; k++) {
+		nb_net_free(net[k]);
+		free(dx[k]);
+	}
+	free(x);
+	free(r);
+}
+
+/* nb_net_forward_infer (BatchNorm folded into convolutions) against its
+ * twin, nb_net_forward in evaluation mode: conv+bias -> BN -> ReLU ->
+ * grouped conv -> BN -> add -> ReLU -> depthwise conv -> BN -> avg pool ->
+ * flatten -> linear. */
+static void infer_folded_matches_eval(void)
+{
+	char err[NB_ERR_LEN];
+	nb_net *net = nb_net_new(4, 9, 9);
+	int x = nb_net_add_conv2d(net, 0, "c1", 8, 3, 1, 1, 1, 1,
+				  NB_INIT_DEFAULT, err);
+	x = nb_net_add_batchnorm(net, x, "bn1", 1e-5f, 0.1f, 1, err);
+	int r = nb_net_add_relu(net, x, err);
+	x = nb_net_add_conv2d(net, r, "c2", 8, 3, 1, 1, 2, 0, NB_INIT_DEFAULT,
+			      err);
+	x = nb_net_add_batchnorm(net, x, "bn2", 1e-5f, 0.1f, 1, err);
+	x = nb_net_add_add(net, x, r, err);
+	x = nb_net_add_relu(net, x, err);
+	x = nb_net_add_conv2d(net, x, "dw", 8, 3, 2, 1, 8, 0, NB_INIT_DEFAULT,
+			      err);
+	x = nb_net_add_batchnorm(net, x, "bn3", 1e-5f, 0.1f, 1, err);
+	x = nb_net_add_avgpool(net, x, 5, 5, 0, err);
+	x = nb_net_add_flatten(net, x, err);
+	x = nb_net_add_linear(net, x, "fc", 3, 1, NB_INIT_DEFAULT, err);
+	CU_ASSERT_FATAL(x > 0);
+	CU_ASSERT_EQUAL_FATAL(nb_net_finalize(net, 9, err), 0);
+	nb_param **ps;
+	int np = nb_net_params(net, &ps);
+	for (int i = 0; i < np; i++)
+		if (strstr(ps[i]->name, "bn"))
+			tu_fill_uniform(ps[i]->data, ps[i]->size, 0.3f, 1.7f,
+					80 + i);
+	const int n = 3, in_size = n * 4 * 9 * 9, out_size = n * 3;
+	float *in = malloc(in_size * sizeof(float));
+	float ref[9], got[9];
+	CU_ASSERT_FATAL(in != NULL);
+	tu_fill_normal(in, in_size, 1.0f, 81);
+	nb_net_set_training(net, 0);
+	CU_ASSERT_EQUAL_FATAL(nb_net_forward(net, in, n, err), 0);
+	memcpy(ref, nb_net_output(net, x), sizeof ref);
+	/* conv c1 (node 1) is folded: infer leaves its own output alone */
+	float *c1 = nb_net_output(net, 1);
+	c1[0] = 12345.0f;
+	nb_net_set_training(net, 1); /* infer ignores it and keeps it */
+	CU_ASSERT_EQUAL_FATAL(nb_net_forward_infer(net, in, n, err), 0);
+	CU_ASSERT_EQUAL(c1[0], 12345.0f);
+	CU_ASSERT_EQUAL(nb_net_training(net), 1);
+	memcpy(got, nb_net_output(net, x), sizeof got);
+	double m = 0;
+	for (int i = 0; i < out_size; i++)
+		m = fmax(m, fabs(ref[i]));
+	CU_ASSERT(m > 0.1);
+	CU_ASSERT(tu_max_abs_diff(ref, got, out_size) <= 1e-5 * m);
+	/* no backward after it; a normal forward makes backward work again */
+	nb_net_grad(net, x)[0] = 1.0f;
+	CU_ASSERT(nb_net_backward(net, NULL, err) < 0);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "inference-only"));
+	CU_ASSERT_EQUAL_FATAL(nb_net_forward(net, in, n, err), 0);
+	nb_net_grad(net, x)[0] = 1.0f;
+	CU_ASSERT_EQUAL(nb_net_backward(net, NULL, err), 0);
+	free(in);
+	nb_net_free(net);
+}
+
 static const nb_test_entry tests[] = {
-	{"graph gradients (eval mode, every node kind)", graph_gradients_eval},
-	{"graph gradients (training-mode BatchNorm)", graph_gradients_train_bn},
-	{"gradient injected at an inner node", inject_inner_node},
-	{"frozen parameters get no gradient, input still does",
-	 frozen_parameters},
-	{"train and eval modes differ as BatchNorm should",
-	 train_eval_modes_differ},
-	{"LeNet-5 parameter counts and state_dict names",
-	 lenet_counts_and_names},
-	{"initialisation follows PyTorch", initialisation_statistics},
-	{"same seed, same weights", same_seed_same_weights},
-	{"bad architectures fail at build time", build_errors},
-	{NULL, NULL}};
+    {"graph gradients (eval mode, every node kind)", graph_gradients_eval},
+    {"graph gradients (training-mode BatchNorm)", graph_gradients_train_bn},
+    {"gradient injected at an inner node", inject_inner_node},
+    {"frozen parameters get no gradient, input still does", frozen_parameters},
+    {"train and eval modes differ as BatchNorm should",
+     train_eval_modes_differ},
+    {"LeNet-5 parameter counts and state_dict names", lenet_counts_and_names},
+    {"initialisation follows PyTorch", initialisation_statistics},
+    {"same seed, same weights", same_seed_same_weights},
+    {"bad architectures fail at build time", build_errors},
+    {"in-place ReLUs and pooled gradients match the twin",
+     inplace_relu_matches_twin},
+    {"inference with folded BatchNorm matches evaluation mode",
+     infer_folded_matches_eval},
+    {NULL, NULL}};
 
 void nb_test_net(void)
 {

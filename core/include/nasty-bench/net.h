@@ -16,8 +16,14 @@
  * reference implementations' state_dict.
  *
  * Ownership: the network owns every buffer it returns. Pointers returned by
- * nb_net_output/nb_net_grad stay valid until the next nb_net_forward with a
- * different batch size or nb_net_free.
+ * nb_net_output stay valid until the next nb_net_forward with a different
+ * batch size, a new tap, or nb_net_free; those from nb_net_grad until the
+ * next nb_net_backward (which recycles each gradient buffer once it is
+ * consumed) or any of the former.
+ *
+ * In place: the output of a node whose only consumer is a ReLU or ReLU6,
+ * and which is neither a tap nor the output node, is overwritten by that
+ * ReLU (they share one buffer). Read inner activations through taps.
  */
 #ifndef NASTY_BENCH_NET_H
 #define NASTY_BENCH_NET_H
@@ -182,6 +188,17 @@ nb_rng *nb_net_dropout_rng(nb_net *net);
 
 /* Forward for a batch of n inputs x (n,c,h,w). */
 int nb_net_forward(nb_net *net, const float *x, int n, char *err);
+/*
+ * Forward for queries that need no backward (a frozen teacher's outputs,
+ * evaluation, inference benchmarks): evaluation mode whatever the training
+ * flag, with every BatchNorm that is a convolution's only consumer folded
+ * into that convolution's weights and bias (w * s, (b - mean) * s + beta,
+ * s = gamma / sqrt(var + eps)). Outputs equal nb_net_forward's in
+ * evaluation mode up to float rounding; the folded convolutions' own
+ * outputs are not computed (read inner activations through taps, which
+ * are never folded), and nb_net_backward refuses to follow it.
+ */
+int nb_net_forward_infer(nb_net *net, const float *x, int n, char *err);
 /* The output of a node for the last forward: (n, c, h, w). */
 float *nb_net_output(nb_net *net, int node);
 /*

@@ -105,6 +105,19 @@ void nb_batchnorm_forward_eval(float *out, const float *in,
 			       const float *running_mean,
 			       const float *running_var, int N, int C, int L,
 			       float eps);
+/* The two forwards followed by ReLU in the same pass: bit-identical to
+ * nb_relu_forward applied to their output. */
+int nb_batchnorm_relu_forward_train(float *out, float *save_mean,
+				    float *save_invstd, float *running_mean,
+				    float *running_var, const float *in,
+				    const float *gamma, const float *beta,
+				    int N, int C, int L, float momentum,
+				    float eps);
+void nb_batchnorm_relu_forward_eval(float *out, const float *in,
+				    const float *gamma, const float *beta,
+				    const float *running_mean,
+				    const float *running_var, int N, int C,
+				    int L, float eps);
 /* Backward of the training-mode forward (batch statistics depend on in). */
 void nb_batchnorm_backward_train(float *din, float *dgamma, float *dbeta,
 				 const float *dout, const float *in,
