@@ -7,6 +7,7 @@
  * and does not convert formats: the files stay as their publishers
  * distribute them; data/README.md says how to get each one.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,16 +84,20 @@ int nb_dataset_subset(nb_dataset *ds, int n, uint64_t seed, char *err)
 	return 0;
 }
 
-static int is_file(const char *path)
+/* 1 when path is a regular file (want_dir: a folder), 0 when it is not
+ * there, or a negative code with err filled when it cannot be looked at:
+ * a symlink loop (ELOOP) or a folder without permission must not read as
+ * "download the dataset". */
+static int probe(const char *path, int want_dir, char *err)
 {
 	struct stat st;
-	return stat(path, &st) == 0 && S_ISREG(st.st_mode);
-}
-
-static int is_dir(const char *path)
-{
-	struct stat st;
-	return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+	if (stat(path, &st) == 0)
+		return want_dir ? S_ISDIR(st.st_mode) : S_ISREG(st.st_mode);
+	int e = errno;
+	if (e == ENOENT || e == ENOTDIR)
+		return 0;
+	return nb_errorf(err, NB_EIO, "%s: %s%s", path, strerror(e),
+			 e == ELOOP ? " (a symlink loop?)" : "");
 }
 
 /* a/b into out; 0 when it does not fit. */
@@ -128,13 +133,17 @@ const char *nb_dataset_default_dir(const char *name)
 	return NULL;
 }
 
-/* dir/base or dir/base.gz (plain first), into out; 0 when neither. */
-static int find_idx(char *out, size_t len, const char *dir, const char *base)
+/* dir/base or dir/base.gz (plain first), into out; 0 when neither, <0
+ * (err filled) when one cannot be looked at. */
+static int find_idx(char *out, size_t len, const char *dir, const char *base,
+		    char *err)
 {
 	char gz[80];
 	snprintf(gz, sizeof gz, "%s.gz", base);
-	return (join(out, len, dir, base) && is_file(out)) ||
-	       (join(out, len, dir, gz) && is_file(out));
+	int r = join(out, len, dir, base) ? probe(out, 0, err) : 0;
+	if (r == 0)
+		r = join(out, len, dir, gz) ? probe(out, 0, err) : 0;
+	return r;
 }
 
 static int load_idx(const char *name, const char *dir, enum nb_split split,
@@ -144,10 +153,11 @@ static int load_idx(const char *name, const char *dir, enum nb_split split,
 	char ibase[64], lbase[64], ipath[4200], lpath[4200];
 	snprintf(ibase, sizeof ibase, "%s-images-idx3-ubyte", pre);
 	snprintf(lbase, sizeof lbase, "%s-labels-idx1-ubyte", pre);
-	const char *missing = !find_idx(ipath, sizeof ipath, dir, ibase) ? ibase
-			      : !find_idx(lpath, sizeof lpath, dir, lbase)
-				  ? lbase
-				  : NULL;
+	int fi = find_idx(ipath, sizeof ipath, dir, ibase, err);
+	int fl = fi > 0 ? find_idx(lpath, sizeof lpath, dir, lbase, err) : 0;
+	if (fi < 0 || fl < 0)
+		return fi < 0 ? fi : fl;
+	const char *missing = !fi ? ibase : !fl ? lbase : NULL;
 	if (missing && !strcmp(name, "fashion-mnist"))
 		return nb_errorf(
 		    err, NB_EIO,
@@ -168,17 +178,21 @@ static int load_idx(const char *name, const char *dir, enum nb_split split,
 	return nb_idx_load(ipath, lpath, 10, ds, err);
 }
 
-/* dir or dir/sub, whichever holds probe; NULL when neither. */
-static const char *pick_dir(char *buf, size_t len, const char *dir,
-			    const char *sub, const char *probe)
+/* dir or dir/sub, whichever holds file, into *at; *at = NULL when
+ * neither. <0 (err filled) when a path cannot be looked at. */
+static int pick_dir(char *buf, size_t len, const char *dir, const char *sub,
+		    const char *file, const char **at, char *err)
 {
 	char p[4200];
-	if (join(p, sizeof p, dir, probe) && is_file(p))
-		return dir;
-	if (join(buf, len, dir, sub) && is_dir(buf) &&
-	    join(p, sizeof p, buf, probe) && is_file(p))
-		return buf;
-	return NULL;
+	int r;
+	*at = NULL;
+	if ((r = join(p, sizeof p, dir, file) ? probe(p, 0, err) : 0))
+		return r < 0 ? r : (*at = dir, 0);
+	if ((r = join(buf, len, dir, sub) ? probe(buf, 1, err) : 0) <= 0)
+		return r;
+	if ((r = join(p, sizeof p, buf, file) ? probe(p, 0, err) : 0) > 0)
+		*at = buf;
+	return r < 0 ? r : 0;
 }
 
 static int load_cifar(const char *name, const char *dir, enum nb_split split,
@@ -191,7 +205,10 @@ static int load_cifar(const char *name, const char *dir, enum nb_split split,
 	    c10 ? (split == NB_SPLIT_TRAIN ? "data_batch_1.bin"
 					   : "test_batch.bin")
 		: (split == NB_SPLIT_TRAIN ? "train.bin" : "test.bin");
-	const char *at = pick_dir(buf, sizeof buf, dir, sub, probe);
+	const char *at;
+	int r = pick_dir(buf, sizeof buf, dir, sub, probe, &at, err);
+	if (r < 0)
+		return r;
 	if (!at)
 		return nb_errorf(
 		    err, NB_EIO,
@@ -214,8 +231,11 @@ static int load_tiny(const char *dir, enum nb_split split, nb_dataset *ds,
 		     char *err)
 {
 	char buf[4200];
-	const char *at =
-	    pick_dir(buf, sizeof buf, dir, "tiny-imagenet-200", "wnids.txt");
+	const char *at;
+	int r = pick_dir(buf, sizeof buf, dir, "tiny-imagenet-200",
+			 "wnids.txt", &at, err);
+	if (r < 0)
+		return r;
 	if (!at)
 		return nb_errorf(
 		    err, NB_EIO,
@@ -248,6 +268,8 @@ int nb_dataset_load(const char *name, const char *dir, enum nb_split split,
 	if (strlen(dir) > 4000)
 		return nb_errorf(err, NB_EINVAL,
 				 "%s: data folder path too long", name);
+	if ((rc = probe(dir, 1, err)) < 0)
+		return rc;
 	if (!strcmp(name, "fashion-mnist") || !strcmp(name, "mnist"))
 		rc = load_idx(name, dir, split, ds, err);
 	else if (!strcmp(name, "tiny-imagenet"))

@@ -13,6 +13,7 @@
  * artefact verifies).
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <fnmatch.h>
@@ -87,6 +88,7 @@ typedef struct runner {
 	int threads_per_job;
 	int live_lines; /* lines drawn by the last live redraw */
 	const nb_dist *dist; /* a data-parallel job's group (mpi_runner.c) */
+	char stop[NB_ERR_LEN]; /* set when the disk or a folder fails */
 } runner;
 
 static double now_s(void)
@@ -94,6 +96,88 @@ static double now_s(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---- storage trouble ------------------------------------------------------------ */
+
+/* Creates, writes, flushes and removes a small file in dir: whether a run
+ * can write there at all (permissions, a read-only or a full disk). */
+static int probe_dir(const char *dir, char *err)
+{
+	char path[4200];
+	snprintf(path, sizeof path, "%s/.nasty-bench-probe.%ld", dir,
+		 (long)getpid());
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return nb_errorf(err, NB_EIO, "%s: cannot write there: %s", dir,
+				 strerror(errno));
+	static const char block[4096];
+	int e = 0;
+	errno = 0;
+	if (write(fd, block, sizeof block) != (ssize_t)sizeof block)
+		e = errno ? errno : ENOSPC;
+	else if (fsync(fd) != 0)
+		e = errno;
+	close(fd);
+	unlink(path);
+	if (e)
+		return nb_errorf(err, NB_EIO, "%s: cannot write there: %s", dir,
+				 strerror(e));
+	return 0;
+}
+
+static int probe_folders(const runner *R, char *err)
+{
+	char dir[4200];
+	snprintf(dir, sizeof dir, "%s/store", nb_store_root(R->store));
+	int rc = probe_dir(dir, err);
+	return rc < 0 ? rc : probe_dir(R->o->out, err);
+}
+
+/* Whether a job's failure says the disk or a folder is at fault rather
+ * than the job: then every later job would fail the same way. Sets R->stop
+ * to what the user must fix. */
+static int storage_trouble(runner *R, const char *why)
+{
+	static const int codes[] = {ENOSPC, EDQUOT, EROFS};
+	char err[NB_ERR_LEN];
+	if (probe_folders(R, err) < 0) {
+		snprintf(R->stop, sizeof R->stop, "%s", err);
+		return 1;
+	}
+	for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
+		if (strstr(why, strerror(codes[i]))) {
+			snprintf(R->stop, sizeof R->stop, "%s", why);
+			return 1;
+		}
+	return 0;
+}
+
+/* Removes the temporary files (NAME.tmp.PID[.N], see nb_write_file_atomic
+ * and nb_st_write) that a killed process left in dir. With `all` 0, a file
+ * whose PID still runs is another writer's and stays; with 1 (an artefact
+ * folder, whose lock the caller holds) every one goes. */
+static void remove_stale_tmp(const char *dir, int all)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		const char *t = strstr(e->d_name, ".tmp.");
+		char *end;
+		if (!t)
+			continue;
+		long pid = strtol(t + 5, &end, 10);
+		if (end == t + 5 || (*end && *end != '.') || pid <= 0)
+			continue;
+		if (!all && (kill((pid_t)pid, 0) == 0 || errno != ESRCH))
+			continue;
+		char path[4600];
+		snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+		unlink(path);
+	}
+	closedir(d);
 }
 
 /* ---- planning -------------------------------------------------------------------- */
@@ -758,6 +842,9 @@ static int job_child(runner *R, job *j, int fd)
 			close(lock);
 			return 0;
 		}
+		/* what a killed trainer of this artefact left half-written */
+		lock_path[strlen(lock_path) - strlen("/lock")] = 0;
+		remove_stale_tmp(lock_path, 1);
 	}
 	const int writer = !R->dist || R->dist->rank == 0;
 	rc = load_data(R, &train, &test, t, err);
@@ -1096,6 +1183,10 @@ static void finish_job(runner *R, job *j, int status)
 				 "the job ended without a verified artefact: %.400s",
 				 err);
 	}
+	/* a full disk or an unwritable folder stops the run with one
+	 * message (nb_run_suite), instead of failing every job after it */
+	if (R->stop[0] || storage_trouble(R, j->why))
+		return;
 	clear_live(R);
 	fprintf(stderr, "nasty-bench: job %s failed: %s\n", j->name, j->why);
 }
@@ -1147,7 +1238,8 @@ static int execute(runner *R, char *err)
 		    done == 1 ? "" : "s");
 	while (done < total) {
 		/* start what is ready */
-		for (int i = 0; i < R->n && running < max_jobs; i++) {
+		for (int i = 0; i < R->n && running < max_jobs && !R->stop[0];
+		     i++) {
 			job *j = &R->jobs[i];
 			if (!j->selected || j->state != J_PENDING)
 				continue;
@@ -1165,6 +1257,19 @@ static int execute(runner *R, char *err)
 			if (rc < 0)
 				return rc;
 			running++;
+		}
+		if (!running && R->stop[0]) {
+			clear_live(R);
+			int fin = 0;
+			for (int i = 0; i < R->n; i++)
+				fin += R->jobs[i].selected &&
+				       R->jobs[i].state == J_DONE;
+			return nb_errorf(err, NB_EIO,
+					 "%s: stopped with %d of %d models "
+					 "finished (kept in the store); run "
+					 "the same command again once there is "
+					 "space or the folder is writable",
+					 R->stop, fin, total);
 		}
 		if (!running) {
 			int pending = 0;
@@ -1249,6 +1354,8 @@ static int report(runner *R, double wall, char *err)
 	char logs[4096];
 	snprintf(logs, sizeof logs, "%s/logs", R->o->out);
 	mkdir(logs, 0755);
+	remove_stale_tmp(R->o->out, 0);
+	remove_stale_tmp(logs, 0);
 	for (int i = 0; i < R->n; i++) {
 		job *j = &R->jobs[i];
 		if (!j->selected)
@@ -1430,6 +1537,9 @@ int nb_run_suite(const nb_suite *s, nb_registry *reg,
 	R.store = nb_store_open(o->store, err);
 	if (!R.store)
 		return NB_EIO;
+	/* an unwritable folder or a full disk: say so before any training */
+	if (!o->dry_run && (rc = probe_folders(&R, err)) < 0)
+		goto out;
 	collect_self_students(&R);
 	if ((rc = prepare(&R, err)) < 0 || (rc = plan(&R, err)) < 0 ||
 	    (rc = select_jobs(&R, err)) < 0)

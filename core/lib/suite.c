@@ -310,12 +310,15 @@ static int ini_read(ini *I, const char *path, char *err)
 	}
 	buf[n] = 0;
 	/* Control bytes (other than tab and line ends) would reach messages
-	 * and terminals: refuse the file at the first one. */
+	 * and terminals: refuse the file at the first one. A CR counts as a
+	 * line end only before LF (CR LF files); alone, inside a line, it
+	 * would reach a message with the rest of the line. */
 	for (size_t i = 0, ln = 1; i < n; i++) {
 		unsigned char c = (unsigned char)buf[i];
+		int crlf = c == '\r' && (i + 1 == n || buf[i + 1] == '\n');
 		if (c == '\n')
 			ln++;
-		else if ((c < 0x20 && c != '\t' && c != '\r') || c == 0x7f) {
+		else if ((c < 0x20 && c != '\t' && !crlf) || c == 0x7f) {
 			free(buf);
 			return nb_errorf(err, NB_EFORMAT,
 					 "%s:%zu: control character 0x%02x",

@@ -282,6 +282,16 @@ done:
 	return rc;
 }
 
+/* Whether s[0..len) holds a control byte (which a message must not carry:
+ * a file name from a hostile tree or annotation file). */
+static int has_control(const char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			return 1;
+	return 0;
+}
+
 /* ---- wnids.txt ---------------------------------------------------------- */
 
 static int is_wnid(const char *s, size_t len)
@@ -505,12 +515,17 @@ static int check_train_folders(const char *train, const wnid *ids, int n,
 			continue; /* dangling link: not a folder */
 		}
 		if (S_ISDIR(st.st_mode) && (strlen(e->d_name) != WNID_LEN ||
-					    find_class(ids, n, e->d_name) < 0))
+					    find_class(ids, n, e->d_name) < 0)) {
+			char show[48];
 			rc = nb_errorf(err, NB_EFORMAT,
 				       "%s/%s: a class folder that wnids.txt "
 				       "does not list (damaged wnids.txt, or a "
 				       "stray folder); %s",
-				       train, e->d_name, ZIP_HINT);
+				       train,
+				       shown(show, sizeof show, e->d_name,
+					     strlen(e->d_name)),
+				       ZIP_HINT);
+		}
 	}
 	closedir(d);
 	return rc;
@@ -542,6 +557,17 @@ static int list_class(const char *train, const char *id, int k, sample_list *l,
 	while ((e = readdir(d))) {
 		if (!has_jpeg_ext(e->d_name))
 			continue;
+		if (has_control(e->d_name, strlen(e->d_name))) {
+			char show[48];
+			rc = nb_errorf(err, NB_EFORMAT,
+				       "%s: file name \"%s\" holds control "
+				       "characters; %s",
+				       images,
+				       shown(show, sizeof show, e->d_name,
+					     strlen(e->d_name)),
+				       ZIP_HINT);
+			break;
+		}
 		if (n == cap) {
 			if (cap >= TINY_MAX_IMAGES) {
 				rc = nb_errorf(err, NB_EFORMAT,
@@ -659,7 +685,7 @@ static int list_val(const char *dir, const wnid *ids, int nids, sample_list *l,
 				a = b + 1;
 			}
 		int ok = nf == 6 && fl[0] > 0 && fl[0] < 256 &&
-			 !memchr(f[0], '/', fl[0]) && !memchr(f[0], 0, fl[0]) &&
+			 !memchr(f[0], '/', fl[0]) && !has_control(f[0], fl[0]) &&
 			 !(f[0][0] == '.' &&
 			   (fl[0] == 1 || (fl[0] == 2 && f[0][1] == '.'))) &&
 			 is_wnid(f[1], fl[1]);

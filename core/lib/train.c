@@ -833,6 +833,17 @@ out:
 	return rc;
 }
 
+/* Whether every parameter and buffer of net is finite. */
+static int params_finite(const nb_net *net)
+{
+	nb_param **params;
+	int np = nb_net_params(net, &params);
+	for (int k = 0; k < np; k++)
+		if (!nb_all_finite(params[k]->data, (long)params[k]->size))
+			return 0;
+	return 1;
+}
+
 /* Saves the best epoch's checkpoint with the caller's metadata. */
 static int save_best(const nb_train_config *cfg, const nb_net *net, int epoch,
 		     double acc, char *err)
@@ -1232,6 +1243,10 @@ int nb_train_dist(nb_net *net, const nb_dataset *train,
 		if (rc < 0)
 			break;
 		double t_train = omp_get_wtime() - te;
+		/* finite logits, yet the step may have pushed a weight or a
+		 * BatchNorm statistic to Inf or NaN: the model diverged too */
+		if (!res->diverged && !params_finite(net))
+			res->diverged = 1;
 		if (res->diverged)
 			break;
 		rs.train_s += t_train;

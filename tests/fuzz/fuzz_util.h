@@ -76,6 +76,11 @@ int nb_fuzz_safetensors(const uint8_t *data, size_t size);
 int nb_fuzz_checkpoint(const uint8_t *data, size_t size);
 int nb_fuzz_store(const uint8_t *data, size_t size);
 int nb_fuzz_suite(const uint8_t *data, size_t size);
+int nb_fuzz_tinyimagenet(const uint8_t *data, size_t size);
+
+/* The Tiny-ImageNet tree of fuzz_tinyimagenet.c (written on first call
+ * into the scratch folder, as "tiny"), for make_corpus.c. */
+const char *nb_fuzz_tiny_tree(void);
 
 /* The artefact of fuzz_store.c: its key is nb_store_key of the
  * description, its best.safetensors and log.csv hold these bytes. */

@@ -7,8 +7,9 @@
  *
  * writes OUTDIR/PARSER/NAME for idx, cifar10, cifar100 (nb_synth_write
  * with a handful of samples), safetensors (nb_st_write), checkpoint
- * (nb_checkpoint_save of fuzz_checkpoint.c's network) and store
- * (nb_store_finish). Every seed is a few KB at most, except the CIFAR-10
+ * (nb_checkpoint_save of fuzz_checkpoint.c's network), store
+ * (nb_store_finish) and tinyimagenet (the annotation files of
+ * fuzz_tinyimagenet.c's tree, nb_synth_write). Every seed is a few KB at most, except the CIFAR-10
  * training split, which needs five records of 3073 bytes. The output is
  * deterministic (fixed seeds), so re-running it changes no committed file.
  */
@@ -291,6 +292,67 @@ static void store_seeds(void)
 	nb_store_close(st);
 }
 
+/* One Tiny-ImageNet input (fuzz_tinyimagenet.c's layout). */
+static void tiny_seed(const char *name, int val, const uint8_t *wnids,
+		      size_t w, const uint8_t *ann, size_t a,
+		      const uint8_t *jpeg, size_t j)
+{
+	seed s = {0};
+	add_byte(&s, (unsigned)val);
+	add_byte(&s, (unsigned)(w & 0xff));
+	add_byte(&s, (unsigned)(w >> 8));
+	add_byte(&s, (unsigned)(a & 0xff));
+	add_byte(&s, (unsigned)(a >> 8));
+	add(&s, wnids, w);
+	add(&s, ann, a);
+	if (j)
+		add(&s, jpeg, j);
+	emit("tinyimagenet", name, &s);
+}
+
+static void tinyimagenet_seeds(void)
+{
+	nb_fuzz_tiny_tree();
+	size_t w, a, j;
+	uint8_t *wnids = slurp("tiny/wnids.txt", &w);
+	uint8_t *ann = slurp("tiny/val/val_annotations.txt", &a);
+	uint8_t *jpeg = slurp("tiny/val/images/val_1.JPEG", &j);
+	if (w > 0xffff || a > 0xffff)
+		die("tinyimagenet", "annotation files over 64 KB");
+	tiny_seed("train", 0, wnids, w, ann, a, NULL, 0);
+	tiny_seed("val", 1, wnids, w, ann, a, NULL, 0);
+	/* the first annotation line again, for the extra JPEG */
+	const uint8_t *tab = memchr(ann, '\t', a);
+	const uint8_t *nl = memchr(ann, '\n', a);
+	if (!tab || !nl || nl < tab)
+		die("tinyimagenet", "unexpected val_annotations.txt");
+	seed more = {0};
+	add(&more, ann, a);
+	add(&more, "val_fuzz.JPEG", 13);
+	add(&more, tab, (size_t)(nl - tab) + 1);
+	tiny_seed("val-extra-jpeg", 1, wnids, w, more.b, more.n, jpeg, j);
+	/* CR LF line ends and blank lines */
+	seed crlf = {0}, acrlf = {0};
+	for (size_t i = 0; i < w; i++) {
+		if (wnids[i] == '\n')
+			add(&crlf, "\r", 1);
+		add(&crlf, wnids + i, 1);
+	}
+	add(&crlf, "\r\n\r\n", 4);
+	for (size_t i = 0; i < a; i++) {
+		if (ann[i] == '\n')
+			add(&acrlf, "\r", 1);
+		add(&acrlf, ann + i, 1);
+	}
+	tiny_seed("val-crlf", 1, crlf.b, crlf.n, acrlf.b, acrlf.n, NULL, 0);
+	free(more.b);
+	free(crlf.b);
+	free(acrlf.b);
+	free(wnids);
+	free(ann);
+	free(jpeg);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 2) {
@@ -305,5 +367,6 @@ int main(int argc, char **argv)
 	safetensors_seeds();
 	checkpoint_seeds();
 	store_seeds();
+	tinyimagenet_seeds();
 	return 0;
 }

@@ -36,6 +36,7 @@ static const struct {
     {"checkpoint", nb_fuzz_checkpoint},
     {"store", nb_fuzz_store},
     {"suite", nb_fuzz_suite},
+    {"tinyimagenet", nb_fuzz_tinyimagenet},
 };
 #define N_PARSERS (int)(sizeof parsers / sizeof parsers[0])
 

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -850,6 +851,107 @@ static void dataset_missing_says_how_to_get_it(void)
 	free(dir);
 }
 
+/* IDX headers whose sizes overflow 32 or 64 bits once multiplied: one
+ * line, before anything is allocated from them. */
+static void idx_overflowing_sizes(void)
+{
+	static const struct {
+		uint32_t n, rows, cols, n_lab;
+		const char *expect;
+	} cases[] = {
+	    {4, 0xffffffffu, 0xffffffffu, 4, "side"},
+	    {4, 0x10000u, 0x10000u, 4, "side"},
+	    {0x80000000u, 28, 28, 0x80000000u, "samples"},
+	    {0xffffffffu, 65535, 65535, 0xffffffffu, "samples"},
+	    {0x7fffffffu, 65535, 65535, 0x7fffffffu, "size"},
+	    {0x00100001u, 4096, 4096, 0x00100001u, "size"},
+	};
+	char err[NB_ERR_LEN], ip[4200], lp[4200];
+	char *dir = tu_mkdtemp();
+	CU_ASSERT_FATAL(dir != NULL);
+	snprintf(ip, sizeof ip, "%s/images", dir);
+	snprintf(lp, sizeof lp, "%s/labels", dir);
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		uint8_t h[16 + 64] = {0}, l[8 + 4] = {0};
+		put_be32(h, 0x803);
+		put_be32(h + 4, cases[i].n);
+		put_be32(h + 8, cases[i].rows);
+		put_be32(h + 12, cases[i].cols);
+		put_be32(l, 0x801);
+		put_be32(l + 4, cases[i].n_lab);
+		FILE *f = fopen(ip, "wb");
+		CU_ASSERT_FATAL(f && fwrite(h, 1, sizeof h, f) == sizeof h);
+		fclose(f);
+		f = fopen(lp, "wb");
+		CU_ASSERT_FATAL(f && fwrite(l, 1, sizeof l, f) == sizeof l);
+		fclose(f);
+		nb_dataset ds;
+		int rc = nb_idx_load(ip, lp, 10, &ds, err);
+		char name[32];
+		snprintf(name, sizeof name, "overflow %zu", i);
+		expect_error(name, rc, err, dir, "");
+		CU_ASSERT(rc == NB_EFORMAT || rc == NB_EINVAL);
+		CU_ASSERT_PTR_NULL(ds.images);
+		CU_ASSERT_PTR_NULL(strchr(err, '\n'));
+	}
+	tu_rmtree(dir);
+	free(dir);
+}
+
+/* A symlink loop where a loader looks (the data folder itself, a data
+ * file, a subfolder it tries): one line naming the path and the loop,
+ * never "download the dataset". */
+static void dataset_symlink_loops(void)
+{
+	static const struct {
+		const char *name, *link; /* link: a looping entry of the folder */
+	} cases[] = {
+	    {"mnist", "train-images-idx3-ubyte"},
+	    {"mnist", "train-labels-idx1-ubyte.gz"},
+	    {"fashion-mnist", "train-images-idx3-ubyte.gz"},
+	    {"cifar10", "data_batch_1.bin"},
+	    {"cifar10", "cifar-10-batches-bin"},
+	    {"cifar100", "train.bin"},
+	    {"cifar100-coarse", "cifar-100-binary"},
+	    {"tiny-imagenet", "wnids.txt"},
+	    {"tiny-imagenet", "tiny-imagenet-200"},
+	};
+	char err[NB_ERR_LEN], path[4200], want[4200];
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		char *dir = tu_mkdtemp();
+		CU_ASSERT_FATAL(dir != NULL);
+		snprintf(path, sizeof path, "%s/%s", dir, cases[i].link);
+		CU_ASSERT_FATAL(symlink(cases[i].link, path) == 0);
+		/* the labels of mnist are looked for after the images */
+		if (strstr(cases[i].link, "labels")) {
+			snprintf(want, sizeof want,
+				 "%s/train-images-idx3-ubyte", dir);
+			FILE *f = fopen(want, "wb");
+			CU_ASSERT_FATAL(f != NULL);
+			fclose(f);
+		}
+		nb_dataset ds;
+		int rc = nb_dataset_load(cases[i].name, dir, NB_SPLIT_TRAIN,
+					 &ds, err);
+		expect_error(cases[i].link, rc, err, path, "symlink loop");
+		CU_ASSERT_PTR_NULL(strstr(err, "download"));
+		CU_ASSERT_PTR_NULL(ds.images);
+		tu_rmtree(dir);
+		free(dir);
+	}
+	/* the data folder itself */
+	char *dir = tu_mkdtemp();
+	CU_ASSERT_FATAL(dir != NULL);
+	snprintf(path, sizeof path, "%s/self", dir);
+	CU_ASSERT_FATAL(symlink("self", path) == 0);
+	nb_dataset ds;
+	expect_error("folder loop",
+		     nb_dataset_load("cifar10", path, NB_SPLIT_TEST, &ds, err),
+		     err, path, "symlink loop");
+	tu_rmtree(dir);
+	free(dir);
+}
+
 static void dataset_default_dirs(void)
 {
 	char *old = getenv("NASTY_BENCH_DATA");
@@ -1668,6 +1770,8 @@ static const nb_test_entry tests[] = {
     {"idx bad classes, missing labels", idx_bad_classes_and_missing_labels},
     {"cifar bad inputs", cifar_bad_inputs},
     {"missing dataset says how to get it", dataset_missing_says_how_to_get_it},
+    {"idx sizes that would overflow", idx_overflowing_sizes},
+    {"symlink loops in data folders", dataset_symlink_loops},
     {"default dirs", dataset_default_dirs},
     {"pad_to centres", pad_to_centres},
     {"crop offsets exact", crop_offsets_exact},

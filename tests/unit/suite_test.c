@@ -97,7 +97,7 @@ static const struct {
 } shipped[] = {
     {"fashion-mnist", "default", 2}, {"mnist", "paper", 2},
     {"cifar10", "small", 3},	     {"cifar100", "small", 3},
-    {"tiny-imagenet", "small", 3},   {"smoke", "smoke", 1},
+    {"tiny-imagenet", "small", 3},   {"smoke", "smoke", 2},
 };
 #define N_SHIPPED (int)(sizeof shipped / sizeof *shipped)
 
@@ -734,6 +734,11 @@ static const struct {
      5, "only used with synthetic", NULL},
     {"scratch section", HEAD "[attack.scratch]\n", NULL, 5, "takes no options",
      NULL},
+    {"escape byte", HEAD "description = \033[2J\n", NULL, 5,
+     "control character 0x1b", NULL},
+    /* CR LF line ends are fine; a CR inside a line is not */
+    {"lone CR", HEAD "[train]\r\nschedule = st\rep:2:0.1\r\n", NULL, 6,
+     "control character 0x0d", NULL},
 };
 
 static void test_bad_suites(void)

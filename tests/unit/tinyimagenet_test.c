@@ -705,6 +705,25 @@ static void bad_box(void)
 	snprintf(line, sizeof line, "val_9.JPEG\t%s\t1\tx\t3\t4\n", bad_ids[0]);
 	append_text(path_in(bad_dir, "val/val_annotations.txt"), line);
 }
+/* File and folder names with control bytes: refused, and shown escaped
+ * (a message never carries a control byte). */
+static void control_jpeg_name(void)
+{
+	FILE *f = fopen(rel_path("train/%s/images/a\001b.JPEG", 1), "wb");
+	CU_ASSERT_FATAL(f != NULL);
+	fclose(f);
+}
+static void control_folder_name(void)
+{
+	mkdir(path_in(bad_dir, "train/n\033[2Jxx"), 0777);
+}
+static void control_val_name(void)
+{
+	char line[128];
+	snprintf(line, sizeof line, "val\0379.JPEG\t%s\t1\t2\t3\t4\n",
+		 bad_ids[0]);
+	append_text(path_in(bad_dir, "val/val_annotations.txt"), line);
+}
 static void slash_name(void)
 {
 	char line[128];
@@ -824,6 +843,18 @@ static const bad_case bad_cases[] = {
      NB_SPLIT_TEST,
      {"val_annotations.txt", "line 5"}},
     {"bad box", bad_box, NB_SPLIT_TEST, {"val_annotations.txt", "line 5"}},
+    {"control byte in a JPEG name",
+     control_jpeg_name,
+     NB_SPLIT_TRAIN,
+     {"images", "\"a?b.JPEG\" holds control characters"}},
+    {"control bytes in a folder name",
+     control_folder_name,
+     NB_SPLIT_TRAIN,
+     {"train/n?[2Jxx", "does not list"}},
+    {"control byte in an annotation",
+     control_val_name,
+     NB_SPLIT_TEST,
+     {"val_annotations.txt", "line 5", "val?9.JPEG"}},
     {"path as file name",
      slash_name,
      NB_SPLIT_TEST,
@@ -843,6 +874,8 @@ static void check_error(const char *what, int rc, const char *err,
 {
 	int ok = rc < 0 && !strchr(err, '\n') && ds->images == NULL &&
 		 ds->labels == NULL && ds->n == 0;
+	for (const char *p = err; rc < 0 && *p; p++)
+		ok = ok && (unsigned char)*p >= 0x20 && *p != 0x7f;
 	for (int i = 0; i < 3 && want[i]; i++)
 		ok = ok && strstr(err, want[i]) != NULL;
 	if (!ok || getenv("NB_TEST_SHOW_ERRORS"))

@@ -8,7 +8,8 @@
  * The loop owns order and augmentation randomness (streams NB_RNG_ORDER and
  * NB_RNG_AUGMENT of the run's seed), so two runs with the same seed and
  * thread count produce identical weights. A step whose loss or logits are
- * not finite stops the run and marks it diverged: that is a result, not an
+ * not finite, or an epoch that leaves a parameter or BatchNorm statistic
+ * non-finite, stops the run and marks it diverged: that is a result, not an
  * error.
  */
 #ifndef NASTY_BENCH_TRAIN_H
@@ -130,7 +131,7 @@ typedef struct nb_train_result {
 	double best_acc, last_acc; /* percent */
 	int best_epoch;            /* 0-based; ties go to the later epoch */
 	int epochs_done;
-	int diverged;  /* 1: a non-finite loss or logit stopped the run */
+	int diverged;  /* 1: a non-finite loss, logit or weight stopped it */
 	double wall_s;
 	double img_per_s; /* over the whole run's training steps */
 	int resumed_from; /* epochs found finished in state_path (0 = none) */
