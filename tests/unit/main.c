@@ -27,6 +27,9 @@ void nb_test_report(void);
 void nb_test_store(void);
 void nb_test_resume(void);
 void nb_test_tinyimagenet(void);
+void nb_test_featloss(void);
+void nb_test_inversion(void);
+void nb_test_image(void);
 
 int main(int argc, char **argv)
 {
@@ -48,6 +51,9 @@ int main(int argc, char **argv)
 	nb_test_store();
 	nb_test_resume();
 	nb_test_tinyimagenet();
+	nb_test_featloss();
+	nb_test_inversion();
+	nb_test_image();
 	CU_basic_set_mode(CU_BRM_VERBOSE);
 	if (argc > 1) {
 		CU_pSuite s = CU_get_registry()->pSuite;
