@@ -76,15 +76,9 @@ int cmd_plugin_help(const char *name)
 		printf("\n  %s\n  file: %s\n", p->summary,
 		       nb_registry_path(reg, i));
 		if (p->kind == NB_PLUGIN_ATTACK) {
-			static const char *const acc[] = {
-				"outputs", "gradients", "features", "bn-stats",
-				"train-data"};
-			printf("  access:");
-			for (int b = 0; b < 5; b++)
-				if (p->attack->access & (1u << b))
-					printf(" %s", acc[b]);
-			if (!(p->attack->access & NB_ACCESS_TRAIN_DATA))
-				printf(" (data-free)");
+			char acc[160];
+			nb_access_describe(p->attack->access, acc, sizeof acc);
+			printf("  access: %s", acc);
 			printf("\n");
 		}
 		if (!p->options || !p->options->name) {

@@ -161,7 +161,8 @@ static int check_sizes(const char *path, const nb_abi_sizes *got, char *err)
 		"nb_arch_args",    "nb_teacher_ops",   "nb_teacher_env",
 		"nb_attack_ops",   "nb_attack_env",    "nb_batch",
 		"nb_loss_terms",   "nb_dataset",       "nb_param",
-		"nb_train_config", "nb_train_result", "nb_augment"};
+		"nb_train_config", "nb_train_result", "nb_augment",
+		"nb_synth_plan"};
 	const uint32_t *g = (const uint32_t *)got, *w = (const uint32_t *)&want;
 	for (size_t i = 0; i < sizeof want / sizeof(uint32_t); i++)
 		if (g[i] != w[i])
@@ -191,10 +192,24 @@ static int check_hooks(const char *path, const nb_plugin *p, char *err)
 	case NB_PLUGIN_ATTACK:
 		if (!p->attack)
 			missing = ".attack";
-		else if (!p->attack->loss && !p->attack->run)
-			missing = ".attack->loss or .attack->run";
-		else if (!p->attack->access)
-			missing = ".attack->access";
+		else if (!p->attack->loss)
+			missing = ".attack->loss";
+		else if (!(p->attack->access & NB_ACCESS_TRAIN_DATA) &&
+			 (!p->attack->synth || !p->attack->plan))
+			missing = ".attack->synth and .attack->plan (it "
+				  "declares no training-data access, so it is "
+				  "data-free)";
+		else if (!p->attack->save != !p->attack->load)
+			missing = ".attack->save and .attack->load (one "
+				  "without the other)";
+		else if (p->attack->access & ~(unsigned)(NB_ACCESS_OUTPUTS |
+				NB_ACCESS_GRADIENTS | NB_ACCESS_FEATURES |
+				NB_ACCESS_BN_STATS | NB_ACCESS_TRAIN_DATA))
+			return nb_errorf(err, NB_EINVAL,
+					 "%s: attack plugin '%s' declares "
+					 "unknown access bits 0x%x: fix the "
+					 "descriptor and rebuild",
+					 path, p->name, p->attack->access);
 		break;
 	default:
 		return nb_errorf(err, NB_EINVAL,

@@ -647,6 +647,64 @@ static int load_model(const runner *R, const char *arch, const char *key,
 	return rc;
 }
 
+/* An attack's hooks as the training loop calls them (train.h). */
+typedef struct attack_call {
+	const nb_attack_ops *ops;
+	void *state;
+	const nb_attack_env *env;
+} attack_call;
+
+static int attack_synth(void *ctx, int epoch, int step, int n, float *x,
+			int *y, char *err)
+{
+	attack_call *a = ctx;
+	return a->ops->synth(a->state, a->env, epoch, step, n, x, y, err);
+}
+
+static int attack_save(void *ctx, nb_bag *out, char *err)
+{
+	attack_call *a = ctx;
+	return a->ops->save(a->state, out, err);
+}
+
+static int attack_load(void *ctx, nb_bag *in, char *err)
+{
+	attack_call *a = ctx;
+	return a->ops->load(a->state, in, err);
+}
+
+/* A data-free attack's plan, pre-filled with the suite's student schedule,
+ * checked and applied to cfg. */
+static int plan_synth(attack_call *a, nb_train_config *cfg, char *err)
+{
+	nb_synth_plan plan = {0};
+	plan.batch = cfg->batch;
+	plan.epochs = cfg->epochs;
+	plan.optim = cfg->optim;
+	plan.sched = cfg->sched;
+	char e2[NB_ERR_LEN];
+	int rc = a->ops->plan(a->state, a->env, &plan, e2);
+	if (rc < 0)
+		return nb_errorf(err, rc, "plan: %s", e2);
+	if (plan.steps <= 0 || plan.batch <= 0 || plan.epochs < 0 ||
+	    !(plan.optim.lr > 0))
+		return nb_errorf(err, NB_EINVAL,
+				 "the attack planned %d steps of batch %d for "
+				 "%d epochs at lr %g: steps and batch must be "
+				 "positive",
+				 plan.steps, plan.batch, plan.epochs,
+				 plan.optim.lr);
+	cfg->synth = attack_synth;
+	cfg->synth_ctx = a;
+	cfg->synth_steps = plan.steps;
+	cfg->batch = plan.batch;
+	cfg->epochs = plan.epochs;
+	cfg->optim = plan.optim;
+	cfg->sched = plan.sched;
+	cfg->sched.base_lr = plan.optim.lr;
+	return 0;
+}
+
 static int job_child(runner *R, job *j, int fd)
 {
 	char err[NB_ERR_LEN];
@@ -796,14 +854,23 @@ static int job_child(runner *R, job *j, int fd)
 			nb_net_free(adv);
 			goto fail;
 		}
-		child_say(fd, "S starting");
-		if (ops->loss) {
-			cfg.loss = ops->loss;
-			cfg.loss_ctx = astate;
-			rc = nb_train(net, &train, &test, &cfg, &res, err);
-		} else {
-			rc = ops->run(astate, &env, &res, err);
+		cfg.loss = ops->loss;
+		cfg.loss_ctx = astate;
+		attack_call call = {ops, astate, &env};
+		if (ops->save) {
+			cfg.save = attack_save;
+			cfg.load = attack_load;
+			cfg.state_ctx = &call;
 		}
+		const int data_free = !(ops->access & NB_ACCESS_TRAIN_DATA);
+		if (data_free && (rc = plan_synth(&call, &cfg, err)) < 0) {
+			nb_net_free(adv);
+			goto fail;
+		}
+		child_say(fd, "S starting");
+		/* a data-free attack's student never sees the training set */
+		rc = nb_train(net, data_free ? NULL : &train, &test, &cfg,
+			      &res, err);
 		if (ops->fini)
 			ops->fini(astate);
 		astate = NULL;

@@ -4,6 +4,7 @@
  * feature or BatchNorm-statistics access. Queries run the frozen network
  * in evaluation mode and apply the defence's release transform.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -66,4 +67,28 @@ int nb_teacher_query(nb_teacher *t, const float *x, int n, float *out,
 	if (t->strategy && t->strategy->release)
 		return t->strategy->release(t->state, out, n, t->classes, err);
 	return 0;
+}
+
+void nb_access_describe(unsigned access, char *buf, size_t len)
+{
+	static const struct {
+		unsigned bit;
+		const char *word;
+	} words[] = {{NB_ACCESS_GRADIENTS, "gradients"},
+		     {NB_ACCESS_FEATURES, "features"},
+		     {NB_ACCESS_BN_STATS, "BatchNorm statistics"},
+		     {NB_ACCESS_TRAIN_DATA, "training data"}};
+	const unsigned white = NB_ACCESS_GRADIENTS | NB_ACCESS_FEATURES |
+			       NB_ACCESS_BN_STATS;
+	size_t n = 0;
+	if (!len)
+		return;
+	buf[0] = 0;
+	n += snprintf(buf, len, "%s",
+		      access & white ? "white box" : "released outputs");
+	for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+		if ((access & words[i].bit) && n < len)
+			n += snprintf(buf + n, len - n, ", %s", words[i].word);
+	if (!(access & NB_ACCESS_TRAIN_DATA) && n < len)
+		snprintf(buf + n, len - n, ", data-free");
 }

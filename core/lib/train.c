@@ -14,9 +14,15 @@
  * to an uninterrupted one. With cfg->best_path the best epoch's checkpoint
  * is kept too.
  *
+ * Data-free training (cfg->synth): the batches come from a hook (a
+ * generator, an image optimiser) instead of the training set; everything
+ * else (loss hook, optimiser, schedule, test pass, logs, best checkpoint,
+ * state file) is the same. The hook's own state (its generator, optimiser,
+ * random streams) joins the state file through cfg->save / cfg->load as
+ * "hook.*" tensors, so a data-free run resumes bit-identically too.
+ *
  * What it deliberately does not do: progress display (the runner plugs in
- * through the hooks), and saving a loss hook's own state (a hook that
- * keeps state across epochs resumes from wherever its owner puts it).
+ * through the hooks).
  */
 #include <errno.h>
 #include <limits.h>
@@ -151,8 +157,8 @@ static int log_epoch(nb_csv *log, const nb_epoch_stats *s)
 
 #define STATE_FORMAT "nasty-bench-train-state"
 #define STATE_VERSION "1"
-/* "optim." + a parameter name + ".exp_avg_sq" */
-#define STATE_NAME_LEN (NB_NAME_LEN + 32)
+/* "optim." + a parameter name + ".exp_avg_sq", or "hook." + a bag entry */
+#define STATE_NAME_LEN (NB_BAG_NAME_LEN + 16)
 
 /* The columns of the "log.stats" tensor: one F64 row per finished epoch,
  * everything a log row and the epoch hook show. */
@@ -261,10 +267,15 @@ static const char *const cfg_keys[N_CFG] = {
 
 static void config_values(char v[N_CFG][CFG_LEN], const nb_train_config *cfg,
 			  const nb_optim_config *oc, const nb_schedule *sc,
-			  const nb_dataset *train, const nb_dataset *test)
+			  const nb_dataset *train, const nb_dataset *test,
+			  int channels)
 {
-	snprintf(v[0], CFG_LEN, "%s n=%d %dx%dx%d classes=%d", train->name,
-		 train->n, train->c, train->h, train->w, train->classes);
+	if (cfg->synth)
+		snprintf(v[0], CFG_LEN, "synthetic steps=%d", cfg->synth_steps);
+	else
+		snprintf(v[0], CFG_LEN, "%s n=%d %dx%dx%d classes=%d",
+			 train->name, train->n, train->c, train->h, train->w,
+			 train->classes);
 	if (test)
 		snprintf(v[1], CFG_LEN, "%s n=%d %dx%dx%d classes=%d",
 			 test->name, test->n, test->c, test->h, test->w,
@@ -298,7 +309,7 @@ static void config_values(char v[N_CFG][CFG_LEN], const nb_train_config *cfg,
 	len = snprintf(v[7], CFG_LEN, "pad_to=%d crop_pad=%d flip=%d rotate=%.9g",
 		       cfg->aug.pad_to, cfg->aug.crop_pad, cfg->aug.flip,
 		       cfg->aug.rotate_deg);
-	for (int c = 0; c < train->c && c < 4 && len < CFG_LEN; c++)
+	for (int c = 0; c < channels && c < 4 && len < CFG_LEN; c++)
 		len += snprintf(v[7] + len, CFG_LEN - len,
 				" mean%d=%.9g std%d=%.9g", c, cfg->aug.mean[c],
 				c, cfg->aug.std[c]);
@@ -315,33 +326,66 @@ static void config_values(char v[N_CFG][CFG_LEN], const nb_train_config *cfg,
  *    (see rng_pack);
  *  - "log.stats": F64 [epochs, H_COLS], the per-epoch statistics from which
  *    the CSV log is rebuilt;
+ *  - "hook.<name>": F32 or I64 [n], the hooks' own state (cfg->save);
  *  - metadata: format, state_version, nasty_bench_version, epochs_done,
  *    best_epoch (0-based), best_acc, last_acc, last_loss, last_ce, last_kl,
  *    wall_s, train_s, train_imgs (doubles as %.17g, exact), threads (for
  *    information: bit-identical resumption needs the same thread count),
  *    and the config.* values of config_values.
  */
-static int save_state(const char *path, nb_net *net, nb_optim *opt,
+static int save_state(const nb_train_config *cfg, nb_net *net, nb_optim *opt,
 		      const run_state *rs, char cfgv[N_CFG][CFG_LEN], char *err)
 {
+	const char *path = cfg->state_path;
 	nb_param **params;
 	int np = nb_net_params(net, &params);
 	nb_counter *counters;
 	int nc = nb_net_counters(net, &counters);
 	nb_optim_tensor *ot = NULL;
+	nb_bag *bag = NULL;
 	int no = nb_optim_export(opt, &ot, err);
 	if (no < 0)
 		return no;
-	int n_named = np + nc + no;
+	int rc, nh = 0;
+	if (cfg->save) {
+		char e2[NB_ERR_LEN];
+		bag = nb_bag_new();
+		if (!bag) {
+			free(ot);
+			return nb_errorf(err, NB_ENOMEM, "%s: out of memory",
+					 path);
+		}
+		if ((rc = cfg->save(cfg->state_ctx, bag, e2)) < 0) {
+			nb_bag_free(bag);
+			free(ot);
+			return nb_errorf(err, rc, "%s: saving the hook's state: %s",
+					 path, e2);
+		}
+		nh = nb_bag_count(bag);
+	}
+	int n_named = np + nc + no + nh;
 	nb_st_out *out = calloc((size_t)n_named + 4, sizeof *out);
 	char(*names)[STATE_NAME_LEN] =
 	    malloc((size_t)(n_named > 0 ? n_named : 1) * sizeof *names);
-	int rc;
 	if (!out || !names) {
 		rc = nb_errorf(err, NB_ENOMEM, "%s: out of memory", path);
 		goto done;
 	}
 	int n = 0;
+	for (int i = 0; i < nh; i++, n++) {
+		const char *name;
+		int is_i64;
+		const void *data;
+		size_t cnt;
+		nb_bag_entry(bag, i, &name, &is_i64, &data, &cnt);
+		snprintf(names[n], STATE_NAME_LEN, "hook.%s", name);
+		out[n].name = names[n];
+		out[n].dtype = is_i64 ? NB_DTYPE_I64 : NB_DTYPE_F32;
+		out[n].ndim = 1;
+		out[n].shape[0] = (int64_t)cnt;
+		out[n].data = data;
+		out[n].nbytes = cnt * (is_i64 ? sizeof(int64_t) : sizeof(float));
+	}
 	for (int i = 0; i < np; i++, n++) {
 		const nb_param *p = params[i];
 		snprintf(names[n], STATE_NAME_LEN, "model.%s", p->name);
@@ -433,6 +477,7 @@ done:
 	free(out);
 	free(names);
 	free(ot);
+	nb_bag_free(bag);
 	return rc;
 }
 
@@ -522,7 +567,8 @@ static int load_state(const nb_train_config *cfg, nb_net *net, nb_optim *opt,
 	double *hist = NULL;
 	int no = 0;
 	run_state r = *rs;
-	if (!ot || !model) {
+	nb_bag *bag = cfg->load ? nb_bag_new() : NULL;
+	if (!ot || !model || (cfg->load && !bag)) {
 		rc = nb_errorf(err, NB_ENOMEM, "%s: out of memory", path);
 		goto out;
 	}
@@ -644,6 +690,25 @@ static int load_state(const nb_train_config *cfg, nb_net *net, nb_optim *opt,
 				goto out;
 			}
 			rng_t[k] = t;
+		} else if (bag && !strncmp(t->name, "hook.", 5)) {
+			char e2[NB_ERR_LEN];
+			int r2;
+			if (t->dtype == NB_DTYPE_F32 && t->ndim == 1)
+				r2 = nb_bag_put_f32(bag, t->name + 5, t->data,
+						    (size_t)t->shape[0], e2);
+			else if (t->dtype == NB_DTYPE_I64 && t->ndim == 1)
+				r2 = nb_bag_put_i64(bag, t->name + 5, t->data,
+						    (size_t)t->shape[0], e2);
+			else
+				r2 = nb_errorf(e2, NB_EFORMAT,
+					       "tensor '%s' is %s %s, neither "
+					       "F32 [n] nor I64 [n]",
+					       t->name, nb_dtype_name(t->dtype),
+					       shape);
+			if (r2 < 0) {
+				rc = bad_state(err, path, "%s", e2);
+				goto out;
+			}
 		} else if (!strcmp(t->name, "log.stats")) {
 			if (t->dtype != NB_DTYPE_F64 || t->ndim != 2 ||
 			    t->shape[0] != r.epochs_done ||
@@ -721,8 +786,24 @@ static int load_state(const nb_train_config *cfg, nb_net *net, nb_optim *opt,
 		goto out;
 	}
 	memcpy(hist, log_t->data, log_t->nbytes);
-	/* the last check, which replaces the optimiser state when good */
+	/* the hooks' own state: restored into the hooks, which the run leaves
+	 * behind when anything fails from here */
 	char e2[NB_ERR_LEN];
+	if (bag) {
+		if (cfg->load(cfg->state_ctx, bag, e2) < 0) {
+			rc = bad_state(err, path, "the hook's state: %s", e2);
+			goto out;
+		}
+		const char *unread = nb_bag_unread(bag);
+		if (unread) {
+			rc = bad_state(err, path,
+				       "unexpected tensor 'hook.%s' (a state "
+				       "of another version of the hook?)",
+				       unread);
+			goto out;
+		}
+	}
+	/* the last check, which replaces the optimiser state when good */
 	if (nb_optim_import(opt, ot, no, e2) < 0) {
 		rc = bad_state(err, path, "%s", e2);
 		goto out;
@@ -746,6 +827,7 @@ out:
 	free(hist);
 	free(ot);
 	free(model);
+	nb_bag_free(bag);
 	nb_st_close(f);
 	return rc;
 }
@@ -767,6 +849,36 @@ static int save_best(const nb_train_config *cfg, const nb_net *net, int epoch,
 /* ---- the loop
  * ---------------------------------------------------------------- */
 
+/* One synthetic batch from cfg->synth, with its labels checked. */
+static int synth_batch(const nb_train_config *cfg, int epoch, int step, int n,
+		       int C, float *x, int *y, char *err)
+{
+	char e2[NB_ERR_LEN];
+	int rc = cfg->synth(cfg->synth_ctx, epoch, step, n, x, y, e2);
+	if (rc < 0)
+		return nb_errorf(err, rc, "synthetic batch %d of epoch %d: %s",
+				 step + 1, epoch + 1, e2);
+	for (int i = 0; i < n; i++)
+		if (y[i] < -1 || y[i] >= C)
+			return nb_errorf(err, NB_EINVAL,
+					 "synthetic batch %d of epoch %d: label "
+					 "%d of sample %d is outside -1..%d",
+					 step + 1, epoch + 1, y[i], i, C - 1);
+	return 0;
+}
+
+/* Adds the correct predictions among the labelled rows (label >= 0). */
+static void count_labelled(const float *z, const int *y, int b, int C,
+			   long *correct, long *labelled)
+{
+	for (int i = 0; i < b; i++) {
+		if (y[i] < 0)
+			continue;
+		(*labelled)++;
+		*correct += nb_count_correct(z + (size_t)i * C, y + i, 1, C);
+	}
+}
+
 int nb_train(nb_net *net, const nb_dataset *train, const nb_dataset *test,
 	     const nb_train_config *cfg, nb_train_result *res, char *err)
 {
@@ -775,34 +887,48 @@ int nb_train(nb_net *net, const nb_dataset *train, const nb_dataset *test,
 	if (cfg->epochs < 0 || cfg->batch <= 0)
 		return nb_errorf(err, NB_EINVAL, "bad epochs %d / batch %d",
 				 cfg->epochs, cfg->batch);
-	if (train->n < 2)
+	const int synth = cfg->synth != NULL;
+	if (synth && (cfg->synth_steps <= 0 || !cfg->loss))
+		return nb_errorf(err, NB_EINVAL,
+				 "synthetic training needs steps > 0 (got %d) "
+				 "and a loss hook",
+				 cfg->synth_steps);
+	if (!synth && (!train || train->n < 2))
 		return nb_errorf(err, NB_EINVAL,
 				 "training set '%s' has %d samples",
-				 train->name, train->n);
-	int rc = nb_augment_check(train, &cfg->aug, err);
+				 train ? train->name : "(none)",
+				 train ? train->n : 0);
+	/* the data that defines the input shape: the training set, or the
+	 * test set when the batches are synthetic */
+	const nb_dataset *shape_ds = synth ? test : train;
+	int rc = shape_ds ? nb_augment_check(shape_ds, &cfg->aug, err) : 0;
 	if (rc < 0)
 		return rc;
 	int C, c_in, h_in, w_in, oh, ow;
 	nb_net_node_shape(net, nb_net_output_node(net), &C, NULL, NULL);
 	nb_net_node_shape(net, 0, &c_in, &h_in, &w_in);
-	nb_augment_out_size(train, &cfg->aug, &oh, &ow);
-	if (c_in != train->c || h_in != oh || w_in != ow)
-		return nb_errorf(err, NB_EINVAL,
-				 "the model takes %dx%dx%d inputs but '%s' "
-				 "batches are %dx%dx%d",
-				 c_in, h_in, w_in, train->name, train->c, oh,
-				 ow);
-	if (C < train->classes)
-		return nb_errorf(
-		    err, NB_EINVAL,
-		    "the model has %d outputs but '%s' has %d classes", C,
-		    train->name, train->classes);
+	if (shape_ds) {
+		nb_augment_out_size(shape_ds, &cfg->aug, &oh, &ow);
+		if (c_in != shape_ds->c || h_in != oh || w_in != ow)
+			return nb_errorf(err, NB_EINVAL,
+					 "the model takes %dx%dx%d inputs but "
+					 "'%s' batches are %dx%dx%d",
+					 c_in, h_in, w_in, shape_ds->name,
+					 shape_ds->c, oh, ow);
+		if (C < shape_ds->classes)
+			return nb_errorf(err, NB_EINVAL,
+					 "the model has %d outputs but '%s' "
+					 "has %d classes",
+					 C, shape_ds->name, shape_ds->classes);
+	}
+	oh = h_in;
+	ow = w_in;
 
-	int B = cfg->batch < train->n ? cfg->batch : train->n;
+	int B = synth || cfg->batch < train->n ? cfg->batch : train->n;
 	size_t per = (size_t)c_in * oh * ow;
 	float *x = malloc((size_t)B * per * sizeof(float));
 	int *y = malloc((size_t)B * sizeof(int));
-	int *order = malloc((size_t)train->n * sizeof(int));
+	int *order = malloc((size_t)(synth ? 1 : train->n) * sizeof(int));
 	nb_param **params;
 	int n_params = nb_net_params(net, &params);
 	nb_csv *log = cfg->log_csv ? nb_csv_new(log_header, LOG_COLS) : NULL;
@@ -836,7 +962,7 @@ int nb_train(nb_net *net, const nb_dataset *train, const nb_dataset *test,
 		rc = nb_errorf(err, NB_ENOMEM, "out of memory for training");
 		goto out;
 	}
-	config_values(cv, cfg, &oc, &sched, train, test);
+	config_values(cv, cfg, &oc, &sched, train, test, c_in);
 	if (cfg->state_path &&
 	    (rc = load_state(cfg, net, opt, &rs, cv, err)) < 0) {
 		free(cv);
@@ -871,9 +997,15 @@ int nb_train(nb_net *net, const nb_dataset *train, const nb_dataset *test,
 
 	double t0 = omp_get_wtime();
 	const double wall_before = rs.wall_s;
-	int steps = (train->n + B - 1) / B;
-	if (train->n % B == 1)
-		steps--; /* a one-sample batch breaks BatchNorm statistics */
+	int steps;
+	if (synth) {
+		steps = cfg->synth_steps;
+	} else {
+		steps = (train->n + B - 1) / B;
+		if (train->n % B == 1)
+			steps--; /* a one-sample batch breaks BatchNorm
+				    statistics */
+	}
 
 	for (int epoch = rs.epochs_done; epoch < cfg->epochs; epoch++) {
 		double te = omp_get_wtime();
@@ -881,17 +1013,28 @@ int nb_train(nb_net *net, const nb_dataset *train, const nb_dataset *test,
 		nb_optim_set_lr(opt, lr);
 		/* from the identity every epoch, so the order depends on the
 		 * stream's state alone (which a state file restores) */
-		for (int i = 0; i < train->n; i++)
-			order[i] = i;
-		nb_rng_shuffle(&rs.order, order, train->n);
+		if (!synth) {
+			for (int i = 0; i < train->n; i++)
+				order[i] = i;
+			nb_rng_shuffle(&rs.order, order, train->n);
+		}
 		nb_net_set_training(net, 1);
 		double sum_loss = 0, sum_ce = 0, sum_kl = 0;
-		long correct = 0, seen = 0;
+		long correct = 0, seen = 0, labelled = 0;
 		for (int step = 0; step < steps; step++) {
-			int start = step * B;
-			int b = train->n - start < B ? train->n - start : B;
-			nb_batch_build(x, y, train, order + start, b, &cfg->aug,
-				       1, &rs.aug);
+			int b;
+			if (synth) {
+				b = B;
+				rc = synth_batch(cfg, epoch, step, b, C, x, y,
+						 err);
+				if (rc < 0)
+					break;
+			} else {
+				int start = step * B;
+				b = train->n - start < B ? train->n - start : B;
+				nb_batch_build(x, y, train, order + start, b,
+					       &cfg->aug, 1, &rs.aug);
+			}
 			rc = nb_net_forward(net, x, b, err);
 			if (rc < 0)
 				break;
@@ -913,7 +1056,7 @@ int nb_train(nb_net *net, const nb_dataset *train, const nb_dataset *test,
 				res->diverged = 1;
 				break;
 			}
-			correct += nb_count_correct(z, y, b, C);
+			count_labelled(z, y, b, C, &correct, &labelled);
 			seen += b;
 			sum_loss += terms.total;
 			sum_ce += terms.ce;
@@ -947,7 +1090,7 @@ int nb_train(nb_net *net, const nb_dataset *train, const nb_dataset *test,
 		s.loss = sum_loss / steps;
 		s.ce = sum_ce / steps;
 		s.kl = sum_kl / steps;
-		s.train_acc = seen ? 100.0 * correct / seen : 0;
+		s.train_acc = labelled ? 100.0 * correct / labelled : 0;
 		s.img_per_s = t_train > 0 ? seen / t_train : 0;
 		if (test) {
 			rc = nb_evaluate(net, test, &cfg->aug, cfg->eval_batch,
@@ -993,8 +1136,7 @@ int nb_train(nb_net *net, const nb_dataset *train, const nb_dataset *test,
 			if (rc < 0)
 				break;
 		}
-		if (cfg->state_path && (rc = save_state(cfg->state_path, net,
-							opt, &rs, cv, err)) < 0)
+		if (cfg->state_path && (rc = save_state(cfg, net, opt, &rs, cv, err)) < 0)
 			break;
 		if (cfg->on_epoch)
 			cfg->on_epoch(cfg->hook_ctx, &s);

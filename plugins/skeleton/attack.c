@@ -10,6 +10,14 @@
  * that returns no probabilities would allow):
  *   (1 - label_weight) * CE(z_S, argmax z_T) + label_weight * CE(z_S, y),
  * trained with the core's loop on the training data.
+ *
+ * A data-free attack (no NB_ACCESS_TRAIN_DATA) adds two hooks: plan (how
+ * many synthetic batches per epoch, of what size, and the student's
+ * optimiser) and synth (fills each batch: a generator's images, or images
+ * optimised against the teacher). If it keeps state across steps (a
+ * generator, its optimiser, a random stream), save and load put that state
+ * into the core's resumable state file (bag.h). plugins/attack/dafl.c is a
+ * complete example.
  */
 #include <stddef.h>
 #include <stdlib.h>

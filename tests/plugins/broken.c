@@ -8,6 +8,9 @@
  *   BROKEN_DUP       an arch called "lenet5" (taken by a real plugin)
  *   BROKEN_OPTION    an option whose default does not parse
  *   BROKEN_UNDEF     needs a symbol that nothing provides
+ *   BROKEN_DATAFREE  an attack without training-data access that has no
+ *                    synth hook (it would be trained on data it may not
+ *                    see)
  */
 #include <stddef.h>
 
@@ -51,6 +54,22 @@ static const nb_option __attribute__((unused)) options[] = {
 	{NULL, 0, 0, NULL, NULL, 0, 0}};
 #endif
 
+#ifdef BROKEN_DATAFREE
+static int loss(void *ctx, const nb_batch *b, const float *z, int C,
+		float *dz, nb_loss_terms *terms, char *err)
+{
+	(void)ctx;
+	(void)err;
+	terms->total = terms->ce = nb_cross_entropy(z, b->y, b->n, C, 0.0f,
+						    dz, 1.0f);
+	return 0;
+}
+static const nb_attack_ops attack_ops = {
+	.access = NB_ACCESS_OUTPUTS, /* no training data, yet no synth */
+	.loss = loss,
+};
+#endif
+
 #ifndef BROKEN_NOSYM
 NB_PLUGIN_EXPORT const nb_plugin nb_plugin_desc = {
 #ifdef BROKEN_ABI
@@ -64,11 +83,18 @@ NB_PLUGIN_EXPORT const nb_plugin nb_plugin_desc = {
 		  sizeof(nb_attack_env), sizeof(nb_batch),
 		  sizeof(nb_loss_terms), sizeof(nb_dataset) + 8,
 		  sizeof(nb_param), sizeof(nb_train_config),
-		  sizeof(nb_train_result), sizeof(nb_augment)},
+		  sizeof(nb_train_result), sizeof(nb_augment),
+		  sizeof(nb_synth_plan)},
 #else
 	NB_PLUGIN_HEADER,
 #endif
+#ifdef BROKEN_DATAFREE
+	.kind = NB_PLUGIN_ATTACK,
+	.attack = &attack_ops,
+#else
 	.kind = NB_PLUGIN_ARCH,
+	.arch = &ops,
+#endif
 #ifdef BROKEN_DUP
 	.name = "lenet5",
 #else
@@ -77,7 +103,6 @@ NB_PLUGIN_EXPORT const nb_plugin nb_plugin_desc = {
 	.summary = "a deliberately broken plugin",
 	.options = options,
 	.opts_size = sizeof(struct opts),
-	.arch = &ops,
 };
 #else
 /* exports something, just not the descriptor */

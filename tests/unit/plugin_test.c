@@ -145,6 +145,7 @@ static void broken_plugins_refused(void)
 		{"broken-dup", "already taken by"},
 		{"broken-option", "default of"},
 		{"broken-undef", "ldd"},
+		{"broken-datafree", ".attack->synth and .attack->plan"},
 		{"does-not-exist", "No such file"},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

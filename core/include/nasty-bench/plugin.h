@@ -31,13 +31,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bag.h"
 #include "data.h"
 #include "error.h"
 #include "loss.h"
 #include "net.h"
 #include "train.h"
 
-#define NB_PLUGIN_ABI_VERSION 2
+#define NB_PLUGIN_ABI_VERSION 3
 /* The one symbol every plugin exports. */
 #define NB_PLUGIN_SYMBOL "nb_plugin_desc"
 
@@ -140,7 +141,26 @@ typedef struct nb_teacher_ops {
 	void *reserved[8];
 } nb_teacher_ops;
 
-/* ---- attacks --------------------------------------------------------------- */
+/* ---- attacks ----------------------------------------------------------------
+ * Access levels. An attack declares what it needs; the core hands out that
+ * and nothing more:
+ *  - NB_ACCESS_OUTPUTS: nb_teacher_query, the teacher's released outputs
+ *    (after its defence's release transform). Every attack has it.
+ *  - NB_ACCESS_GRADIENTS, NB_ACCESS_FEATURES, NB_ACCESS_BN_STATS: any of
+ *    them is white-box access: nb_teacher_network returns the frozen
+ *    network (evaluation mode), through which the attack may backpropagate
+ *    (nb_net_backward with dx), read its taps, or read its BatchNorm
+ *    running statistics. The network's raw outputs are not passed through
+ *    the release transform: whoever holds the weights can compute them.
+ *    Without these bits nb_teacher_network returns NULL.
+ *  - NB_ACCESS_TRAIN_DATA: env->train is the training set, and the core
+ *    trains the student on it. Without it the attack is data-free:
+ *    env->train is NULL, it must have synth (and plan), and the core trains
+ *    the student on the batches synth makes. No attack gets the test set:
+ *    the core evaluates.
+ * The loader refuses an attack whose hooks do not fit its declaration.
+ * This is the core's contract, not a sandbox: a plugin is native code.
+ */
 enum nb_access {
 	NB_ACCESS_OUTPUTS = 1u << 0,    /* released outputs only (black box) */
 	NB_ACCESS_GRADIENTS = 1u << 1,  /* white box: gradients through it */
@@ -158,27 +178,81 @@ typedef struct nb_attack_env {
 	uint64_t seed;
 } nb_attack_env;
 
+/*
+ * How a data-free attack's student is trained: the core pre-fills it with
+ * the suite's student schedule (epochs, batch, optimiser, learning-rate
+ * schedule; steps 0) and plan may change any of it. Every epoch is `steps`
+ * synthetic batches of `batch` samples, then a test pass.
+ */
+typedef struct nb_synth_plan {
+	int steps;             /* synthetic batches per epoch: required, > 0 */
+	int batch;             /* samples per batch, > 0 */
+	int epochs;            /* >= 0 */
+	nb_optim_config optim; /* the student's optimiser */
+	nb_schedule sched;     /* its schedule (sched.base_lr = optim.lr) */
+} nb_synth_plan;
+
 typedef struct nb_attack_ops {
-	unsigned access; /* NB_ACCESS_* bits */
+	unsigned access; /* NB_ACCESS_* bits; OUTPUTS is implied */
 	/* Optional. Called once before training; may set *state. */
 	int (*init)(const void *opts, const nb_attack_env *env, void **state,
 		    char *err);
-	/* One of loss or run is required. loss: the student's loss of one
-	 * training batch, with the core's training loop (ctx is the state).
-	 * run: the attack owns its loop (data-free attacks) and fills res. */
+	/* Required. The student's loss of one training batch, with the
+	 * core's training loop (ctx is the state): a batch of the training
+	 * set, or (data-free) the batch synth just made, whose labels may be
+	 * -1. */
 	nb_loss_hook loss;
-	int (*run)(void *state, const nb_attack_env *env, nb_train_result *res,
-		   char *err);
 	/* Optional. Frees the state. */
 	void (*fini)(void *state);
+	/*
+	 * Data-free attacks (no NB_ACCESS_TRAIN_DATA): both required (and
+	 * only used then).
+	 *
+	 * plan: called once after init, before training, with the suite's
+	 * student schedule pre-filled (see nb_synth_plan).
+	 *
+	 * synth: called once per training step, before the student's
+	 * forward and the loss hook, with the step's position (0-based
+	 * epoch and step) and n = plan->batch. Fills x (n, c, h, w) with
+	 * student inputs, already normalised as the student sees them, and
+	 * y (n) with labels in [0, classes) or -1 where it has none (the
+	 * loss hook gets both; train_acc counts labelled samples). It may
+	 * update its own generator, optimise images against the teacher
+	 * (per its access) and run env->student forward or backward, but
+	 * must leave the student's weights and training mode as it found
+	 * them (the core zeroes gradients before its own backward).
+	 */
+	int (*plan)(void *state, const nb_attack_env *env, nb_synth_plan *plan,
+		    char *err);
+	int (*synth)(void *state, const nb_attack_env *env, int epoch,
+		     int step, int n, float *x, int *y, char *err);
+	/*
+	 * Optional, together: the attack's own resumable state (generator
+	 * weights, its optimiser moments, its random streams, an image pool;
+	 * see bag.h). save is called after every epoch, after the student's
+	 * step, and puts the state into the bag; the core writes it into the
+	 * student's atomic state file. When a killed run resumes, load is
+	 * called after init and plan and before the first resumed step, with
+	 * a bag of what save put; it must read every entry. A resumed run is
+	 * then bit-identical to an uninterrupted one. An attack that keeps
+	 * state across steps and has no save/load does not resume exactly.
+	 */
+	int (*save)(void *state, nb_bag *out, char *err);
+	int (*load)(void *state, nb_bag *in, char *err);
 	void *reserved[8];
 } nb_attack_ops;
+
+/*
+ * The access bits as words for reports and --plugin-help, for example
+ * "released outputs, training data" or "gradients, features, data-free".
+ */
+void nb_access_describe(unsigned access, char *buf, size_t len);
 
 /* ---- the descriptor ------------------------------------------------------------ */
 typedef struct nb_abi_sizes {
 	uint32_t plugin, option, arch_ops, arch_args, teacher_ops, teacher_env;
 	uint32_t attack_ops, attack_env, batch, loss_terms, dataset, param;
-	uint32_t train_config, train_result, augment;
+	uint32_t train_config, train_result, augment, synth_plan;
 } nb_abi_sizes;
 
 typedef struct nb_plugin {
@@ -204,7 +278,8 @@ typedef struct nb_plugin {
 		    sizeof(nb_attack_env), sizeof(nb_batch),                   \
 		    sizeof(nb_loss_terms), sizeof(nb_dataset),                 \
 		    sizeof(nb_param), sizeof(nb_train_config),                 \
-		    sizeof(nb_train_result), sizeof(nb_augment)                \
+		    sizeof(nb_train_result), sizeof(nb_augment),               \
+		    sizeof(nb_synth_plan)                                      \
 	}
 
 /* Starts every descriptor: `const nb_plugin nb_plugin_desc = {

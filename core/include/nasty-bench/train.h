@@ -16,6 +16,7 @@
 
 #include <stdint.h>
 
+#include "bag.h"
 #include "data.h"
 #include "loss.h"
 #include "net.h"
@@ -53,6 +54,23 @@ typedef struct nb_epoch_stats {
 	double epoch_s, wall_s; /* this epoch, since the start */
 } nb_epoch_stats;
 
+/*
+ * A source of synthetic training batches (data-free training): fills n
+ * inputs x (n, c, h, w), normalised as the model sees them, and labels y
+ * (n), each in [0, classes) or -1 where there is none, for step `step`
+ * (0-based) of epoch `epoch`. Called once per step, before the model's
+ * forward. Returns 0 or a negative code with err filled.
+ */
+typedef int (*nb_synth_hook)(void *ctx, int epoch, int step, int n, float *x,
+			     int *y, char *err);
+/*
+ * A hook's own resumable state (bag.h): save puts it into the bag after
+ * every epoch, load gets it back when a run resumes (every entry must be
+ * read). Both return 0 or a negative code with err filled.
+ */
+typedef int (*nb_save_hook)(void *ctx, nb_bag *out, char *err);
+typedef int (*nb_load_hook)(void *ctx, nb_bag *in, char *err);
+
 /* Called after each epoch (progress display); may be NULL. */
 typedef void (*nb_epoch_hook)(void *ctx, const nb_epoch_stats *s);
 /* Called after each step with the running mean loss; may be NULL. */
@@ -79,7 +97,7 @@ typedef struct nb_train_config {
 	 * not match the network (names, shapes) or the configuration (data,
 	 * batch, seed, optimiser, schedule, augmentation; the epoch count
 	 * may grow) is an error naming it, and nothing is changed. The loss
-	 * hook's own state is not saved. */
+	 * hook's own state is saved only through save/load below. */
 	const char *state_path;
 	/* When set, the checkpoint of the best test-accuracy epoch (ties: the
 	 * later) is written there atomically, with best_meta's metadata. */
@@ -90,6 +108,22 @@ typedef struct nb_train_config {
 	nb_epoch_hook on_epoch;
 	nb_step_hook on_step;
 	void *hook_ctx;
+	/* Data-free training: when synth is set, nb_train's `train` may be
+	 * NULL and is not read; every epoch is synth_steps batches of `batch`
+	 * samples from synth (synth_ctx), without augmentation, each passed
+	 * to the loss hook as usual (a loss hook is required: the labels may
+	 * be -1). The test set and its preprocessing (aug's mean and std)
+	 * are used as with data. train_acc counts only labelled samples. */
+	nb_synth_hook synth;
+	void *synth_ctx;
+	int synth_steps;
+	/* Resumable hook state: when state_path is set and save is not
+	 * NULL, save (with state_ctx) adds the hooks' own state to every
+	 * state file, as "attack.<name>" tensors, and load restores it on
+	 * resume, before the first resumed step. */
+	nb_save_hook save;
+	nb_load_hook load;
+	void *state_ctx;
 } nb_train_config;
 
 typedef struct nb_train_result {
@@ -108,8 +142,8 @@ typedef struct nb_train_result {
 void nb_train_config_default(nb_train_config *cfg);
 
 /*
- * Trains net (finalised, in training mode for the steps) on `train`,
- * evaluating on `test` after every epoch. Returns 0 (also when the run
+ * Trains net (finalised, in training mode for the steps) on `train` (or on
+ * cfg->synth's batches), evaluating on `test` after every epoch. Returns 0 (also when the run
  * diverged: see res->diverged) or a negative code with err filled.
  */
 int nb_train(nb_net *net, const nb_dataset *train, const nb_dataset *test,
