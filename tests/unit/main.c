@@ -30,6 +30,7 @@ void nb_test_tinyimagenet(void);
 void nb_test_featloss(void);
 void nb_test_inversion(void);
 void nb_test_image(void);
+void nb_test_attack(void);
 
 int main(int argc, char **argv)
 {
@@ -54,6 +55,7 @@ int main(int argc, char **argv)
 	nb_test_featloss();
 	nb_test_inversion();
 	nb_test_image();
+	nb_test_attack();
 	CU_basic_set_mode(CU_BRM_VERBOSE);
 	if (argc > 1) {
 		CU_pSuite s = CU_get_registry()->pSuite;
