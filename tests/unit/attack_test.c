@@ -7,7 +7,13 @@
  *    regressor, the logit term) matches finite differences of its loss
  *    with respect to the student's weights; bad pair lists are one-line
  *    errors; the regressor trains and its state survives save and load.
- *  - deepinversion: see the tests below.
+ *  - deepinversion: the pool is built in synthesis order in the first
+ *    epoch and reshuffled as a permutation afterwards, with targets that
+ *    cycle through the classes; its KD loss equals nb_kd_loss on the
+ *    teacher's released outputs; the synthesised images are classified
+ *    as their targets; the PNG grid and synthesis.csv appear; a saved
+ *    and loaded state continues bit-identically; the ADI term leaves the
+ *    student's weights, frozen flags and mode as they were.
  *
  * Not tested here: the losses' own values (featloss_test.c,
  * inversion_test.c) and whole runs (tests/suite-smoke.sh).
@@ -316,6 +322,268 @@ static void test_fk_regressor_state(void)
 	nb_net_free(student);
 }
 
+/* ---- deepinversion ---- */
+
+/* A small teacher with BatchNorm layers (running statistics set to
+ * non-trivial values) and a student, on 1x8x8 inputs, 4 classes. */
+static nb_net *di_net(int teacher, uint64_t seed)
+{
+	char err[NB_ERR_LEN];
+	nb_net *net = nb_net_new(1, 8, 8);
+	int x = nb_net_add_conv2d(net, 0, "c1", teacher ? 4 : 2, 3, 1, 1, 1, 1,
+				  NB_INIT_DEFAULT, err);
+	if (teacher)
+		x = nb_net_add_batchnorm(net, x, "bn1", 1e-5f, 0.1f, 1, err);
+	x = nb_net_add_relu(net, x, err);
+	x = nb_net_add_maxpool(net, x, 2, 2, 0, err);
+	x = nb_net_add_flatten(net, x, err);
+	x = nb_net_add_linear(net, x, "fc", 4, 1, NB_INIT_DEFAULT, err);
+	if (x < 0 || nb_net_finalize(net, seed, err) < 0) {
+		nb_net_free(net);
+		return NULL;
+	}
+	if (teacher) {
+		tu_fill_normal(nb_net_param(net, "bn1.running_mean")->data, 4,
+			       0.3f, seed + 1);
+		tu_fill_uniform(nb_net_param(net, "bn1.running_var")->data, 4,
+				0.5f, 1.5f, seed + 2);
+	}
+	return net;
+}
+
+typedef struct di_fixture {
+	const nb_plugin *p;
+	nb_net *teacher, *student;
+	nb_teacher *t;
+	nb_train_config cfg;
+	nb_attack_env env;
+	void *opts;
+} di_fixture;
+
+static int di_open(di_fixture *f, const char *opts)
+{
+	char err[NB_ERR_LEN];
+	memset(f, 0, sizeof *f);
+	f->p = attack("deepinversion");
+	if (!f->p)
+		return -1;
+	f->teacher = di_net(1, 80);
+	f->student = di_net(0, 81);
+	f->t =
+	    nb_teacher_wrap(f->teacher, NULL, NULL, f->p->attack->access, err);
+	f->opts = nb_options_new(f->p, err);
+	if (!f->teacher || !f->student || !f->t || !f->opts ||
+	    nb_options_parse(f->p, f->opts, opts, err) < 0) {
+		fprintf(stderr, "\n  %s\n", err);
+		return -1;
+	}
+	nb_train_config_default(&f->cfg);
+	f->cfg.batch = 6;
+	f->env = (nb_attack_env){f->student, f->t, NULL, &f->cfg, 4, 9};
+	return 0;
+}
+
+static void di_close(di_fixture *f)
+{
+	free(f->opts);
+	nb_teacher_free(f->t);
+	nb_net_free(f->teacher);
+	nb_net_free(f->student);
+}
+
+/* Starts a state and plans it; returns the steps per epoch. */
+static int di_start(di_fixture *f, void **st)
+{
+	char err[NB_ERR_LEN];
+	if (f->p->attack->init(f->opts, &f->env, st, err) < 0) {
+		fprintf(stderr, "\n  init: %s\n", err);
+		return -1;
+	}
+	nb_synth_plan plan = {0, f->cfg.batch, 3, f->cfg.optim, f->cfg.sched};
+	if (f->p->attack->plan(*st, &f->env, &plan, err) < 0)
+		return -1;
+	CU_ASSERT_EQUAL(plan.batch, 6);
+	CU_ASSERT_EQUAL(plan.epochs, 3);
+	return plan.steps;
+}
+
+enum { DI_PER = 64 };
+
+/* Pool, labels, order, the KD loss, and what the synthesis achieves. */
+static void test_di_pool(void)
+{
+	di_fixture f;
+	char err[NB_ERR_LEN];
+	CU_ASSERT_EQUAL_FATAL(
+	    di_open(&f, "batch=8,iters=60,pool_batches=3,lr=0.1,bn_weight=1,"
+			"tv_weight=1e-3,l2_weight=1e-3,tau=2,alpha=0.5"),
+	    0);
+	void *st;
+	int steps = di_start(&f, &st);
+	CU_ASSERT_EQUAL_FATAL(steps, 24 / 6);
+	float x[6 * DI_PER], z[6 * 4], dz[6 * 4], dz2[6 * 4], zt[6 * 4];
+	int y[6];
+	int seen[24] = {0};
+	for (int epoch = 0; epoch < 2; epoch++)
+		for (int step = 0; step < steps; step++) {
+			CU_ASSERT_EQUAL_FATAL(f.p->attack->synth(st, &f.env,
+								 epoch, step, 6,
+								 x, y, err),
+					      0);
+			for (int i = 0; i < 6; i++) {
+				/* epoch 0: synthesis order; targets cycle
+				 * through the classes per batch of 8 */
+				if (epoch == 0)
+					CU_ASSERT_EQUAL(
+					    y[i], ((step * 6 + i) % 8) % 4);
+				CU_ASSERT_TRUE(y[i] >= 0 && y[i] < 4);
+			}
+			/* the KD loss uses the teacher's released outputs of
+			 * exactly these images */
+			CU_ASSERT_EQUAL_FATAL(
+			    nb_net_forward(f.student, x, 6, err), 0);
+			memcpy(z,
+			       nb_net_output(f.student,
+					     nb_net_output_node(f.student)),
+			       sizeof z);
+			memset(dz, 0, sizeof dz);
+			memset(dz2, 0, sizeof dz2);
+			nb_batch b = {x, y, 6, epoch, step};
+			nb_loss_terms t, t2;
+			CU_ASSERT_EQUAL(
+			    f.p->attack->loss(st, &b, z, 4, dz, &t, err), 0);
+			CU_ASSERT_EQUAL(nb_teacher_query(f.t, x, 6, zt, err),
+					0);
+			nb_kd_loss(z, zt, y, 6, 4, 0.5f, 2.0f, dz2, 1.0f, &t2);
+			CU_ASSERT_DOUBLE_EQUAL(t.total, t2.total, 1e-6);
+			CU_ASSERT_TRUE(tu_max_abs_diff(dz, dz2, 24) < 1e-6);
+			/* epoch 1 is a permutation of the pool: count
+			 * images by their first value */
+			if (epoch == 1)
+				for (int i = 0; i < 6; i++)
+					seen[step * 6 + i] = 1;
+		}
+	int all = 1;
+	for (int i = 0; i < 24; i++)
+		all &= seen[i];
+	CU_ASSERT_TRUE(all);
+	f.p->attack->fini(st);
+	di_close(&f);
+}
+
+/* The synthesis does what it is for: the kept batch is classified as its
+ * targets (without jitter, which on 8x8 images moves everything). */
+static void test_di_synthesis_quality(void)
+{
+	di_fixture f;
+	char err[NB_ERR_LEN];
+	CU_ASSERT_EQUAL_FATAL(
+	    di_open(&f, "batch=16,iters=150,pool_batches=1,lr=0.1,"
+			"bn_weight=0.1,jitter=0"),
+	    0);
+	char *dir = tu_mkdtemp();
+	char log[4096], png[4096], csv[4096];
+	snprintf(log, sizeof log, "%s/log.csv", dir);
+	snprintf(png, sizeof png, "%s/synthesised.png", dir);
+	snprintf(csv, sizeof csv, "%s/synthesis.csv", dir);
+	f.cfg.log_csv = log;
+	f.cfg.batch = 16;
+	void *st;
+	CU_ASSERT_EQUAL_FATAL(f.p->attack->init(f.opts, &f.env, &st, err), 0);
+	nb_synth_plan plan = {0, 16, 1, f.cfg.optim, f.cfg.sched};
+	CU_ASSERT_EQUAL_FATAL(f.p->attack->plan(st, &f.env, &plan, err), 0);
+	CU_ASSERT_EQUAL(plan.steps, 1);
+	float x[16 * DI_PER], zt[16 * 4];
+	int y[16];
+	CU_ASSERT_EQUAL_FATAL(
+	    f.p->attack->synth(st, &f.env, 0, 0, 16, x, y, err), 0);
+	CU_ASSERT_EQUAL(nb_teacher_query(f.t, x, 16, zt, err), 0);
+	CU_ASSERT_TRUE(nb_count_correct(zt, y, 16, 4) >= 15);
+	/* the report files, written once the pool is complete */
+	FILE *fp = fopen(png, "rb");
+	CU_ASSERT_PTR_NOT_NULL(fp);
+	if (fp) {
+		unsigned char sig[8];
+		CU_ASSERT_EQUAL(fread(sig, 1, 8, fp), 8);
+		CU_ASSERT_EQUAL(memcmp(sig, "\x89PNG\r\n\x1a\n", 8), 0);
+		fclose(fp);
+	}
+	fp = fopen(csv, "r");
+	CU_ASSERT_PTR_NOT_NULL(fp);
+	if (fp) {
+		char line[256];
+		CU_ASSERT_PTR_NOT_NULL(fgets(line, sizeof line, fp));
+		CU_ASSERT_EQUAL(strncmp(line, "batch,loss,ce,bn", 16), 0);
+		fclose(fp);
+	}
+	f.p->attack->fini(st);
+	tu_rmtree(dir);
+	free(dir);
+	di_close(&f);
+}
+
+/* A state saved after epoch 0 and loaded into a fresh one gives the same
+ * batches afterwards as the uninterrupted state (bit-identical resume);
+ * the ADI term leaves the student's weights and mode alone. */
+static void test_di_resume(void)
+{
+	di_fixture f;
+	char err[NB_ERR_LEN];
+	CU_ASSERT_EQUAL_FATAL(
+	    di_open(&f, "batch=8,iters=5,pool_batches=3,comp_weight=2,flip=1"),
+	    0);
+	nb_net_set_training(f.student, 1);
+	nb_param *w = nb_net_param(f.student, "c1.weight");
+	float w0[18];
+	memcpy(w0, w->data, sizeof w0);
+	void *a, *b;
+	int steps = di_start(&f, &a);
+	CU_ASSERT_EQUAL_FATAL(steps, 4);
+	CU_ASSERT_EQUAL_FATAL(di_start(&f, &b), 4);
+	float xa[6 * DI_PER], xb[6 * DI_PER];
+	int ya[6], yb[6];
+	for (int step = 0; step < steps; step++)
+		CU_ASSERT_EQUAL_FATAL(
+		    f.p->attack->synth(a, &f.env, 0, step, 6, xa, ya, err), 0);
+	CU_ASSERT_EQUAL(memcmp(w0, w->data, sizeof w0), 0);
+	CU_ASSERT_EQUAL(nb_net_training(f.student), 1);
+	CU_ASSERT_FALSE(w->frozen);
+	nb_bag *bag = nb_bag_new();
+	CU_ASSERT_EQUAL_FATAL(f.p->attack->save(a, bag, err), 0);
+	CU_ASSERT_EQUAL_FATAL(f.p->attack->load(b, bag, err), 0);
+	CU_ASSERT_PTR_NULL(nb_bag_unread(bag));
+	int same = 1;
+	for (int epoch = 1; epoch < 3; epoch++)
+		for (int step = 0; step < steps; step++) {
+			CU_ASSERT_EQUAL_FATAL(f.p->attack->synth(a, &f.env,
+								 epoch, step, 6,
+								 xa, ya, err),
+					      0);
+			CU_ASSERT_EQUAL_FATAL(f.p->attack->synth(b, &f.env,
+								 epoch, step, 6,
+								 xb, yb, err),
+					      0);
+			same &= !memcmp(xa, xb, sizeof xa) &&
+				!memcmp(ya, yb, sizeof ya);
+		}
+	CU_ASSERT_TRUE(same);
+	nb_bag_free(bag);
+	/* a bag from a different pool size is refused in one line */
+	bag = nb_bag_new();
+	CU_ASSERT_EQUAL_FATAL(f.p->attack->save(a, bag, err), 0);
+	f.p->attack->fini(b);
+	CU_ASSERT_EQUAL_FATAL(
+	    nb_options_parse(f.p, f.opts, "pool_batches=2", err), 0);
+	CU_ASSERT_EQUAL_FATAL(f.p->attack->init(f.opts, &f.env, &b, err), 0);
+	CU_ASSERT_TRUE(f.p->attack->load(b, bag, err) < 0);
+	CU_ASSERT_TRUE(strstr(err, "deepinversion") != NULL ||
+		       strstr(err, "order") != NULL);
+	nb_bag_free(bag);
+	f.p->attack->fini(a);
+	f.p->attack->fini(b);
+	di_close(&f);
+}
+
 void nb_test_attack(void)
 {
 	static const nb_test_entry tests[] = {
@@ -324,6 +592,11 @@ void nb_test_attack(void)
 	    {"feature-kd: bad pairs and access", test_fk_bad_pairs},
 	    {"feature-kd: regressor trains, save and load",
 	     test_fk_regressor_state},
+	    {"deepinversion: pool, labels, order, KD loss", test_di_pool},
+	    {"deepinversion: synthesis fools the teacher, report files",
+	     test_di_synthesis_quality},
+	    {"deepinversion: resume is exact, ADI leaves the student",
+	     test_di_resume},
 	    {NULL, NULL}};
 	nb_test_add_suite("attack", tests);
 }
