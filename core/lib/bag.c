@@ -92,15 +92,16 @@ static int add(nb_bag *b, const char *name, int is_i64, const void *data,
 {
 	if (!valid_name(name)) {
 		free(owned);
-		return nb_errorf(err, NB_EINVAL,
-				 "state entry name '%.*s' is empty, too long or "
-				 "has characters outside [A-Za-z0-9_.-]",
-				 NB_BAG_NAME_LEN, name);
+		return nb_errorf(
+		    err, NB_EINVAL,
+		    "state entry name '%.*s' is empty, too long or "
+		    "has characters outside [A-Za-z0-9_.-]",
+		    NB_BAG_NAME_LEN, name);
 	}
 	if (find(b, name)) {
 		free(owned);
-		return nb_errorf(err, NB_EINVAL, "state entry '%s' is put twice",
-				 name);
+		return nb_errorf(err, NB_EINVAL,
+				 "state entry '%s' is put twice", name);
 	}
 	if (b->n == b->cap) {
 		int cap = b->cap ? 2 * b->cap : 32;
@@ -128,8 +129,8 @@ int nb_bag_put_f32(nb_bag *b, const char *name, const float *data, size_t n,
 	return add(b, name, 0, data, n, NULL, err);
 }
 
-int nb_bag_put_i64(nb_bag *b, const char *name, const int64_t *data,
-		   size_t n, char *err)
+int nb_bag_put_i64(nb_bag *b, const char *name, const int64_t *data, size_t n,
+		   char *err)
 {
 	return add(b, name, 1, data, n, NULL, err);
 }
@@ -282,8 +283,7 @@ int nb_bag_get_net(nb_bag *b, const char *prefix, nb_net *net, char *err)
 	return 0;
 }
 
-int nb_bag_get_optim(nb_bag *b, const char *prefix, nb_optim *opt,
-		     char *err)
+int nb_bag_get_optim(nb_bag *b, const char *prefix, nb_optim *opt, char *err)
 {
 	size_t plen = strlen(prefix);
 	nb_optim_tensor *t = calloc((size_t)b->n + 1, sizeof *t);

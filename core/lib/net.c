@@ -502,6 +502,22 @@ int nb_net_add_flatten(nb_net *net, int in, char *err)
 	return commit_node(net, n);
 }
 
+int nb_net_add_reshape(nb_net *net, int in, int c, int h, int w, char *err)
+{
+	nb_node *n = add_node(net, NB_NODE_RESHAPE, &in, 1, NULL, err);
+	if (!n)
+		return NB_EINVAL;
+	if (c <= 0 || h <= 0 || w <= 0 || (size_t)c * h * w != n->size)
+		return nb_errorf(err, NB_EINVAL,
+				 "reshape of %zu values per sample to "
+				 "%dx%dx%d",
+				 n->size, c, h, w);
+	n->c = c;
+	n->h = h;
+	n->w = w;
+	return commit_node(net, n);
+}
+
 int nb_net_add_dropout(nb_net *net, int in, float p, char *err)
 {
 	nb_node *n = add_node(net, NB_NODE_DROPOUT, &in, 1, NULL, err);
@@ -728,6 +744,7 @@ const char *nb_node_kind_name(enum nb_node_kind kind)
 		[NB_NODE_SHUFFLE] = "shuffle",
 		[NB_NODE_UPSAMPLE] = "upsample",
 		[NB_NODE_FLATTEN] = "flatten",
+		[NB_NODE_RESHAPE] = "reshape",
 		[NB_NODE_DROPOUT] = "dropout"};
 	if ((unsigned)kind < sizeof names / sizeof names[0] && names[kind])
 		return names[kind];
@@ -959,6 +976,7 @@ static int node_forward(nb_net *net, nb_node *nd, int N, char *err)
 					    src->w, nd->scale);
 		return 0;
 	case NB_NODE_FLATTEN:
+	case NB_NODE_RESHAPE:
 		memcpy(nd->out, x, n_elems * sizeof(float));
 		return 0;
 	case NB_NODE_DROPOUT:
@@ -1180,6 +1198,7 @@ static int node_backward(nb_net *net, nb_node *nd, int N, char *err)
 						     src->w, nd->scale);
 		return 0;
 	case NB_NODE_FLATTEN:
+	case NB_NODE_RESHAPE:
 		if (dx)
 			for (size_t i = 0; i < n_elems; i++)
 				dx[i] += dy[i];

@@ -400,13 +400,28 @@ static void md_header(FILE *f, const nb_report_info *info)
 	      "student trained from scratch (defended minus reference, in "
 	      "points).\n\n",
 	      f);
+	if (!info->attack_access)
+		return;
+	fputs("What each attack had of the teacher (the core hands out "
+	      "nothing more):\n\n",
+	      f);
+	for (int ai = 0; ai < info->n_attacks; ai++)
+		if (!is_scratch(info->attacks[ai]) && info->attack_access[ai]) {
+			fputs("- ", f);
+			md_name(f, info->attacks[ai]);
+			fprintf(f, ": %s\n", info->attack_access[ai]);
+		}
+	fputc('\n', f);
 }
 
 static void md_attack_table(FILE *f, const nb_report_info *info,
-			    const char *attack, const nb_result *rows, int n)
+			    const char *attack, const char *access,
+			    const nb_result *rows, int n)
 {
 	fputs("## Attack: ", f);
 	md_name(f, attack);
+	if (access)
+		fprintf(f, "\n\nAccess: %s.", access);
 	fputs("\n\n| Row | Teacher |", f);
 	for (int si = 0; si < info->n_students; si++) {
 		fputc(' ', f);
@@ -569,7 +584,11 @@ static int write_markdown(const char *path, const char *dir,
 	md_header(f, info);
 	for (int ai = 0; ai < info->n_attacks; ai++)
 		if (!is_scratch(info->attacks[ai]))
-			md_attack_table(f, info, info->attacks[ai], rows, n);
+			md_attack_table(f, info, info->attacks[ai],
+					info->attack_access
+						? info->attack_access[ai]
+						: NULL,
+					rows, n);
 	md_nastiness(f, info, rows, n);
 	fflush(f);
 	size_t tables_len = len; /* the console gets everything but the logs */

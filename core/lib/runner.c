@@ -1282,8 +1282,14 @@ static int report(runner *R, double wall, char *err)
 		teachers[i] = s->teachers[i];
 	for (int i = 0; i < s->n_defenses; i++)
 		defenses[i] = s->defenses[i].plugin->name;
-	for (int i = 0; i < s->n_attacks; i++)
+	char access[NB_SUITE_MAX][160];
+	const char *access_p[NB_SUITE_MAX];
+	for (int i = 0; i < s->n_attacks; i++) {
 		attacks[i] = s->attacks[i].plugin->name;
+		nb_access_describe(s->attacks[i].plugin->attack->access,
+				   access[i], sizeof access[i]);
+		access_p[i] = access[i];
+	}
 	nb_report_info info = {
 		.suite = s->name,
 		.tier = s->tier,
@@ -1302,6 +1308,7 @@ static int report(runner *R, double wall, char *err)
 		.n_defenses = s->n_defenses,
 		.attacks = attacks,
 		.n_attacks = s->n_attacks,
+		.attack_access = access_p,
 	};
 	int rc = nb_report_write(R->o->out, &info, rows, n,
 				 R->o->quiet ? NULL : stdout, err);

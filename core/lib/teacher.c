@@ -74,21 +74,24 @@ void nb_access_describe(unsigned access, char *buf, size_t len)
 	static const struct {
 		unsigned bit;
 		const char *word;
-	} words[] = {{NB_ACCESS_GRADIENTS, "gradients"},
+	} white[] = {{NB_ACCESS_GRADIENTS, "gradients"},
 		     {NB_ACCESS_FEATURES, "features"},
-		     {NB_ACCESS_BN_STATS, "BatchNorm statistics"},
-		     {NB_ACCESS_TRAIN_DATA, "training data"}};
-	const unsigned white = NB_ACCESS_GRADIENTS | NB_ACCESS_FEATURES |
-			       NB_ACCESS_BN_STATS;
+		     {NB_ACCESS_BN_STATS, "BatchNorm statistics"}};
 	size_t n = 0;
 	if (!len)
 		return;
 	buf[0] = 0;
-	n += snprintf(buf, len, "%s",
-		      access & white ? "white box" : "released outputs");
-	for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
-		if ((access & words[i].bit) && n < len)
-			n += snprintf(buf + n, len - n, ", %s", words[i].word);
-	if (!(access & NB_ACCESS_TRAIN_DATA) && n < len)
-		snprintf(buf + n, len - n, ", data-free");
+	int any = 0;
+	for (size_t i = 0; i < sizeof white / sizeof white[0] && n < len; i++)
+		if (access & white[i].bit)
+			n += snprintf(buf + n, len - n, "%s%s",
+				      any++ ? ", " : "white box (",
+				      white[i].word);
+	if (n < len)
+		n += snprintf(buf + n, len - n, "%s",
+			      any ? ")" : "released outputs");
+	if (n < len)
+		snprintf(buf + n, len - n, ", %s",
+			 access & NB_ACCESS_TRAIN_DATA ? "training data"
+						       : "data-free");
 }

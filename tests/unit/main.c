@@ -31,6 +31,7 @@ void nb_test_featloss(void);
 void nb_test_inversion(void);
 void nb_test_image(void);
 void nb_test_attack(void);
+void nb_test_dafl(void);
 
 int main(int argc, char **argv)
 {
@@ -56,6 +57,7 @@ int main(int argc, char **argv)
 	nb_test_inversion();
 	nb_test_image();
 	nb_test_attack();
+	nb_test_dafl();
 	CU_basic_set_mode(CU_BRM_VERBOSE);
 	if (argc > 1) {
 		CU_pSuite s = CU_get_registry()->pSuite;

@@ -43,8 +43,8 @@ typedef struct nb_bag nb_bag;
 int nb_bag_put_f32(nb_bag *b, const char *name, const float *data, size_t n,
 		   char *err);
 /* n 64-bit integers at data (referenced, not copied). */
-int nb_bag_put_i64(nb_bag *b, const char *name, const int64_t *data,
-		   size_t n, char *err);
+int nb_bag_put_i64(nb_bag *b, const char *name, const int64_t *data, size_t n,
+		   char *err);
 /* Every parameter and buffer of net as "<prefix>.<param>" (F32) and every
  * BatchNorm counter as "<prefix>.<bn>.num_batches_tracked" (I64). */
 int nb_bag_put_net(nb_bag *b, const char *prefix, nb_net *net, char *err);
@@ -65,8 +65,7 @@ int nb_bag_get_i64(nb_bag *b, const char *name, int64_t *data, size_t n,
 int nb_bag_get_net(nb_bag *b, const char *prefix, nb_net *net, char *err);
 /* Replaces the optimiser's state with every "<prefix>.*" entry
  * (nb_optim_import: nothing changes unless all of them are good). */
-int nb_bag_get_optim(nb_bag *b, const char *prefix, nb_optim *opt,
-		     char *err);
+int nb_bag_get_optim(nb_bag *b, const char *prefix, nb_optim *opt, char *err);
 int nb_bag_get_rng(nb_bag *b, const char *name, nb_rng *r, char *err);
 
 /* ---- for the core and for tests ---- */

@@ -65,7 +65,8 @@ enum nb_node_kind {
 	NB_NODE_SHUFFLE,
 	NB_NODE_UPSAMPLE,
 	NB_NODE_FLATTEN,
-	NB_NODE_DROPOUT
+	NB_NODE_DROPOUT,
+	NB_NODE_RESHAPE
 };
 
 /* How a layer's weights are initialised at finalisation. */
@@ -115,6 +116,9 @@ int nb_net_add_upsample(nb_net *net, int in, int scale, char *err);
 /* (C,H,W) -> (C*H*W, 1, 1) */
 int nb_net_add_flatten(nb_net *net, int in, char *err);
 int nb_net_add_dropout(nb_net *net, int in, float p, char *err);
+/* (C,H,W) -> (c,h,w) with C*H*W = c*h*w, the values in the same order (as
+ * torch's view: a linear layer's output as feature maps). */
+int nb_net_add_reshape(nb_net *net, int in, int c, int h, int w, char *err);
 
 /*
  * Feature taps: named nodes whose outputs attacks may read (feature KD,

@@ -26,7 +26,8 @@
  * not finish ok are left out of means; a mean or gap with no value is
  * empty.
  *
- * report.md: per attack a table laid out like the paper's (rows: student
+ * report.md: the access each attack had (info->attack_access), then per
+ * attack a table laid out like the paper's (rows: student
  * baseline, each teacher arch with the normal strategy, then with each
  * defence; columns: teacher accuracy (gap to normal), then each student's
  * accuracy (gap to its baseline)), with the tier, seeds, threads, versions
@@ -77,6 +78,9 @@ typedef struct nb_report_info {
 	int n_defenses;
 	const char *const *attacks;       /* one table each */
 	int n_attacks;
+	/* NULL, or per attack (parallel to attacks, entries may be NULL)
+	 * the access it had, as nb_access_describe words */
+	const char *const *attack_access;
 } nb_report_info;
 
 /* Writes DIR/results.csv, DIR/gaps.csv and DIR/report.md, each atomically
