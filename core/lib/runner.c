@@ -568,6 +568,11 @@ static void estimate(runner *R)
 					   : 0;
 		double f = 2.0 * t->epochs * (ntr * (3 * m + extra) + nte * m);
 		j->cost = f / flops_per_s;
+		/* a data-free attack's cost is its own (a generator, image
+		 * optimisation) and its plan's: not known before it starts */
+		if (j->attack &&
+		    !(j->attack->plugin->attack->access & NB_ACCESS_TRAIN_DATA))
+			j->cost = -1;
 	}
 }
 
@@ -864,6 +869,8 @@ static int job_child(runner *R, job *j, int fd)
 		}
 		const int data_free = !(ops->access & NB_ACCESS_TRAIN_DATA);
 		if (data_free && (rc = plan_synth(&call, &cfg, err)) < 0) {
+			if (ops->fini)
+				ops->fini(astate);
 			nb_net_free(adv);
 			goto fail;
 		}
@@ -1338,6 +1345,7 @@ static int make_dirs(const char *path, char *err)
 static void print_plan(runner *R)
 {
 	double total = 0, todo = 0;
+	int unknown = 0;
 	printf("%-56s %-10s %s\n", "job", "estimate", "state");
 	for (int i = 0; i < R->n; i++) {
 		job *j = &R->jobs[i];
@@ -1350,20 +1358,30 @@ static void print_plan(runner *R)
 				    : st == NB_STORE_PARTIAL ? "partial (resumes)"
 				    : st == NB_STORE_CORRUPT ? "corrupt (retrains)"
 							     : "to train";
-		printf("%-56s %-10s %s", j->name, fmt_time(j->cost, t, sizeof t),
+		printf("%-56s %-10s %s", j->name,
+		       j->cost < 0 ? "?" : fmt_time(j->cost, t, sizeof t),
 		       state);
 		if (j->dep >= 0)
 			printf("  <- %s", R->jobs[j->dep].name);
 		printf("\n");
+		if (j->cost < 0) {
+			unknown++;
+			continue;
+		}
 		total += j->cost;
 		if (st != NB_STORE_DONE)
 			todo += j->cost;
 	}
 	char a[32], b[32];
 	int jobs = R->o->jobs > 0 ? R->o->jobs : 1;
-	printf("\n%d jobs; estimated compute %s in all, %s still to run (about %s with %d job%s at once)\n",
+	printf("\n%d jobs; estimated compute %s in all, %s still to run (about %s with %d job%s at once)",
 	       R->n, fmt_time(total, a, sizeof a), fmt_time(todo, b, sizeof b),
 	       fmt_time(todo / jobs, a, sizeof a), jobs, jobs == 1 ? "" : "s");
+	if (unknown)
+		printf(", not counting %d data-free job%s (\"?\": their cost is "
+		       "the attack's own)",
+		       unknown, unknown == 1 ? "" : "s");
+	printf("\n");
 }
 
 int nb_run_suite(const nb_suite *s, nb_registry *reg,

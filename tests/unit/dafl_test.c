@@ -126,6 +126,45 @@ static void losses_gradcheck(void)
 	CU_ASSERT_EQUAL(go[5], 0.0f);
 }
 
+/* ---- the reshape node (the generator's view) -------------------------------
+ */
+
+static void reshape_node(void)
+{
+	char err[NB_ERR_LEN];
+	nb_net *net = nb_net_new(12, 1, 1);
+	int x = nb_net_add_reshape(net, 0, 3, 2, 2, err);
+	CU_ASSERT_FATAL(x > 0);
+	int c, h, w;
+	nb_net_node_shape(net, x, &c, &h, &w);
+	CU_ASSERT(c == 3 && h == 2 && w == 2);
+	/* a conv after it, so the gradient has somewhere to go */
+	int y = nb_net_add_conv2d(net, x, "conv", 2, 2, 1, 0, 1, 0,
+				  NB_INIT_DEFAULT, err);
+	CU_ASSERT_FATAL(y > 0);
+	CU_ASSERT_EQUAL_FATAL(nb_net_finalize(net, 1, err), 0);
+	float in[2 * 12], dx[2 * 12];
+	for (int i = 0; i < 24; i++)
+		in[i] = (float)i;
+	CU_ASSERT_EQUAL_FATAL(nb_net_forward(net, in, 2, err), 0);
+	/* the same values in the same order, as torch's view */
+	CU_ASSERT(memcmp(nb_net_output(net, x), in, sizeof in) == 0);
+	/* the gradient comes back unchanged, in the same order */
+	float *g = nb_net_grad(net, x);
+	for (int i = 0; i < 24; i++)
+		g[i] = 0.5f * (float)i - 3.0f;
+	CU_ASSERT_EQUAL(nb_net_backward(net, dx, err), 0);
+	for (int i = 0; i < 24; i++)
+		CU_ASSERT_EQUAL(dx[i], 0.5f * (float)i - 3.0f);
+	nb_net_free(net);
+	/* a shape with another number of values is refused */
+	net = nb_net_new(12, 1, 1);
+	CU_ASSERT_EQUAL(nb_net_add_reshape(net, 0, 5, 2, 2, err), NB_EINVAL);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "12 values"));
+	CU_ASSERT_STRING_EQUAL(nb_node_kind_name(NB_NODE_RESHAPE), "reshape");
+	nb_net_free(net);
+}
+
 /* ---- the generator
  * ------------------------------------------------------------ */
 
@@ -790,6 +829,7 @@ static void datafree_loop_checks(void)
 static const nb_test_entry tests[] = {
     {"DAFL losses match PyTorch", losses_match_torch},
     {"DAFL losses: finite differences", losses_gradcheck},
+    {"reshape node: values in order, gradient back, bad shapes", reshape_node},
     {"DAFL generator: the reference's layers and parameter counts",
      generator_matches_reference},
     {"DAFL loss gradient through the frozen teacher into the generator",

@@ -32,6 +32,7 @@ void nb_test_inversion(void);
 void nb_test_image(void);
 void nb_test_attack(void);
 void nb_test_dafl(void);
+void nb_test_bag(void);
 
 int main(int argc, char **argv)
 {
@@ -58,6 +59,7 @@ int main(int argc, char **argv)
 	nb_test_image();
 	nb_test_attack();
 	nb_test_dafl();
+	nb_test_bag();
 	CU_basic_set_mode(CU_BRM_VERBOSE);
 	if (argc > 1) {
 		CU_pSuite s = CU_get_registry()->pSuite;

@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 
 #include "error.h"
+#include "plugin.h"
 #include "report.h"
 #include "testutil.h"
 
@@ -606,6 +607,49 @@ static void no_rows(void)
 	    strstr(md, "| student baseline (scratch) | — | — | — |"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(md, "| T resnet18 nasty | — | — | — |"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(md, "(no models)"));
+	/* without access words, no access lines */
+	CU_ASSERT_PTR_NULL(strstr(md, "Access:"));
+	free(md);
+}
+
+/* Each attack's access level: a line per attack under the header and one
+ * under its table's heading. */
+static void access_levels(void)
+{
+	char out[2048];
+	snprintf(out, sizeof out, "%s/access", dir);
+	CU_ASSERT_EQUAL(mkdir(out, 0755), 0);
+	nb_report_info info = make_info(1);
+	char words[2][160];
+	const char *access[2] = {words[0], words[1]};
+	for (int i = 0; i < 2; i++)
+		nb_access_describe(
+		    strcmp(info.attacks[i], "kd")
+			? NB_ACCESS_OUTPUTS | NB_ACCESS_GRADIENTS |
+			      NB_ACCESS_FEATURES
+			: NB_ACCESS_OUTPUTS | NB_ACCESS_TRAIN_DATA,
+		    words[i], sizeof words[i]);
+	info.attack_access = access;
+	char err[NB_ERR_LEN] = "";
+	CU_ASSERT_EQUAL(nb_report_write(out, &info, NULL, 0, NULL, err), 0);
+	char path[4096];
+	snprintf(path, sizeof path, "%s/report.md", out);
+	char *md = slurp(path, NULL);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(md);
+	CU_ASSERT_PTR_NOT_NULL(
+	    strstr(md, "\n- kd: released outputs, training data\n"));
+	CU_ASSERT_PTR_NOT_NULL(
+	    strstr(md, "## Attack: kd\n\nAccess: released outputs, training "
+		       "data.\n"));
+	for (int i = 0; i < 2; i++)
+		if (strcmp(info.attacks[i], "kd")) {
+			char line[256];
+			snprintf(line, sizeof line,
+				 "\n- %s: white box (gradients, features), "
+				 "data-free\n",
+				 info.attacks[i]);
+			CU_ASSERT_PTR_NOT_NULL(strstr(md, line));
+		}
 	free(md);
 }
 
@@ -664,6 +708,7 @@ static void synthesised_images(void)
 }
 
 static const nb_test_entry tests[] = {
+    {"report.md states each attack's access", access_levels},
     {"results.csv: contract header, rows, numbers, quoting", results_csv},
     {"gaps.csv: means, std, gaps, empty cells, 1 and 2 seeds", gaps_csv},
     {"gaps.csv: std is the sample std (n-1)", gaps_std_formula},

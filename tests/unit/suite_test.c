@@ -387,6 +387,83 @@ static void test_shipped_plugins(void)
 	}
 }
 
+/* Every shipped suite runs dafl; the paper tiers hold DAFL's official
+ * values (DAFL-train.py and its README), the others a smaller generator. */
+static const struct {
+	const char *suite, *tier;
+	const char *kv[12][2];
+} dafl_facts[] = {
+    {"mnist",
+     "paper",
+     {{"latent", "100"},
+      {"batch", "512"},
+      {"iters", "120"},
+      {"epochs", "200"},
+      {"width", "128"},
+      {"lr_g", "0.2"},
+      {"lr_s", "0.002"},
+      {"student_optim", "adam"},
+      {"oh", "1"},
+      {"ie", "5"},
+      {"a", "0.1"}}},
+    {"cifar10",
+     "paper",
+     {{"latent", "1000"},
+      {"batch", "1024"},
+      {"iters", "120"},
+      {"epochs", "2000"},
+      {"width", "128"},
+      {"lr_g", "0.02"},
+      {"lr_s", "0.1"},
+      {"student_optim", "sgd"},
+      {"oh", "0.05"},
+      {"ie", "5"},
+      {"a", "0.01"}}},
+    {"cifar100",
+     "paper",
+     {{"latent", "1000"},
+      {"batch", "1024"},
+      {"epochs", "2000"},
+      {"lr_g", "0.02"},
+      {"lr_s", "0.1"},
+      {"student_optim", "sgd"},
+      {"oh", "0.5"},
+      {"ie", "20"},
+      {"a", "0.1"}}},
+    {"tiny-imagenet", "paper", {{"oh", "0.5"}, {"ie", "20"}, {"a", "0.1"}}},
+    {"cifar10", "small", {{"width", "32"}}},
+    {"fashion-mnist", "default", {{"width", "32"}, {"epochs", "10"}}},
+    {"fashion-mnist", "smoke", {{"width", "16"}}},
+    {"smoke", "smoke", {{"width", "16"}, {"iters", "8"}}},
+};
+
+static void test_shipped_dafl(void)
+{
+	char err[NB_ERR_LEN], rel[256], v[64];
+	for (size_t i = 0; i < sizeof dafl_facts / sizeof *dafl_facts; i++) {
+		snprintf(rel, sizeof rel, "suites/%s.ini", dafl_facts[i].suite);
+		nb_suite s;
+		CU_ASSERT_EQUAL_FATAL(
+		    load(tu_srcpath(rel), dafl_facts[i].tier, &s, NULL, err),
+		    0);
+		const nb_plugin_use *u = NULL;
+		for (int a = 0; a < s.n_attacks; a++)
+			if (!strcmp(s.attacks[a].plugin->name, "dafl"))
+				u = &s.attacks[a];
+		CU_ASSERT_PTR_NOT_NULL_FATAL(u);
+		for (int k = 0; k < 12 && dafl_facts[i].kv[k][0]; k++) {
+			option_text(u, dafl_facts[i].kv[k][0], v, sizeof v);
+			if (strcmp(v, dafl_facts[i].kv[k][1]))
+				printf("\n  %s/%s: dafl %s = %s, expected %s\n",
+				       dafl_facts[i].suite, dafl_facts[i].tier,
+				       dafl_facts[i].kv[k][0], v,
+				       dafl_facts[i].kv[k][1]);
+			CU_ASSERT_STRING_EQUAL(v, dafl_facts[i].kv[k][1]);
+		}
+		nb_suite_free(&s);
+	}
+}
+
 /* ---- precedence -----------------------------------------------------------
  */
 
@@ -871,6 +948,8 @@ static const nb_test_entry tests[] = {
     {"shipped suites load in every tier", test_shipped_every_tier},
     {"shipped suites hold the paper's schedules", test_shipped_values},
     {"shipped suites hold the paper's tau, omega, alpha", test_shipped_plugins},
+    {"shipped suites run dafl with DAFL's values in the paper tier",
+     test_shipped_dafl},
     {"precedence: train < role < arch < tier", test_precedence},
     {"lists, schedules, continuation lines", test_values},
     {"bad suites fail with file:line", test_bad_suites},
