@@ -540,8 +540,41 @@ static void md_logs(FILE *f, const nb_result *rows, int n)
 		fputs("(no models)\n", f);
 }
 
-static int write_markdown(const char *path, const nb_report_info *info,
-			  const nb_result *rows, int n, FILE *md, char *err)
+/* The grids of images a data-free attack synthesised (DIR/images/KEY.png,
+ * copied there by the runner), shown inline, teacher by teacher. */
+static void md_images(FILE *f, const char *dir, const nb_result *rows, int n)
+{
+	int any = 0;
+	for (int i = 0; i < n; i++) {
+		const nb_result *r = &rows[i];
+		if (!r->key[0] || strcmp(r->role, "student") != 0)
+			continue;
+		char path[4096];
+		struct stat sb;
+		snprintf(path, sizeof path, "%s/images/%s.png", dir, r->key);
+		if (stat(path, &sb) != 0)
+			continue;
+		if (!any)
+			fputs("## Synthesised images\n\n"
+			      "The first images each data-free attack "
+			      "synthesised from its teacher (de-normalised; one "
+			      "class per column).\n\n",
+			      f);
+		any = 1;
+		fprintf(f,
+			"- %s from %s %s, student %s, seed %llu: "
+			"![%s %s %s](images/%s.png)\n",
+			r->attack, r->teacher_arch, r->teacher_strategy,
+			r->arch, (unsigned long long)r->seed, r->attack,
+			r->teacher_arch, r->teacher_strategy, r->key);
+	}
+	if (any)
+		fputc('\n', f);
+}
+
+static int write_markdown(const char *path, const char *dir,
+			  const nb_report_info *info, const nb_result *rows,
+			  int n, FILE *md, char *err)
 {
 	char *buf = NULL;
 	size_t len = 0;
@@ -559,6 +592,7 @@ static int write_markdown(const char *path, const nb_report_info *info,
 	md_nastiness(f, info, rows, n);
 	fflush(f);
 	size_t tables_len = len; /* the console gets everything but the logs */
+	md_images(f, dir, rows, n);
 	md_logs(f, rows, n);
 	if (fclose(f) != 0) {
 		free(buf);
@@ -611,7 +645,7 @@ int nb_report_write(const char *dir, const nb_report_info *info,
 	}
 	if (rc == 0) {
 		snprintf(path, plen, "%s/report.md", dir);
-		rc = write_markdown(path, info, rows, n, md, err);
+		rc = write_markdown(path, dir, info, rows, n, md, err);
 	}
 	free(path);
 	return rc;

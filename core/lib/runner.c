@@ -1313,16 +1313,22 @@ static int execute(runner *R, char *err)
 
 /* ---- results ------------------------------------------------------------------------ */
 
-static void copy_log(runner *R, const job *j)
+/* Copies the artefact file `name` of job j to OUT/SUBDIR/KEY.EXT, if the
+ * artefact has it (the per-epoch log; a data-free attack's grid of
+ * synthesised images, synthesised.png). */
+static void copy_artefact_file(runner *R, const job *j, const char *name,
+			       const char *subdir, const char *ext)
 {
 	char src[4096], dst[4096], err[NB_ERR_LEN];
-	if (nb_store_path(R->store, j->key, "log.csv", 0, src, sizeof src,
-			  err) < 0)
+	if (nb_store_path(R->store, j->key, name, 0, src, sizeof src, err) < 0)
 		return;
-	snprintf(dst, sizeof dst, "%s/logs/%s.csv", R->o->out, j->key);
 	FILE *f = fopen(src, "rb");
 	if (!f)
 		return;
+	snprintf(dst, sizeof dst, "%s/%s", R->o->out, subdir);
+	mkdir(dst, 0755);
+	snprintf(dst, sizeof dst, "%s/%s/%s.%s", R->o->out, subdir, j->key,
+		 ext);
 	char *buf = NULL;
 	size_t len = 0, cap = 0;
 	char chunk[65536];
@@ -1393,7 +1399,10 @@ static int report(runner *R, double wall, char *err)
 				 j->sum.status);
 			if (j->teacher_role && j->dep >= 0)
 				r->final_kl = j->sum.final_kl;
-			copy_log(R, j);
+			copy_artefact_file(R, j, "log.csv", "logs", "csv");
+			if (!j->teacher_role && j->attack)
+				copy_artefact_file(R, j, "synthesised.png",
+						   "images", "png");
 		} else {
 			snprintf(r->status, sizeof r->status, "failed");
 		}

@@ -653,6 +653,60 @@ static void access_levels(void)
 	free(md);
 }
 
+/* A student whose artefact had a synthesised-image grid (the runner copies
+ * it to DIR/images/KEY.png) gets it shown in report.md; the others and
+ * the teachers do not, and without any image there is no section. */
+static void synthesised_images(void)
+{
+	char *md;
+	write_run("noimages", 2, 2, &md);
+	CU_ASSERT_PTR_NULL(strstr(md, "Synthesised images"));
+	free(md);
+	const char *out = write_run("images", 2, 2, NULL);
+	int n = make_rows(rows, 2), student = -1, teacher = -1;
+	for (int i = 0; i < n; i++) {
+		if (student < 0 && !strcmp(rows[i].role, "student") &&
+		    strcmp(rows[i].attack, "scratch"))
+			student = i;
+		if (teacher < 0 && !strcmp(rows[i].role, "teacher"))
+			teacher = i;
+	}
+	CU_ASSERT_FATAL(student >= 0 && teacher >= 0);
+	char path[4096];
+	snprintf(path, sizeof path, "%s/images", out);
+	CU_ASSERT_EQUAL(mkdir(path, 0755), 0);
+	int pick[2] = {student, teacher};
+	for (int k = 0; k < 2; k++) {
+		snprintf(path, sizeof path, "%s/images/%s.png", out,
+			 rows[pick[k]].key);
+		FILE *f = fopen(path, "w");
+		CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+		fclose(f);
+	}
+	nb_report_info info = make_info(2);
+	char err[NB_ERR_LEN];
+	CU_ASSERT_EQUAL_FATAL(nb_report_write(out, &info, rows, n, NULL, err),
+			      0);
+	snprintf(path, sizeof path, "%s/report.md", out);
+	md = slurp(path, NULL);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(md);
+	char want[1024];
+	snprintf(want, sizeof want, "- %s from %s %s, student %s, seed %llu: ",
+		 rows[student].attack, rows[student].teacher_arch,
+		 rows[student].teacher_strategy, rows[student].arch,
+		 (unsigned long long)rows[student].seed);
+	CU_ASSERT_PTR_NOT_NULL(strstr(md, "## Synthesised images"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(md, want));
+	snprintf(want, sizeof want, "(images/%s.png)", rows[student].key);
+	CU_ASSERT_PTR_NOT_NULL(strstr(md, want));
+	snprintf(want, sizeof want, "(images/%s.png)", rows[teacher].key);
+	CU_ASSERT_PTR_NULL(strstr(md, want));
+	/* the section comes before the logs */
+	CU_ASSERT_TRUE(strstr(md, "## Synthesised images") <
+		       strstr(md, "## Per-epoch logs"));
+	free(md);
+}
+
 static const nb_test_entry tests[] = {
     {"report.md states each attack's access", access_levels},
     {"results.csv: contract header, rows, numbers, quoting", results_csv},
@@ -662,6 +716,7 @@ static const nb_test_entry tests[] = {
     {"reports are written atomically, no temporary files", atomic_no_temp},
     {"missing output folder: a clear error", missing_folder},
     {"no rows: empty cells, same shape", no_rows},
+    {"report.md: synthesised image grids", synthesised_images},
     {NULL, NULL}};
 
 void nb_test_report(void)

@@ -32,8 +32,10 @@
  * defence; columns: teacher accuracy (gap to normal), then each student's
  * accuracy (gap to its baseline)), with the tier, seeds, threads, versions
  * and wall time stated, and how nasty each teacher became (final tau^2*KL,
- * mean over seeds); then links to each model's per-epoch log,
- * logs/KEY.csv, relative to DIR (the runner copies them there). A cell says "acc" or "mean ± std"
+ * mean over seeds); then the grids of images data-free attacks
+ * synthesised, DIR/images/KEY.png, for the students that have one; then
+ * links to each model's per-epoch log, logs/KEY.csv, relative to DIR (the
+ * runner copies both there). A cell says "acc" or "mean ± std"
  * with "(+d.dd)" against its reference, "[k of n diverged]" when some seeds
  * did not count, "diverged"/"failed" when none did, "—" with no model.
  *
