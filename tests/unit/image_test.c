@@ -106,9 +106,11 @@ static void grid_case(int n, int c, int hh, int ww, int cols)
 	size_t sz = (size_t)n * c * hh * ww;
 	float *x = malloc(sz * sizeof *x);
 	tu_fill_normal(x, sz, 2.0f, 60 + (uint64_t)n);
-	x[0] = NAN;			  /* drawn black */
-	x[1] = (1.5f - mean[0]) / std[0]; /* above white */
-	x[2] = (0.6f - mean[0]) / std[0]; /* 153 */
+	x[0] = NAN; /* drawn black */
+	if (sz > 2) {
+		x[1] = (1.5f - mean[0]) / std[0]; /* above white */
+		x[2] = (0.6f - mean[0]) / std[0]; /* 153 */
+	}
 	uint8_t *png = NULL, *pix = NULL;
 	size_t len;
 	int W, H, rc;
