@@ -1151,19 +1151,31 @@ static nb_dataset random_ds(int n)
 	return ds;
 }
 
-static void batch_draws_follow_contract(void)
+/* The augmentation and sample indices the batch-contract tests share. */
+static nb_augment contract_aug(void)
 {
-	enum { N = 40, B = 300 };
-	nb_dataset ds = random_ds(N);
-	CU_ASSERT_FATAL(ds.images && ds.labels);
 	nb_augment a = plain_aug();
 	a.crop_pad = 2;
 	a.flip = 1;
 	a.mean[0] = 0.5f;
 	a.std[2] = 0.25f;
+	return a;
+}
+
+static void contract_indices(int *idx, int b, int n)
+{
+	for (int i = 0; i < b; i++)
+		idx[i] = (i * 7) % n;
+}
+
+static void batch_draws_follow_contract(void)
+{
+	enum { N = 40, B = 300 };
+	nb_dataset ds = random_ds(N);
+	CU_ASSERT_FATAL(ds.images && ds.labels);
+	nb_augment a = contract_aug();
 	int idx[B], y[B];
-	for (int i = 0; i < B; i++)
-		idx[i] = (i * 7) % N;
+	contract_indices(idx, B, N);
 	float *x = malloc(sizeof(float) * B * 192);
 	float one[192];
 	CU_ASSERT_FATAL(x != NULL);
@@ -1498,14 +1510,9 @@ static void batch_streams_unchanged_without_rotation(void)
 	enum { N = 40, B = 300 };
 	nb_dataset ds = random_ds(N);
 	CU_ASSERT_FATAL(ds.images && ds.labels);
-	nb_augment a = plain_aug();
-	a.crop_pad = 2;
-	a.flip = 1;
-	a.mean[0] = 0.5f;
-	a.std[2] = 0.25f;
+	nb_augment a = contract_aug();
 	int idx[B], y[B];
-	for (int i = 0; i < B; i++)
-		idx[i] = (i * 7) % N;
+	contract_indices(idx, B, N);
 	float *x = malloc(sizeof(float) * B * 192);
 	CU_ASSERT_FATAL(x != NULL);
 	nb_rng r;
