@@ -29,6 +29,7 @@
 #include <omp.h>
 
 #include "error.h"
+#include "gemmpack.h"
 #include "ops.h"
 
 int nb_conv2d_shape_finish(nb_conv2d_shape *s)
@@ -452,6 +453,385 @@ static int depthwise_forward(float *out, const float *in, const float *w,
 	return NB_OK;
 }
 
+/* ---- packed kernels -----------------------------------------------------
+ * The engine's own GEMM (gemmpack.h) on operands packed for it: im2col
+ * writes its matrix straight into column panels of NB_GP_NR output
+ * positions, the weights are packed once per call. The input gradient of a
+ * stride-1 convolution is computed as the forward convolution of the output
+ * gradient with the flipped, transposed taps (padding R-1-pad), so it needs
+ * no col2im; other strides keep the BLAS path for it. */
+
+static nb_conv_kernels conv_kernels = NB_CONV_AUTO;
+
+void nb_conv2d_set_kernels(nb_conv_kernels k)
+{
+	conv_kernels = k;
+}
+
+nb_conv_kernels nb_conv2d_kernels(void)
+{
+	if (conv_kernels != NB_CONV_AUTO)
+		return conv_kernels;
+	return nb_gp_available() ? NB_CONV_PACKED : NB_CONV_BLAS;
+}
+
+static int use_packed(const nb_conv2d_shape *s)
+{
+	return !is_depthwise(s) && nb_conv2d_kernels() == NB_CONV_PACKED;
+}
+
+/* the input gradient as a forward convolution (see above) */
+static int dgrad_as_forward(const nb_conv2d_shape *s)
+{
+	return s->stride_h == 1 && s->stride_w == 1 && s->pad_h <= s->R - 1 &&
+	       s->pad_w <= s->S - 1;
+}
+
+/* n floats of row x go to output positions pos.. of row i of the panels bp
+ * (inner dimension Kd), split where a panel ends */
+static inline void put_run(float *restrict bp, int Kd, int i, int pos,
+			   const float *restrict x, int n)
+{
+	while (n > 0) {
+		const int off = pos % NB_GP_NR;
+		const int m = n < NB_GP_NR - off ? n : NB_GP_NR - off;
+		copy_row(bp + nb_gp_b_at(Kd, i, pos), x, m);
+		pos += m;
+		x += m;
+		n -= m;
+	}
+}
+
+/* The planes im (C,H,W) with their zero padding: im itself if there is
+ * none, else copied into the interiors of xp (C,Hp,Wp), whose border the
+ * caller keeps zero. */
+static const float *pad_planes(float *restrict xp, const float *im, int C,
+			       int H, int W, int ph, int pw)
+{
+	if (!ph && !pw)
+		return im;
+	const size_t HpWp = (size_t)(H + 2 * ph) * (W + 2 * pw);
+	for (int c = 0; c < C; c++)
+		pad_plane(xp + c * HpWp, im + (size_t)c * H * W, H, W, ph, pw);
+	return xp;
+}
+
+/* The implicit (no im2col) kernels need a stride of 1 and rows of output
+ * positions that hold whole vectors of 16. */
+static int implicit_ok(int stride_h, int stride_w, int Q)
+{
+	return stride_h == 1 && stride_w == 1 && Q % 16 == 0;
+}
+
+/* off[(c*R + r)*S + t] = where tap (r,t) of plane c starts in zero-padded
+ * planes of (Hp,Wp): row i of the implicit im2col matrix. */
+static void tap_offsets(int *off, int C, int R, int S, int Hp, int Wp)
+{
+	for (int c = 0; c < C; c++)
+		for (int r = 0; r < R; r++)
+			for (int t = 0; t < S; t++)
+				off[(c * R + r) * S + t] =
+				    (c * Hp + r) * Wp + t;
+}
+
+/*
+ * im2col into panels: bp gets the (C*R*S, P*Q) matrix of im2col above in
+ * the packed-B layout. Positions past P*Q in the last panel are left alone
+ * (the caller zeroes them once). xp as for im2col.
+ */
+static void im2col_panels(float *restrict bp, float *restrict xp,
+			  const float *im, int C, int H, int W, int R, int S,
+			  int sh, int sw, int ph, int pw, int P, int Q)
+{
+	const int Hp = H + 2 * ph, Wp = W + 2 * pw, Kd = C * R * S;
+	const float *src = pad_planes(xp, im, C, H, W, ph, pw);
+	float row[Q];
+	for (int c = 0; c < C; c++)
+		for (int r = 0; r < R; r++)
+			for (int t = 0; t < S; t++) {
+				const int i = (c * R + r) * S + t;
+				for (int p = 0; p < P; p++) {
+					const float *x =
+					    src +
+					    ((size_t)c * Hp + p * sh + r) * Wp +
+					    t;
+					if (sw != 1) {
+						for (int q = 0; q < Q; q++)
+							row[q] = x[q * sw];
+						x = row;
+					}
+					put_run(bp, Kd, i, p * Q, x, Q);
+				}
+			}
+}
+
+/* Zeroes the positions past N of the last panel of bp (Kd x N). */
+static void zero_panel_tail(float *bp, int Kd, int N)
+{
+	if (N % NB_GP_NR == 0)
+		return;
+	memset(bp + (size_t)(N / NB_GP_NR) * Kd * NB_GP_NR, 0,
+	       sizeof(float) * Kd * NB_GP_NR);
+}
+
+/* Every group's weights (Kg, CRSg) packed as A, an floats apart. */
+static void pack_weights(float *ap, size_t an, const float *w,
+			 const nb_conv2d_shape *s)
+{
+	const int G = s->groups, Kg = s->K / G;
+	const int CRSg = s->C / G * s->R * s->S;
+	for (int g = 0; g < G; g++)
+		nb_gp_pack_a(ap + g * an, w + (size_t)g * Kg * CRSg, Kg, CRSg,
+			     CRSg);
+}
+
+/* Every group's flipped, transposed taps packed as A: row c, column
+ * (k*R + r)*S + t holds w[k][c][R-1-r][S-1-t]; an floats apart. */
+static void pack_weights_flipped(float *ap, size_t an, const float *w,
+				 const nb_conv2d_shape *s)
+{
+	const int G = s->groups, Kg = s->K / G, Cg = s->C / G;
+	const int R = s->R, S = s->S, RS = R * S, Kd = Kg * RS;
+	memset(ap, 0, sizeof(float) * an * G);
+	for (int g = 0; g < G; g++) {
+		float *a = ap + g * an;
+		for (int k = 0; k < Kg; k++)
+			for (int c = 0; c < Cg; c++) {
+				const float *wk =
+				    w + (((size_t)g * Kg + k) * Cg + c) * RS;
+				for (int j = 0; j < RS; j++)
+					a[nb_gp_a_at(Kd, c, k * RS + j)] =
+					    wk[RS - 1 - j];
+			}
+	}
+}
+
+static int packed_forward(float *out, const float *in, const float *w,
+			  const float *b, const nb_conv2d_shape *s,
+			  nb_workspace *ws)
+{
+	const int N = s->N, C = s->C, H = s->H, W = s->W, K = s->K, R = s->R,
+		  S = s->S, P = s->P, Q = s->Q, G = s->groups;
+	const int sh = s->stride_h, sw = s->stride_w, ph = s->pad_h,
+		  pw = s->pad_w;
+	const int Cg = C / G, Kg = K / G, CRSg = Cg * R * S, PQ = P * Q;
+	const int Hp = H + 2 * ph, Wp = W + 2 * pw;
+	const size_t HW = (size_t)H * W;
+	const int implicit = implicit_ok(sh, sw, Q);
+
+	/* shared: the packed weights [tap offsets if implicit]; per thread:
+	 * [panels unless implicit] [xp if padded] */
+	const size_t an = pad16(nb_gp_a_floats(Kg, CRSg));
+	const size_t off_n = implicit ? pad16((size_t)CRSg) : 0;
+	const size_t col_n = implicit ? 0 : pad16(nb_gp_b_floats(CRSg, PQ));
+	const size_t xp_n = ph || pw ? pad16((size_t)Cg * Hp * Wp) : 0;
+	const size_t slice = col_n + xp_n;
+	const int T = nb_workspace_threads();
+	float *ap = nb_workspace_reserve(ws, an * G + off_n + slice * T);
+	if (!ap)
+		return NB_ENOMEM;
+	pack_weights(ap, an, w, s);
+	int *off = implicit ? (int *)(ap + an * G) : NULL;
+	if (off)
+		tap_offsets(off, Cg, R, S, Hp, Wp);
+	float *scratch = ap + an * G + off_n;
+
+#pragma omp parallel num_threads(T)
+	{
+		float *mine = scratch + slice * omp_get_thread_num();
+		float *col = col_n ? mine : NULL;
+		float *xp = xp_n ? mine + col_n : NULL;
+		if (xp)
+			memset(xp, 0, sizeof(float) * xp_n);
+		if (col)
+			zero_panel_tail(col, CRSg, PQ);
+#pragma omp for schedule(static)
+		for (int n = 0; n < N; n++)
+			for (int g = 0; g < G; g++) {
+				const float *ig =
+				    in + ((size_t)n * C + (size_t)g * Cg) * HW;
+				float *og =
+				    out + ((size_t)n * K + (size_t)g * Kg) * PQ;
+				const float *bg = b ? b + g * Kg : NULL;
+				if (implicit) {
+					const float *x = pad_planes(
+					    xp, ig, Cg, H, W, ph, pw);
+					nb_gp_gemm_x(og, PQ, Kg, PQ, CRSg,
+						     ap + g * an, x, off, Q,
+						     Wp, bg, 0);
+					continue;
+				}
+				im2col_panels(col, xp, ig, Cg, H, W, R, S, sh,
+					      sw, ph, pw, P, Q);
+				nb_gp_gemm(og, PQ, Kg, PQ, CRSg, ap + g * an,
+					   col, bg, 0);
+			}
+	}
+	return NB_OK;
+}
+
+/* The backward pass on packed kernels: dw and db always, din when
+ * dgrad_as_forward (the caller does the rest). Partial dw and db per thread,
+ * reduced in thread order as in nb_conv2d_backward. */
+static int packed_backward(float *din, float *dw, float *db, const float *dout,
+			   const float *in, const float *w,
+			   const nb_conv2d_shape *s, nb_workspace *ws)
+{
+	const int N = s->N, C = s->C, H = s->H, W = s->W, K = s->K, R = s->R,
+		  S = s->S, P = s->P, Q = s->Q, G = s->groups;
+	const int sh = s->stride_h, sw = s->stride_w, ph = s->pad_h,
+		  pw = s->pad_w;
+	const int Cg = C / G, Kg = K / G, CRSg = Cg * R * S, PQ = P * Q;
+	const int KRSg = Kg * R * S, HW = H * W;
+	const int Hp = H + 2 * ph, Wp = W + 2 * pw;
+	const int np = (PQ + NB_GP_NR - 1) / NB_GP_NR;
+	/* the output gradient's padding when din is a forward convolution */
+	const int gph = R - 1 - ph, gpw = S - 1 - pw;
+	const int Pp = P + 2 * gph, Qp = Q + 2 * gpw;
+	const size_t nw = (size_t)K * CRSg;
+	const int implicit_w = dw && implicit_ok(sh, sw, Q);
+	const int implicit_d = din && implicit_ok(1, 1, W);
+
+	/* shared: [flipped weights if din] [tap offsets of x if implicit_w]
+	 * [tap offsets of dout if implicit_d] */
+	const size_t an = din ? pad16(nb_gp_a_floats(Cg, KRSg)) : 0;
+	const size_t offx_n = implicit_w ? pad16((size_t)CRSg) : 0;
+	const size_t offg_n = implicit_d ? pad16((size_t)KRSg) : 0;
+	const size_t shared = an * G + offx_n + offg_n;
+	/* per thread: [x panels] [xp] [dout panels] [dout im2col panels]
+	 * [padded dout], each only when needed, then the partial dw and db */
+	const size_t colx_n =
+	    dw && !implicit_w ? pad16(nb_gp_b_floats(CRSg, PQ)) : 0;
+	const size_t xp_n = dw && (ph || pw) ? pad16((size_t)Cg * Hp * Wp) : 0;
+	const size_t gp_n = dw ? pad16(nb_gp_b_floats(Kg, PQ)) : 0;
+	const size_t colg_n =
+	    din && !implicit_d ? pad16(nb_gp_b_floats(KRSg, HW)) : 0;
+	const size_t gpad_n =
+	    din && (gph || gpw) ? pad16((size_t)Kg * Pp * Qp) : 0;
+	const size_t work_n = colx_n + xp_n + gp_n + colg_n + gpad_n;
+	const size_t dw_n = dw ? pad16(nw) : 0;
+	const size_t db_n = db ? pad16((size_t)K) : 0;
+	const size_t slice = work_n + dw_n + db_n;
+	const int T = nb_workspace_threads();
+	float *ap = nb_workspace_reserve(ws, shared + slice * T);
+	if (!ap)
+		return NB_ENOMEM;
+	if (din)
+		pack_weights_flipped(ap, an, w, s);
+	int *offx = implicit_w ? (int *)(ap + an * G) : NULL;
+	int *offg = implicit_d ? (int *)(ap + an * G + offx_n) : NULL;
+	if (offx)
+		tap_offsets(offx, Cg, R, S, Hp, Wp);
+	if (offg)
+		tap_offsets(offg, Kg, R, S, Pp, Qp);
+	float *scratch = ap + shared;
+	int used = 1; /* threads the runtime actually gave us */
+
+#pragma omp parallel num_threads(T)
+	{
+		float *mine = scratch + slice * omp_get_thread_num();
+		float *colx = colx_n ? mine : NULL;
+		float *xp = xp_n ? mine + colx_n : NULL;
+		float *gp = gp_n ? mine + colx_n + xp_n : NULL;
+		float *colg = colg_n ? mine + colx_n + xp_n + gp_n : NULL;
+		float *gpad = gpad_n ? mine + colx_n + xp_n + gp_n + colg_n
+				     : NULL;
+		float *dwp = dw ? mine + work_n : NULL;
+		float *dbp = db ? mine + work_n + dw_n : NULL;
+		/* borders and panel tails are zeroed once: only interiors
+		 * and positions inside the planes are written below */
+		if (xp)
+			memset(xp, 0, sizeof(float) * xp_n);
+		if (gpad)
+			memset(gpad, 0, sizeof(float) * gpad_n);
+		if (colx)
+			zero_panel_tail(colx, CRSg, PQ);
+		if (colg)
+			zero_panel_tail(colg, KRSg, HW);
+		if (dwp)
+			memset(dwp, 0, sizeof(float) * nw);
+		if (dbp)
+			memset(dbp, 0, sizeof(float) * K);
+#pragma omp single
+		used = omp_get_num_threads();
+
+#pragma omp for schedule(static)
+		for (int n = 0; n < N; n++) {
+			const float *gn = dout + (size_t)n * K * PQ;
+			if (dbp)
+				for (int k = 0; k < K; k++)
+					dbp[k] += sum_floats(gn + k * PQ, PQ);
+			for (int g = 0; g < G; g++) {
+				const float *gg = gn + (size_t)g * Kg * PQ;
+				const float *xg =
+				    in + ((size_t)n * C + (size_t)g * Cg) * HW;
+				if (dwp) {
+					float *dwg = dwp + (size_t)g * Kg * CRSg;
+					nb_gp_pack_b(gp, gg, Kg, PQ, PQ);
+					if (implicit_w) {
+						const float *x = pad_planes(
+						    xp, xg, Cg, H, W, ph, pw);
+						nb_gp_gemm_abt_x(dwg, CRSg, Kg,
+								 CRSg, PQ, gp,
+								 x, offx, Q,
+								 Wp);
+					} else {
+						im2col_panels(colx, xp, xg, Cg,
+							      H, W, R, S, sh,
+							      sw, ph, pw, P, Q);
+						nb_gp_gemm_abt(dwg, CRSg, Kg,
+							       CRSg, np, gp,
+							       colx);
+					}
+				}
+				if (din) {
+					float *dxg = din + ((size_t)n * C +
+							    (size_t)g * Cg) *
+							       HW;
+					const float *ag = ap + g * an;
+					if (implicit_d) {
+						const float *x = pad_planes(
+						    gpad, gg, Kg, P, Q, gph,
+						    gpw);
+						nb_gp_gemm_x(dxg, HW, Cg, HW,
+							     KRSg, ag, x, offg,
+							     W, Qp, NULL, 1);
+					} else {
+						im2col_panels(colg, gpad, gg,
+							      Kg, P, Q, R, S, 1,
+							      1, gph, gpw, H,
+							      W);
+						nb_gp_gemm(dxg, HW, Cg, HW,
+							   KRSg, ag, colg, NULL,
+							   1);
+					}
+				}
+			}
+		}
+
+		if (dw) {
+#pragma omp for schedule(static)
+			for (size_t i = 0; i < nw; i++) {
+				float acc = 0;
+				for (int u = 0; u < used; u++)
+					acc += scratch[slice * u + work_n + i];
+				dw[i] += acc;
+			}
+		}
+		if (db) {
+#pragma omp single
+			for (int k = 0; k < K; k++) {
+				float acc = 0;
+				for (int u = 0; u < used; u++)
+					acc += scratch[slice * u + work_n +
+						       dw_n + k];
+				db[k] += acc;
+			}
+		}
+	}
+	return NB_OK;
+}
+
 /* ---- forward ------------------------------------------------------------
  * in (N,C,H,W), w (K,C/G,R,S), b (K) or NULL -> out (N,K,P,Q). */
 int nb_conv2d_forward(float *out, const float *in, const float *w,
@@ -468,6 +848,8 @@ int nb_conv2d_forward(float *out, const float *in, const float *w,
 
 	if (is_depthwise(s))
 		return depthwise_forward(out, in, w, b, s, ws);
+	if (use_packed(s))
+		return packed_forward(out, in, w, b, s, ws);
 
 	/* per-thread scratch: [col (CRSg,PQ)] [xp (Cg,Hp,Wp) if padded] */
 	const int direct = is_pointwise(s);
@@ -526,14 +908,33 @@ int nb_conv2d_forward(float *out, const float *in, const float *w,
  * dout (N,K,P,Q), in (N,C,H,W), w (K,C/G,R,S) -> din (N,C,H,W) +=,
  * dw (K,C/G,R,S) +=, db (K) +=; each may be NULL.
  *
- * Per-thread workspace slice: [col] [xp] [dxp] [dw partial] [db partial],
- * each part present only when needed (see below). */
+ * The BLAS path's per-thread workspace slice: [col] [xp] [dxp] [dw partial]
+ * [db partial], each part present only when needed (see below). */
+static int blas_backward(float *din, float *dw, float *db, const float *dout,
+			 const float *in, const float *w,
+			 const nb_conv2d_shape *s, nb_workspace *ws);
+
 int nb_conv2d_backward(float *din, float *dw, float *db, const float *dout,
 		       const float *in, const float *w,
 		       const nb_conv2d_shape *s, nb_workspace *ws)
 {
 	if (!din && !dw && !db)
 		return NB_OK;
+	if (!use_packed(s))
+		return blas_backward(din, dw, db, dout, in, w, s, ws);
+	float *din_packed = dgrad_as_forward(s) ? din : NULL;
+	int rc = NB_OK;
+	if (din_packed || dw || db)
+		rc = packed_backward(din_packed, dw, db, dout, in, w, s, ws);
+	if (rc == NB_OK && din && !din_packed)
+		rc = blas_backward(din, NULL, NULL, dout, in, w, s, ws);
+	return rc;
+}
+
+static int blas_backward(float *din, float *dw, float *db, const float *dout,
+			 const float *in, const float *w,
+			 const nb_conv2d_shape *s, nb_workspace *ws)
+{
 	const int N = s->N, C = s->C, H = s->H, W = s->W, K = s->K, R = s->R,
 		  S = s->S, P = s->P, Q = s->Q, G = s->groups;
 	const int sh = s->stride_h, sw = s->stride_w, ph = s->pad_h,

@@ -38,13 +38,16 @@
 
 #include "checkpoint.h"
 #include "config.h"
+#include "ops.h"
 #include "report.h"
 #include "runner.h"
 #include "runner_mpi.h"
 #include "store.h"
 
-/* Bump when the numerics change so that old artefacts are not reused. */
-#define NB_NUMERICS_VERSION 1
+/* Bump when the numerics change so that old artefacts are not reused.
+ * 2: convolutions on the packed kernels where they are chosen (their sums
+ * run in another order than the BLAS's); the kernels are part of the key. */
+#define NB_NUMERICS_VERSION 2
 
 enum job_state { J_PENDING, J_RUNNING, J_DONE, J_FAILED };
 
@@ -431,8 +434,9 @@ static void describe(runner *R, job *j)
 	const nb_suite *s = R->s;
 	const nb_augment *a = &s->aug;
 	d[0] = 0;
-	appendf(d, len, "nasty-bench model, numerics %d\n",
-		NB_NUMERICS_VERSION);
+	appendf(d, len, "nasty-bench model, numerics %d, conv kernels %s\n",
+		NB_NUMERICS_VERSION,
+		nb_conv2d_kernels() == NB_CONV_PACKED ? "packed" : "blas");
 	appendf(d, len, "data %s %s train=%d test=%d classes=%d input=%dx%dx%d\n",
 		s->dataset, R->fingerprint, R->n_train, R->n_test, R->classes,
 		R->in_c, R->in_h, R->in_w);

@@ -226,6 +226,23 @@ static const conv_case conv_cases[] = {
     {1, 2, 16, 16, 2, 5, 5, 1, 1, 2, 2, 2, 0},
     {1, 2, 9, 17, 2, 3, 3, 1, 1, 0, 0, 2, 1},
     {1, 2, 10, 12, 2, 3, 3, 1, 1, 3, 2, 2, 1}, /* pad > kernel */
+    /* several register tiles of the packed kernels, with partial ones:
+     * K = 20 is 2.5 row blocks, 72 positions 2.25 panels, C*R*S = 288 two
+     * inner-dimension chunks */
+    {2, 32, 9, 8, 20, 3, 3, 1, 1, 1, 1, 1, 1},
+    {2, 12, 10, 10, 16, 3, 3, 2, 2, 1, 1, 1, 0}, /* stride 2, 3 panels */
+    {1, 40, 6, 7, 9, 1, 1, 1, 1, 0, 0, 1, 1},    /* 1x1, C = 40 */
+    {2, 16, 8, 8, 24, 3, 3, 1, 1, 1, 1, 2, 1},   /* groups 2, Kg = 12 */
+    /* rows of 16 or 32 outputs: the implicit kernels (no im2col), with a
+     * half panel at the end (80 and 48 positions), without padding, 5x5,
+     * groups, and an input gradient that cannot be implicit (W = 18) */
+    {2, 8, 16, 16, 12, 3, 3, 1, 1, 1, 1, 1, 1},
+    {1, 4, 4, 32, 8, 3, 3, 1, 1, 1, 1, 1, 0},
+    {2, 6, 5, 16, 10, 3, 3, 1, 1, 1, 1, 1, 1},
+    {2, 8, 3, 16, 8, 1, 1, 1, 1, 0, 0, 1, 1},
+    {1, 3, 10, 18, 5, 3, 3, 1, 1, 0, 0, 1, 1},
+    {1, 3, 16, 16, 4, 5, 5, 1, 1, 2, 2, 1, 1},
+    {2, 8, 6, 16, 12, 3, 3, 1, 1, 1, 1, 2, 1},
 };
 #define N_CONV_CASES (int)(sizeof conv_cases / sizeof conv_cases[0])
 
@@ -339,7 +356,7 @@ static void test_conv_shape_finish(void)
 
 /* Fast forward and backward against the reference on every shape; the
  * gradient buffers start non-zero to check that backward adds. */
-static void test_conv_matches_reference(void)
+static void test_conv_matches_reference_once(void)
 {
 	for (int i = 0; i < N_CONV_CASES; i++) {
 		conv_bufs cb;
@@ -380,7 +397,7 @@ static void test_conv_matches_reference(void)
 
 /* Each gradient alone (the others NULL) equals its share of the full
  * result; all NULL is a no-op that does not even touch the workspace. */
-static void test_conv_null_gradients(void)
+static void test_conv_null_gradients_once(void)
 {
 	static const int picks[] = {0, 2, 3, 6, 8}; /* gemm, grouped, dw, 1x1 */
 	for (size_t j = 0; j < sizeof picks / sizeof picks[0]; j++) {
@@ -401,7 +418,8 @@ static void test_conv_null_gradients(void)
 		nb_conv2d_backward(din, NULL, NULL, cb.r, cb.in, cb.w, s,
 				   &cb.ws);
 		check_close("din alone", i, din, rdin, n_in(s), 1e-4);
-		if (i == 6) /* 1x1: din is a GEMM straight into din */
+		if (i == 6 && nb_conv2d_kernels() == NB_CONV_BLAS)
+			/* 1x1: din is a GEMM straight into din */
 			CU_ASSERT_EQUAL(cb.ws.cap, 0);
 
 		float *dw = fzeros(n_w(s));
@@ -431,7 +449,7 @@ static double conv_probe(void *ctx)
 	return tu_dot(cb->r, cb->out, n_out(&cb->s));
 }
 
-static void test_conv_gradcheck(void)
+static void test_conv_gradcheck_once(void)
 {
 	static const conv_case cases[] = {
 	    /* N C H W K R S sh sw ph pw G bias */
@@ -471,7 +489,7 @@ static void test_conv_gradcheck(void)
 }
 
 /* Calling backward twice doubles every gradient. */
-static void test_conv_accumulates(void)
+static void test_conv_accumulates_once(void)
 {
 	static const int picks[] = {1, 3, 6, 14};
 	for (size_t j = 0; j < sizeof picks / sizeof picks[0]; j++) {
@@ -521,7 +539,7 @@ static void conv_grads(conv_bufs *cb, int threads, float *out, float *din,
 /* Bit-identical for a given thread count (weight gradients are reduced in
  * thread order), and the same within rounding for 1, 2 and 3 threads.
  * Batch 7 splits unevenly over the threads. */
-static void test_conv_deterministic(void)
+static void test_conv_deterministic_once(void)
 {
 	static const conv_case cases[] = {
 	    {7, 16, 8, 8, 16, 3, 3, 1, 1, 1, 1, 1, 1},
@@ -1029,9 +1047,46 @@ static void test_adaptive_avgpool_rules(void)
 	CU_ASSERT_DOUBLE_EQUAL(din[4], 0.5, 1e-6);
 }
 
+/* The tests above run once with im2col + BLAS and once with the packed
+ * kernels, so both are checked whichever of them NB_CONV_AUTO picks. */
+static void on_both_kernels(void (*test)(void))
+{
+	nb_conv2d_set_kernels(NB_CONV_BLAS);
+	test();
+	nb_conv2d_set_kernels(NB_CONV_PACKED);
+	test();
+	nb_conv2d_set_kernels(NB_CONV_AUTO);
+}
+
+static void test_conv_matches_reference(void)
+{
+	on_both_kernels(test_conv_matches_reference_once);
+}
+
+static void test_conv_null_gradients(void)
+{
+	on_both_kernels(test_conv_null_gradients_once);
+}
+
+static void test_conv_gradcheck(void)
+{
+	on_both_kernels(test_conv_gradcheck_once);
+}
+
+static void test_conv_accumulates(void)
+{
+	on_both_kernels(test_conv_accumulates_once);
+}
+
+static void test_conv_deterministic(void)
+{
+	on_both_kernels(test_conv_deterministic_once);
+}
+
 static const nb_test_entry tests[] = {
     {"conv2d shape_finish", test_conv_shape_finish},
-    {"conv2d fast paths match the reference", test_conv_matches_reference},
+    {"conv2d BLAS and packed paths match the reference",
+     test_conv_matches_reference},
     {"conv2d NULL gradients are skipped", test_conv_null_gradients},
     {"conv2d gradcheck", test_conv_gradcheck},
     {"conv2d backward accumulates", test_conv_accumulates},

@@ -73,6 +73,19 @@ int nb_conv2d_backward(float *din, float *dw, float *db, const float *dout,
 		       const float *in, const float *w,
 		       const nb_conv2d_shape *s, nb_workspace *ws);
 
+/*
+ * The kernels behind the two calls above for every convolution that is not
+ * depthwise: NB_CONV_AUTO (the default) takes the engine's packed kernels
+ * where they were compiled for 512-bit vectors and im2col + BLAS elsewhere;
+ * NB_CONV_BLAS and NB_CONV_PACKED force one of them (the tests run both
+ * against a plain-loop reference; `nasty-bench bench --conv` compares their
+ * speed). Process-wide; set it before any convolution runs.
+ */
+typedef enum { NB_CONV_AUTO, NB_CONV_BLAS, NB_CONV_PACKED } nb_conv_kernels;
+void nb_conv2d_set_kernels(nb_conv_kernels k);
+/* The kernels NB_CONV_AUTO resolves to here (NB_CONV_BLAS or _PACKED). */
+nb_conv_kernels nb_conv2d_kernels(void);
+
 /* ---- linear -------------------------------------------------------------
  * in (N,In), w (Out,In) as PyTorch stores it, b (Out) or NULL, out (N,Out):
  * out = in * w^T + b. (Not named I/O: <complex.h>, which cblas.h may pull

@@ -1,0 +1,82 @@
+/*
+ * gemmpack.h - the engine's own single-threaded matrix products on packed
+ * operands, shaped for convolutions: few rows (output channels), a short
+ * inner dimension (input channels x taps) and many columns (output
+ * positions). Internal to the library; conv2d.c is the user.
+ *
+ * Layouts (both zero-padded to whole blocks):
+ *  - A (M x Kd) packed in row blocks of NB_GP_MR: element (m, i) lives at
+ *    ap[(m / MR) * Kd * MR + i * MR + m % MR];
+ *  - B (Kd x N) packed in column panels of NB_GP_NR: element (i, n) lives at
+ *    bp[(n / NR) * Kd * NR + i * NR + n % NR].
+ * Every packed buffer must be 64-byte aligned.
+ */
+#ifndef NB_GEMMPACK_H
+#define NB_GEMMPACK_H
+
+#include <stddef.h>
+
+#define NB_GP_MR 8  /* rows of A per register tile */
+#define NB_GP_NR 32 /* columns of B per panel: two 16-float vectors */
+
+/* 1 if the packed kernels were compiled for 512-bit vectors (the only case
+ * in which conv2d.c prefers them over the BLAS). */
+int nb_gp_available(void);
+
+/* Floats a packed A (M x Kd) or B (Kd x N) takes. */
+size_t nb_gp_a_floats(int M, int Kd);
+size_t nb_gp_b_floats(int Kd, int N);
+
+/* Offsets of element (m, i) in a packed A and (i, n) in a packed B. */
+static inline size_t nb_gp_a_at(int Kd, int m, int i)
+{
+	return (size_t)(m / NB_GP_MR) * Kd * NB_GP_MR + (size_t)i * NB_GP_MR +
+	       m % NB_GP_MR;
+}
+static inline size_t nb_gp_b_at(int Kd, int i, int n)
+{
+	return (size_t)(n / NB_GP_NR) * Kd * NB_GP_NR + (size_t)i * NB_GP_NR +
+	       n % NB_GP_NR;
+}
+
+/* ap <- A (M x Kd, row-major, rows lda apart), padding rows zeroed. */
+void nb_gp_pack_a(float *ap, const float *a, int M, int Kd, int lda);
+
+/* bp <- B (Kd x N, row-major, rows ldb apart), padding columns zeroed. */
+void nb_gp_pack_b(float *bp, const float *b, int Kd, int N, int ldb);
+
+/*
+ * C (M x N, rows ldc apart) = A * B (+ C if accumulate) (+ bias[m] on every
+ * column of row m, if bias is not NULL). The sum over the inner dimension
+ * runs in a fixed order, so a result depends only on the operands.
+ */
+void nb_gp_gemm(float *c, size_t ldc, int M, int N, int Kd, const float *ap,
+		const float *bp, const float *bias, int accumulate);
+
+/*
+ * C (M x Nc, rows ldc apart) += A * B^T, where A (M x L) and B (Nc x L) are
+ * both given as np panels of NB_GP_NR columns of L in the B layout above
+ * (a: np panels of M rows, b: np panels of Nc rows; columns past L zero in
+ * at least one of them). This is a convolution's weight gradient: L runs
+ * over output positions.
+ */
+void nb_gp_gemm_abt(float *c, size_t ldc, int M, int Nc, int np,
+		    const float *a, const float *b);
+
+/*
+ * The two products above with B given implicitly, for a stride-1
+ * convolution on zero-padded planes: element (i, n) of B is
+ * x[off[i] + (n / Q) * ldx + n % Q] (off[i] says where tap i of im2col's row
+ * i starts, n = p * Q + q is an output position). Q must be a multiple of 16,
+ * so that the 16 positions one vector holds never cross a row. No im2col
+ * matrix is written.
+ */
+void nb_gp_gemm_x(float *c, size_t ldc, int M, int N, int Kd, const float *ap,
+		  const float *x, const int *off, int Q, size_t ldx,
+		  const float *bias, int accumulate);
+/* a: panels of A as for nb_gp_gemm_abt; N output positions. */
+void nb_gp_gemm_abt_x(float *c, size_t ldc, int M, int Nc, int N,
+		      const float *a, const float *x, const int *off, int Q,
+		      size_t ldx);
+
+#endif
