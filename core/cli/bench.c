@@ -73,7 +73,9 @@ static void bench_usage(FILE *f)
 	    "  --classes N        default 10\n"
 	    "  --seconds S        timed seconds per configuration (default 3)\n"
 	    "  --warmup N         untimed steps before timing (default 2)\n"
-	    "  --min-steps N      timed steps at least (default 3)\n",
+	    "  --min-steps N      timed steps at least (default 3)\n"
+	    "  --conv K           convolution kernels: auto (default), packed "
+	    "or blas\n",
 	    f);
 }
 
@@ -163,10 +165,11 @@ static int bench_one(const bench_cfg *b)
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
 	printf("arch=%s mode=%s batch=%d threads=%d img_per_s=%.1f gflops=%.2f "
-	       "peak_rss_mb=%.1f img_per_cpu_s=%.1f\n",
+	       "peak_rss_mb=%.1f img_per_cpu_s=%.1f conv=%s\n",
 	       b->arch->name, b->train ? "train" : "infer", b->batch,
 	       b->threads, img_s, flops / 1e9, ru.ru_maxrss / 1024.0,
-	       cpu > 0 ? iters * (double)b->batch / cpu : 0.0);
+	       cpu > 0 ? iters * (double)b->batch / cpu : 0.0,
+	       nb_conv2d_kernels() == NB_CONV_PACKED ? "packed" : "blas");
 	fflush(stdout);
 	nb_optim_free(opt);
 	nb_net_free(net);
@@ -269,7 +272,23 @@ int cmd_bench(int argc, char **argv)
 			bad = cli_int(&a, 1, 1000000, &min_steps) < 0;
 		else if (!strcmp(k, "seconds"))
 			bad = cli_float(&a, 0.01, 3600, &seconds) < 0;
-		else if (!strcmp(k, "input")) {
+		else if (!strcmp(k, "conv")) {
+			const char *v = cli_value(&a);
+			if (!v)
+				return 2;
+			if (!strcmp(v, "auto"))
+				nb_conv2d_set_kernels(NB_CONV_AUTO);
+			else if (!strcmp(v, "packed"))
+				nb_conv2d_set_kernels(NB_CONV_PACKED);
+			else if (!strcmp(v, "blas"))
+				nb_conv2d_set_kernels(NB_CONV_BLAS);
+			else {
+				cli_error(
+				    "--conv: '%s' is not auto, packed or blas",
+				    v);
+				return 2;
+			}
+		} else if (!strcmp(k, "input")) {
 			const char *v = cli_value(&a);
 			if (cli_parse_input(v, &c, &h, &w) < 0) {
 				cli_error("--input: '%s' is not CxHxW",

@@ -657,8 +657,8 @@ static int packed_forward(float *out, const float *in, const float *w,
 					const float *x = pad_planes(
 					    xp, ig, Cg, H, W, ph, pw);
 					nb_gp_gemm_x(og, PQ, Kg, PQ, CRSg,
-						     ap + g * an, x, off, Q,
-						     Wp, bg, 0);
+						     ap + g * an, x, off, Q, Wp,
+						     bg, 0);
 					continue;
 				}
 				im2col_panels(col, xp, ig, Cg, H, W, R, S, sh,
@@ -700,10 +700,16 @@ static int packed_backward(float *din, float *dw, float *db, const float *dout,
 	const size_t shared = an * G + offx_n + offg_n;
 	/* per thread: [x panels] [xp] [dout panels] [dout im2col panels]
 	 * [padded dout], each only when needed, then the partial dw and db */
-	const size_t colx_n =
-	    dw && !implicit_w ? pad16(nb_gp_b_floats(CRSg, PQ)) : 0;
+	/* With few panels per image, the weight gradient of IB images is
+	 * taken in one product (the panels of consecutive images follow each
+	 * other), so that its per-tile cost is spread over more positions. */
+	const int IB =
+	    dw && !implicit_w && G == 1 && np < 16 ? (16 + np - 1) / np : 1;
+	const size_t colx_img = nb_gp_b_floats(CRSg, PQ);
+	const size_t gp_img = nb_gp_b_floats(Kg, PQ);
+	const size_t colx_n = dw && !implicit_w ? pad16(IB * colx_img) : 0;
 	const size_t xp_n = dw && (ph || pw) ? pad16((size_t)Cg * Hp * Wp) : 0;
-	const size_t gp_n = dw ? pad16(nb_gp_b_floats(Kg, PQ)) : 0;
+	const size_t gp_n = dw ? pad16(IB * gp_img) : 0;
 	const size_t colg_n =
 	    din && !implicit_d ? pad16(nb_gp_b_floats(KRSg, HW)) : 0;
 	const size_t gpad_n =
@@ -734,8 +740,8 @@ static int packed_backward(float *din, float *dw, float *db, const float *dout,
 		float *xp = xp_n ? mine + colx_n : NULL;
 		float *gp = gp_n ? mine + colx_n + xp_n : NULL;
 		float *colg = colg_n ? mine + colx_n + xp_n + gp_n : NULL;
-		float *gpad = gpad_n ? mine + colx_n + xp_n + gp_n + colg_n
-				     : NULL;
+		float *gpad =
+		    gpad_n ? mine + colx_n + xp_n + gp_n + colg_n : NULL;
 		float *dwp = dw ? mine + work_n : NULL;
 		float *dbp = db ? mine + work_n + dw_n : NULL;
 		/* borders and panel tails are zeroed once: only interiors
@@ -744,8 +750,8 @@ static int packed_backward(float *din, float *dw, float *db, const float *dout,
 			memset(xp, 0, sizeof(float) * xp_n);
 		if (gpad)
 			memset(gpad, 0, sizeof(float) * gpad_n);
-		if (colx)
-			zero_panel_tail(colx, CRSg, PQ);
+		for (int i = 0; colx && i < IB; i++)
+			zero_panel_tail(colx + i * colx_img, CRSg, PQ);
 		if (colg)
 			zero_panel_tail(colg, KRSg, HW);
 		if (dwp)
@@ -754,61 +760,94 @@ static int packed_backward(float *din, float *dw, float *db, const float *dout,
 			memset(dbp, 0, sizeof(float) * K);
 #pragma omp single
 		used = omp_get_num_threads();
+		/* this thread's images: contiguous, as a static schedule */
+		const int t = omp_get_thread_num(), per = N / used,
+			  extra = N % used;
+		const int lo = t * per + (t < extra ? t : extra);
+		const int hi = lo + per + (t < extra);
 
-#pragma omp for schedule(static)
-		for (int n = 0; n < N; n++) {
-			const float *gn = dout + (size_t)n * K * PQ;
-			if (dbp)
-				for (int k = 0; k < K; k++)
-					dbp[k] += sum_floats(gn + k * PQ, PQ);
-			for (int g = 0; g < G; g++) {
-				const float *gg = gn + (size_t)g * Kg * PQ;
-				const float *xg =
-				    in + ((size_t)n * C + (size_t)g * Cg) * HW;
-				if (dwp) {
-					float *dwg = dwp + (size_t)g * Kg * CRSg;
-					nb_gp_pack_b(gp, gg, Kg, PQ, PQ);
-					if (implicit_w) {
-						const float *x = pad_planes(
-						    xp, xg, Cg, H, W, ph, pw);
-						nb_gp_gemm_abt_x(dwg, CRSg, Kg,
-								 CRSg, PQ, gp,
-								 x, offx, Q,
-								 Wp);
-					} else {
-						im2col_panels(colx, xp, xg, Cg,
-							      H, W, R, S, sh,
-							      sw, ph, pw, P, Q);
-						nb_gp_gemm_abt(dwg, CRSg, Kg,
-							       CRSg, np, gp,
-							       colx);
+		for (int n0 = lo; n0 < hi; n0 += IB)
+			for (int n = n0; n < n0 + IB && n < hi; n++) {
+				const float *gn = dout + (size_t)n * K * PQ;
+				float *gpn = gp ? gp + (n - n0) * gp_img : NULL;
+				float *colxn =
+				    colx ? colx + (n - n0) * colx_img : NULL;
+				if (dbp)
+					for (int k = 0; k < K; k++)
+						dbp[k] +=
+						    sum_floats(gn + k * PQ, PQ);
+				for (int g = 0; g < G; g++) {
+					const float *gg =
+					    gn + (size_t)g * Kg * PQ;
+					const float *xg =
+					    in +
+					    ((size_t)n * C + (size_t)g * Cg) *
+						HW;
+					if (dwp) {
+						float *dwg =
+						    dwp + (size_t)g * Kg * CRSg;
+						nb_gp_pack_b(gpn, gg, Kg, PQ,
+							     PQ);
+						if (implicit_w) {
+							const float *x =
+							    pad_planes(xp, xg,
+								       Cg, H, W,
+								       ph, pw);
+							nb_gp_gemm_abt_x(
+							    dwg, CRSg, Kg, CRSg,
+							    PQ, gpn, x, offx, Q,
+							    Wp);
+						} else {
+							im2col_panels(
+							    colxn, xp, xg, Cg,
+							    H, W, R, S, sh, sw,
+							    ph, pw, P, Q);
+							/* the last image of a
+							 * block takes the
+							 * block's product */
+							const int last =
+							    n + 1 == n0 + IB ||
+							    n + 1 == hi;
+							if (last)
+								nb_gp_gemm_abt(
+								    dwg, CRSg,
+								    Kg, CRSg,
+								    (n - n0 +
+								     1) *
+									np,
+								    gp, colx);
+						}
 					}
-				}
-				if (din) {
-					float *dxg = din + ((size_t)n * C +
-							    (size_t)g * Cg) *
-							       HW;
-					const float *ag = ap + g * an;
-					if (implicit_d) {
-						const float *x = pad_planes(
-						    gpad, gg, Kg, P, Q, gph,
-						    gpw);
-						nb_gp_gemm_x(dxg, HW, Cg, HW,
-							     KRSg, ag, x, offg,
-							     W, Qp, NULL, 1);
-					} else {
-						im2col_panels(colg, gpad, gg,
-							      Kg, P, Q, R, S, 1,
-							      1, gph, gpw, H,
-							      W);
-						nb_gp_gemm(dxg, HW, Cg, HW,
-							   KRSg, ag, colg, NULL,
-							   1);
+					if (din) {
+						float *dxg =
+						    din + ((size_t)n * C +
+							   (size_t)g * Cg) *
+							      HW;
+						const float *ag = ap + g * an;
+						if (implicit_d) {
+							const float *x =
+							    pad_planes(
+								gpad, gg, Kg, P,
+								Q, gph, gpw);
+							nb_gp_gemm_x(
+							    dxg, HW, Cg, HW,
+							    KRSg, ag, x, offg,
+							    W, Qp, NULL, 1);
+						} else {
+							im2col_panels(
+							    colg, gpad, gg, Kg,
+							    P, Q, R, S, 1, 1,
+							    gph, gpw, H, W);
+							nb_gp_gemm(dxg, HW, Cg,
+								   HW, KRSg, ag,
+								   colg, NULL,
+								   1);
+						}
 					}
 				}
 			}
-		}
 
+#pragma omp barrier
 		if (dw) {
 #pragma omp for schedule(static)
 			for (size_t i = 0; i < nw; i++) {

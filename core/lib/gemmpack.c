@@ -247,13 +247,13 @@ static inline v16f reduce16(const v16f v[16])
 		const v16f x = v[rev[2 * k]], y = v[rev[2 * k + 1]];
 		a[k] = SHUF(x, y, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20,
 			    21, 22, 23) +
-		       SHUF(x, y, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26,
-			    27, 28, 29, 30, 31);
+		       SHUF(x, y, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27,
+			    28, 29, 30, 31);
 	}
 	for (int k = 0; k < 4; k++) {
 		const v16f x = a[2 * k], y = a[2 * k + 1];
-		b[k] = SHUF(x, y, 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11,
-			    24, 25, 26, 27) +
+		b[k] = SHUF(x, y, 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24,
+			    25, 26, 27) +
 		       SHUF(x, y, 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15,
 			    28, 29, 30, 31);
 	}
@@ -276,8 +276,8 @@ static inline v16f reduce16(const v16f v[16])
  * as in nb_gp_gemm_x). Inlined into each caller.
  */
 static inline __attribute__((always_inline)) void
-abt(float *c, size_t ldc, int M, int Nc, int np, const float *a,
-    const float *b, const int *off, const float *x, int N, int Q, size_t ldx)
+abt(float *c, size_t ldc, int M, int Nc, int np, const float *a, const float *b,
+    const int *off, const float *x, int N, int Q, size_t ldx)
 {
 	const size_t as = (size_t)M * NR, bs = (size_t)Nc * NR;
 	/* the four rows of A a tile reads stay in the L1 cache while B's rows
@@ -297,13 +297,23 @@ abt(float *c, size_t ldc, int M, int Nc, int np, const float *a,
 #pragma GCC unroll 16
 			for (int k = 0; k < 16; k++)
 				acc[k] = (v16f){0};
+			/* where the current 16 positions start in x: row xr,
+			 * column xc, stepped without divisions */
+			size_t xr = 0;
+			int xc = 0;
 			for (int p = 0; p < np; p++) {
 				const float *ap = a + p * as;
 				const float *h0, *h1;
 				if (off) {
-					h0 = implicit_half(x, p * NR, N, Q, ldx);
-					h1 = implicit_half(x, p * NR + 16, N, Q,
-							   ldx);
+					h0 = x + xr * ldx + xc;
+					xc += 16;
+					if (xc == Q)
+						xc = 0, xr++;
+					h1 = p * NR + 16 < N ? x + xr * ldx + xc
+							     : NULL;
+					xc += 16;
+					if (xc == Q)
+						xc = 0, xr++;
 				} else {
 					h0 = b + p * bs;
 					h1 = h0 + 16;
@@ -311,16 +321,17 @@ abt(float *c, size_t ldc, int M, int Nc, int np, const float *a,
 				v16f a0[4], a1[4];
 #pragma GCC unroll 4
 				for (int k = 0; k < 4; k++) {
-					a0[k] = *(const v16f *)(ap + mi[k] * NR);
-					a1[k] = *(const v16f *)(ap + mi[k] * NR +
-								16);
+					a0[k] =
+					    *(const v16f *)(ap + mi[k] * NR);
+					a1[k] = *(
+					    const v16f *)(ap + mi[k] * NR + 16);
 				}
 #pragma GCC unroll 4
 				for (int y = 0; y < 4; y++) {
 					const v16f b0 =
 					    *(const v16f_u *)(h0 + bo[y]);
-					const v16f b1 =
-					    h1 ? loadu16(h1 + bo[y]) : (v16f){0};
+					const v16f b1 = h1 ? loadu16(h1 + bo[y])
+							   : (v16f){0};
 #pragma GCC unroll 4
 					for (int k = 0; k < 4; k++) {
 						acc[4 * k + y] += a0[k] * b0;
@@ -336,8 +347,8 @@ abt(float *c, size_t ldc, int M, int Nc, int np, const float *a,
 		}
 }
 
-void nb_gp_gemm_abt(float *c, size_t ldc, int M, int Nc, int np,
-		    const float *a, const float *b)
+void nb_gp_gemm_abt(float *c, size_t ldc, int M, int Nc, int np, const float *a,
+		    const float *b)
 {
 	abt(c, ldc, M, Nc, np, a, b, NULL, NULL, 0, 1, 0);
 }

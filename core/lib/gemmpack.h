@@ -60,8 +60,8 @@ void nb_gp_gemm(float *c, size_t ldc, int M, int N, int Kd, const float *ap,
  * at least one of them). This is a convolution's weight gradient: L runs
  * over output positions.
  */
-void nb_gp_gemm_abt(float *c, size_t ldc, int M, int Nc, int np,
-		    const float *a, const float *b);
+void nb_gp_gemm_abt(float *c, size_t ldc, int M, int Nc, int np, const float *a,
+		    const float *b);
 
 /*
  * The two products above with B given implicitly, for a stride-1
