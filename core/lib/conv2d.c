@@ -670,52 +670,115 @@ static int packed_forward(float *out, const float *in, const float *w,
 	return NB_OK;
 }
 
-/* The backward pass on packed kernels: dw and db always, din when
- * dgrad_as_forward (the caller does the rest). Partial dw and db per thread,
- * reduced in thread order as in nb_conv2d_backward. */
+/* What packed_backward's threads share: the shape's derived sizes, the
+ * packed flipped weights and the tap-offset tables. */
+typedef struct pb_plan {
+	const nb_conv2d_shape *s;
+	int Cg, Kg, CRSg, KRSg, PQ, HW, Hp, Wp;
+	int gph, gpw, Pp, Qp; /* dout's padding and padded size for din */
+	int Mp;		      /* Kg rounded up to whole vectors of 16 */
+	int implicit_w, implicit_d;
+	const float *ap; /* flipped weights, an floats per group */
+	size_t an;
+	const int *offx; /* x's taps: padded planes or panels */
+	const int *offg; /* dout's taps (implicit_d) */
+} pb_plan;
+
+/* One thread's scratch in packed_backward; NULL where not needed. */
+typedef struct pb_scratch {
+	float *colx, *xp;   /* x's im2col panels, padded x planes */
+	float *gT;	    /* dout of one group transposed, (PQ, Mp) */
+	float *colg, *gpad; /* dout's im2col panels, padded dout planes */
+	float *dwT;	    /* partial dw per group, (CRSg, Mp) each */
+} pb_scratch;
+
+/* dwT_g += group g's weight gradient from one image. */
+static void pb_wgrad(const pb_plan *pl, pb_scratch *sc, float *dwT,
+		     const float *xg, const float *gg)
+{
+	const nb_conv2d_shape *s = pl->s;
+	nb_gp_transpose_pad(sc->gT, pl->Mp, gg, pl->Kg, pl->PQ, pl->PQ);
+	if (pl->implicit_w) {
+		const float *x = pad_planes(sc->xp, xg, pl->Cg, s->H, s->W,
+					    s->pad_h, s->pad_w);
+		nb_gp_wgrad(dwT, pl->Mp, pl->CRSg, pl->PQ, sc->gT, x, pl->offx,
+			    s->Q, pl->Wp);
+		return;
+	}
+	im2col_panels(sc->colx, sc->xp, xg, pl->Cg, s->H, s->W, s->R, s->S,
+		      s->stride_h, s->stride_w, s->pad_h, s->pad_w, s->P, s->Q);
+	nb_gp_wgrad(dwT, pl->Mp, pl->CRSg, pl->PQ, sc->gT, sc->colx, pl->offx,
+		    NB_GP_NR, (size_t)pl->CRSg * NB_GP_NR);
+}
+
+/* dxg += group g's input gradient from one image (stride 1). */
+static void pb_dgrad(const pb_plan *pl, pb_scratch *sc, float *dxg,
+		     const float *gg, const float *ag)
+{
+	const nb_conv2d_shape *s = pl->s;
+	if (pl->implicit_d) {
+		const float *x = pad_planes(sc->gpad, gg, pl->Kg, s->P, s->Q,
+					    pl->gph, pl->gpw);
+		nb_gp_gemm_x(dxg, pl->HW, pl->Cg, pl->HW, pl->KRSg, ag, x,
+			     pl->offg, s->W, pl->Qp, NULL, 1);
+		return;
+	}
+	im2col_panels(sc->colg, sc->gpad, gg, pl->Kg, s->P, s->Q, s->R, s->S, 1,
+		      1, pl->gph, pl->gpw, s->H, s->W);
+	nb_gp_gemm(dxg, pl->HW, pl->Cg, pl->HW, pl->KRSg, ag, sc->colg, NULL,
+		   1);
+}
+
+/*
+ * The backward pass on packed kernels: dw and db always, din when
+ * dgrad_as_forward (the caller does the rest). Each thread sums its images'
+ * dw (transposed, output channels on the lanes of nb_gp_wgrad) and db
+ * privately; the partials are reduced in thread order as in the BLAS path.
+ */
 static int packed_backward(float *din, float *dw, float *db, const float *dout,
 			   const float *in, const float *w,
 			   const nb_conv2d_shape *s, nb_workspace *ws)
 {
-	const int N = s->N, C = s->C, H = s->H, W = s->W, K = s->K, R = s->R,
-		  S = s->S, P = s->P, Q = s->Q, G = s->groups;
-	const int sh = s->stride_h, sw = s->stride_w, ph = s->pad_h,
-		  pw = s->pad_w;
-	const int Cg = C / G, Kg = K / G, CRSg = Cg * R * S, PQ = P * Q;
-	const int KRSg = Kg * R * S, HW = H * W;
-	const int Hp = H + 2 * ph, Wp = W + 2 * pw;
-	const int np = (PQ + NB_GP_NR - 1) / NB_GP_NR;
-	/* the output gradient's padding when din is a forward convolution */
-	const int gph = R - 1 - ph, gpw = S - 1 - pw;
-	const int Pp = P + 2 * gph, Qp = Q + 2 * gpw;
-	const size_t nw = (size_t)K * CRSg;
-	const int implicit_w = dw && implicit_ok(sh, sw, Q);
-	const int implicit_d = din && implicit_ok(1, 1, W);
+	const int N = s->N, C = s->C, K = s->K, R = s->R, S = s->S,
+		  G = s->groups;
+	pb_plan pl = {.s = s, .Cg = C / G, .Kg = K / G};
+	pl.CRSg = pl.Cg * R * S;
+	pl.KRSg = pl.Kg * R * S;
+	pl.PQ = s->P * s->Q;
+	pl.HW = s->H * s->W;
+	pl.Hp = s->H + 2 * s->pad_h;
+	pl.Wp = s->W + 2 * s->pad_w;
+	pl.gph = R - 1 - s->pad_h;
+	pl.gpw = S - 1 - s->pad_w;
+	pl.Pp = s->P + 2 * pl.gph;
+	pl.Qp = s->Q + 2 * pl.gpw;
+	pl.Mp = (pl.Kg + 15) / 16 * 16;
+	/* the weight gradient's implicit im2col takes any row length */
+	pl.implicit_w = dw && s->stride_h == 1 && s->stride_w == 1;
+	pl.implicit_d = din && implicit_ok(1, 1, s->W);
+	const int Cg = pl.Cg, Kg = pl.Kg, CRSg = pl.CRSg, PQ = pl.PQ;
 
-	/* shared: [flipped weights if din] [tap offsets of x if implicit_w]
-	 * [tap offsets of dout if implicit_d] */
-	const size_t an = din ? pad16(nb_gp_a_floats(Cg, KRSg)) : 0;
-	const size_t offx_n = implicit_w ? pad16((size_t)CRSg) : 0;
-	const size_t offg_n = implicit_d ? pad16((size_t)KRSg) : 0;
-	const size_t shared = an * G + offx_n + offg_n;
-	/* per thread: [x panels] [xp] [dout panels] [dout im2col panels]
-	 * [padded dout], each only when needed, then the partial dw and db */
-	/* With few panels per image, the weight gradient of IB images is
-	 * taken in one product (the panels of consecutive images follow each
-	 * other), so that its per-tile cost is spread over more positions. */
-	const int IB =
-	    dw && !implicit_w && G == 1 && np < 16 ? (16 + np - 1) / np : 1;
-	const size_t colx_img = nb_gp_b_floats(CRSg, PQ);
-	const size_t gp_img = nb_gp_b_floats(Kg, PQ);
-	const size_t colx_n = dw && !implicit_w ? pad16(IB * colx_img) : 0;
-	const size_t xp_n = dw && (ph || pw) ? pad16((size_t)Cg * Hp * Wp) : 0;
-	const size_t gp_n = dw ? pad16(IB * gp_img) : 0;
+	/* shared: [flipped weights if din] [x's tap offsets if dw]
+	 * [dout's tap offsets if implicit_d] */
+	pl.an = din ? pad16(nb_gp_a_floats(Cg, pl.KRSg)) : 0;
+	const size_t offx_n = dw ? pad16((size_t)CRSg) : 0;
+	const size_t offg_n = pl.implicit_d ? pad16((size_t)pl.KRSg) : 0;
+	const size_t shared = pl.an * G + offx_n + offg_n;
+	/* per thread: the scratch of pb_scratch, each only when needed,
+	 * then the partial dw (transposed) and db */
+	const size_t colx_n =
+	    dw && !pl.implicit_w ? pad16(nb_gp_b_floats(CRSg, PQ)) : 0;
+	const size_t xp_n = dw && (s->pad_h || s->pad_w)
+				? pad16((size_t)Cg * pl.Hp * pl.Wp)
+				: 0;
+	const size_t gT_n = dw ? pad16((size_t)PQ * pl.Mp) : 0;
 	const size_t colg_n =
-	    din && !implicit_d ? pad16(nb_gp_b_floats(KRSg, HW)) : 0;
+	    din && !pl.implicit_d ? pad16(nb_gp_b_floats(pl.KRSg, pl.HW)) : 0;
 	const size_t gpad_n =
-	    din && (gph || gpw) ? pad16((size_t)Kg * Pp * Qp) : 0;
-	const size_t work_n = colx_n + xp_n + gp_n + colg_n + gpad_n;
-	const size_t dw_n = dw ? pad16(nw) : 0;
+	    din && (pl.gph || pl.gpw) ? pad16((size_t)Kg * pl.Pp * pl.Qp) : 0;
+	const size_t work_n = colx_n + xp_n + gT_n + colg_n + gpad_n;
+	const size_t dwT_g = (size_t)CRSg * pl.Mp; /* per group */
+	const size_t dw_n = dw ? pad16(dwT_g * G) : 0;
 	const size_t db_n = db ? pad16((size_t)K) : 0;
 	const size_t slice = work_n + dw_n + db_n;
 	const int T = nb_workspace_threads();
@@ -723,138 +786,92 @@ static int packed_backward(float *din, float *dw, float *db, const float *dout,
 	if (!ap)
 		return NB_ENOMEM;
 	if (din)
-		pack_weights_flipped(ap, an, w, s);
-	int *offx = implicit_w ? (int *)(ap + an * G) : NULL;
-	int *offg = implicit_d ? (int *)(ap + an * G + offx_n) : NULL;
-	if (offx)
-		tap_offsets(offx, Cg, R, S, Hp, Wp);
+		pack_weights_flipped(ap, pl.an, w, s);
+	pl.ap = ap;
+	int *offx = dw ? (int *)(ap + pl.an * G) : NULL;
+	int *offg = pl.implicit_d ? (int *)(ap + pl.an * G + offx_n) : NULL;
+	if (offx && pl.implicit_w)
+		tap_offsets(offx, Cg, R, S, pl.Hp, pl.Wp);
+	else if (offx) /* rows of the panels */
+		for (int i = 0; i < CRSg; i++)
+			offx[i] = i * NB_GP_NR;
 	if (offg)
-		tap_offsets(offg, Kg, R, S, Pp, Qp);
+		tap_offsets(offg, Kg, R, S, pl.Pp, pl.Qp);
+	pl.offx = offx;
+	pl.offg = offg;
 	float *scratch = ap + shared;
 	int used = 1; /* threads the runtime actually gave us */
 
 #pragma omp parallel num_threads(T)
 	{
 		float *mine = scratch + slice * omp_get_thread_num();
-		float *colx = colx_n ? mine : NULL;
-		float *xp = xp_n ? mine + colx_n : NULL;
-		float *gp = gp_n ? mine + colx_n + xp_n : NULL;
-		float *colg = colg_n ? mine + colx_n + xp_n + gp_n : NULL;
-		float *gpad =
-		    gpad_n ? mine + colx_n + xp_n + gp_n + colg_n : NULL;
+		pb_scratch sc = {0};
+		float *at = mine;
+		sc.colx = colx_n ? at : NULL;
+		at += colx_n;
+		sc.xp = xp_n ? at : NULL;
+		at += xp_n;
+		sc.gT = gT_n ? at : NULL;
+		at += gT_n;
+		sc.colg = colg_n ? at : NULL;
+		at += colg_n;
+		sc.gpad = gpad_n ? at : NULL;
 		float *dwp = dw ? mine + work_n : NULL;
 		float *dbp = db ? mine + work_n + dw_n : NULL;
 		/* borders and panel tails are zeroed once: only interiors
 		 * and positions inside the planes are written below */
-		if (xp)
-			memset(xp, 0, sizeof(float) * xp_n);
-		if (gpad)
-			memset(gpad, 0, sizeof(float) * gpad_n);
-		for (int i = 0; colx && i < IB; i++)
-			zero_panel_tail(colx + i * colx_img, CRSg, PQ);
-		if (colg)
-			zero_panel_tail(colg, KRSg, HW);
+		if (sc.xp)
+			memset(sc.xp, 0, sizeof(float) * xp_n);
+		if (sc.gpad)
+			memset(sc.gpad, 0, sizeof(float) * gpad_n);
+		if (sc.colx)
+			zero_panel_tail(sc.colx, CRSg, PQ);
+		if (sc.colg)
+			zero_panel_tail(sc.colg, pl.KRSg, pl.HW);
 		if (dwp)
-			memset(dwp, 0, sizeof(float) * nw);
+			memset(dwp, 0, sizeof(float) * dw_n);
 		if (dbp)
 			memset(dbp, 0, sizeof(float) * K);
 #pragma omp single
 		used = omp_get_num_threads();
-		/* this thread's images: contiguous, as a static schedule */
-		const int t = omp_get_thread_num(), per = N / used,
-			  extra = N % used;
-		const int lo = t * per + (t < extra ? t : extra);
-		const int hi = lo + per + (t < extra);
 
-		for (int n0 = lo; n0 < hi; n0 += IB)
-			for (int n = n0; n < n0 + IB && n < hi; n++) {
-				const float *gn = dout + (size_t)n * K * PQ;
-				float *gpn = gp ? gp + (n - n0) * gp_img : NULL;
-				float *colxn =
-				    colx ? colx + (n - n0) * colx_img : NULL;
-				if (dbp)
-					for (int k = 0; k < K; k++)
-						dbp[k] +=
-						    sum_floats(gn + k * PQ, PQ);
-				for (int g = 0; g < G; g++) {
-					const float *gg =
-					    gn + (size_t)g * Kg * PQ;
-					const float *xg =
-					    in +
-					    ((size_t)n * C + (size_t)g * Cg) *
-						HW;
-					if (dwp) {
-						float *dwg =
-						    dwp + (size_t)g * Kg * CRSg;
-						nb_gp_pack_b(gpn, gg, Kg, PQ,
-							     PQ);
-						if (implicit_w) {
-							const float *x =
-							    pad_planes(xp, xg,
-								       Cg, H, W,
-								       ph, pw);
-							nb_gp_gemm_abt_x(
-							    dwg, CRSg, Kg, CRSg,
-							    PQ, gpn, x, offx, Q,
-							    Wp);
-						} else {
-							im2col_panels(
-							    colxn, xp, xg, Cg,
-							    H, W, R, S, sh, sw,
-							    ph, pw, P, Q);
-							/* the last image of a
-							 * block takes the
-							 * block's product */
-							const int last =
-							    n + 1 == n0 + IB ||
-							    n + 1 == hi;
-							if (last)
-								nb_gp_gemm_abt(
-								    dwg, CRSg,
-								    Kg, CRSg,
-								    (n - n0 +
-								     1) *
-									np,
-								    gp, colx);
-						}
-					}
-					if (din) {
-						float *dxg =
-						    din + ((size_t)n * C +
-							   (size_t)g * Cg) *
-							      HW;
-						const float *ag = ap + g * an;
-						if (implicit_d) {
-							const float *x =
-							    pad_planes(
-								gpad, gg, Kg, P,
-								Q, gph, gpw);
-							nb_gp_gemm_x(
-							    dxg, HW, Cg, HW,
-							    KRSg, ag, x, offg,
-							    W, Qp, NULL, 1);
-						} else {
-							im2col_panels(
-							    colg, gpad, gg, Kg,
-							    P, Q, R, S, 1, 1,
-							    gph, gpw, H, W);
-							nb_gp_gemm(dxg, HW, Cg,
-								   HW, KRSg, ag,
-								   colg, NULL,
-								   1);
-						}
-					}
-				}
-			}
-
-#pragma omp barrier
-		if (dw) {
 #pragma omp for schedule(static)
-			for (size_t i = 0; i < nw; i++) {
+		for (int n = 0; n < N; n++) {
+			const float *gn = dout + (size_t)n * K * PQ;
+			if (dbp)
+				for (int k = 0; k < K; k++)
+					dbp[k] += sum_floats(gn + k * PQ, PQ);
+			for (int g = 0; g < G; g++) {
+				const float *gg = gn + (size_t)g * Kg * PQ;
+				if (dwp)
+					pb_wgrad(&pl, &sc, dwp + g * dwT_g,
+						 in + ((size_t)n * C +
+						       (size_t)g * Cg) *
+							  pl.HW,
+						 gg);
+				if (din)
+					pb_dgrad(&pl, &sc,
+						 din + ((size_t)n * C +
+							(size_t)g * Cg) *
+							   pl.HW,
+						 gg, ap + g * pl.an);
+			}
+		}
+
+		/* dw[g][k][i] += the threads' dwT[g][i][k], in thread order;
+		 * the `for` above ends in a barrier */
+		if (dw) {
+			const size_t nw = (size_t)K * CRSg;
+#pragma omp for schedule(static)
+			for (size_t e = 0; e < nw; e++) {
+				const size_t g = e / ((size_t)Kg * CRSg);
+				const size_t k = e / CRSg % Kg, i = e % CRSg;
+				const size_t at_e =
+				    work_n + g * dwT_g + i * pl.Mp + k;
 				float acc = 0;
 				for (int u = 0; u < used; u++)
-					acc += scratch[slice * u + work_n + i];
-				dw[i] += acc;
+					acc += scratch[slice * u + at_e];
+				dw[e] += acc;
 			}
 		}
 		if (db) {

@@ -12,7 +12,15 @@
  *
  * The inner dimension is cut into chunks of KC so that the B panel a tile
  * reads stays in the L1 cache; the chunks run in order, so every element is
- * summed in the same order whatever M or N are.
+ * summed in the same order whatever M or N are. B may also be given
+ * implicitly, as shifted rows of zero-padded planes (no im2col at all).
+ *
+ * The weight gradient (a sum over output positions) puts the output
+ * channels on the vector lanes instead: a tile of up to 8 taps x 4 vectors
+ * of channels adds, per position, a broadcast input value times the
+ * transposed output gradient, so no horizontal sum is ever needed (a
+ * dot-product formulation with positions on the lanes was measured at half
+ * the speed: two vector loads per pair of multiply-adds).
  *
  * The code uses GCC/Clang vector extensions; nb_gp_available() is 1 only
  * where they compile to 512-bit registers (AVX-512), which is where this
@@ -231,131 +239,168 @@ void nb_gp_gemm_x(float *c, size_t ldc, int M, int N, int Kd, const float *ap,
 }
 
 #define SHUF __builtin_shufflevector
-/*
- * The 16 lane sums of v[0..16) as one vector, lane i = the sum of v[i]'s
- * lanes, in a fixed tree of shuffles and adds: each level adds the two
- * halves of every block of 2h lanes of two vectors into one vector whose
- * blocks of h lanes alternate between them. After four levels lane i holds
- * input bitrev4(i), so the inputs are taken in bit-reversed order.
- */
-static inline v16f reduce16(const v16f v[16])
-{
-	static const int rev[16] = {0, 8, 4, 12, 2, 10, 6, 14,
-				    1, 9, 5, 13, 3, 11, 7, 15};
-	v16f a[8], b[4], d[2];
-	for (int k = 0; k < 8; k++) {
-		const v16f x = v[rev[2 * k]], y = v[rev[2 * k + 1]];
-		a[k] = SHUF(x, y, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20,
-			    21, 22, 23) +
-		       SHUF(x, y, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27,
-			    28, 29, 30, 31);
-	}
-	for (int k = 0; k < 4; k++) {
-		const v16f x = a[2 * k], y = a[2 * k + 1];
-		b[k] = SHUF(x, y, 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24,
-			    25, 26, 27) +
-		       SHUF(x, y, 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15,
-			    28, 29, 30, 31);
-	}
-	for (int k = 0; k < 2; k++) {
-		const v16f x = b[2 * k], y = b[2 * k + 1];
-		d[k] = SHUF(x, y, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12,
-			    13, 28, 29) +
-		       SHUF(x, y, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27,
-			    14, 15, 30, 31);
-	}
-	return SHUF(d[0], d[1], 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12,
-		    28, 14, 30) +
-	       SHUF(d[0], d[1], 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13,
-		    29, 15, 31);
-}
 
 /*
- * C (M x Nc) += A * B^T with B packed (off NULL: panel p's rows at
- * b + p * Nc * NB_GP_NR) or implicit (row i of B at x + off[i], positions
- * as in nb_gp_gemm_x). Inlined into each caller.
+ * One tile of nb_gp_wgrad: TT taps (rows i0.. of X) x KV vectors of 16
+ * output channels (from lane block v0), summed over all N positions in
+ * registers, then added to cT. Each tap reads through its own pointer, so
+ * the broadcast of X(i, n) is one load with no address arithmetic.
  */
 static inline __attribute__((always_inline)) void
-abt(float *c, size_t ldc, int M, int Nc, int np, const float *a, const float *b,
-    const int *off, const float *x, int N, int Q, size_t ldx)
+wg_tile(float *cT, int Mp, int v0, const int KV, const int TT, int i0, int Kd,
+	int N, const float *gT, const float *x, const int *off, int Q,
+	size_t ldx)
 {
-	const size_t as = (size_t)M * NR, bs = (size_t)Nc * NR;
-	/* the four rows of A a tile reads stay in the L1 cache while B's rows
-	 * stream past them */
-	for (int m0 = 0; m0 < M; m0 += 4)
-		for (int n0 = 0; n0 < Nc; n0 += 4) {
-			/* rows past the end repeat the last one; their sums
-			 * are dropped */
-			int mi[4];
-			size_t bo[4];
-			for (int t = 0; t < 4; t++) {
-				const int n = n0 + t < Nc ? n0 + t : Nc - 1;
-				mi[t] = m0 + t < M ? m0 + t : M - 1;
-				bo[t] = off ? (size_t)off[n] : (size_t)n * NR;
+	/* fixed sizes (not TT, KV), so that they live in registers */
+	v16f acc[8][4];
+	const float *xt[8];
+#pragma GCC unroll 8
+	for (int t = 0; t < TT; t++) {
+		xt[t] = x + off[i0 + t < Kd ? i0 + t : Kd - 1];
+#pragma GCC unroll 4
+		for (int v = 0; v < KV; v++)
+			acc[t][v] = (v16f){0};
+	}
+	const float *g = gT + (size_t)v0 * 16;
+	for (int n = 0; n < N; n += Q) {
+		const int len = N - n < Q ? N - n : Q;
+		for (int q = 0; q < len; q++, g += Mp) {
+			v16f gv[4];
+#pragma GCC unroll 4
+			for (int v = 0; v < KV; v++)
+				gv[v] = *(const v16f *)(g + 16 * v);
+#pragma GCC unroll 8
+			for (int t = 0; t < TT; t++) {
+				const float xv = xt[t][q];
+#pragma GCC unroll 4
+				for (int v = 0; v < KV; v++)
+					acc[t][v] += xv * gv[v];
 			}
-			v16f acc[16];
-#pragma GCC unroll 16
-			for (int k = 0; k < 16; k++)
-				acc[k] = (v16f){0};
-			/* where the current 16 positions start in x: row xr,
-			 * column xc, stepped without divisions */
-			size_t xr = 0;
-			int xc = 0;
-			for (int p = 0; p < np; p++) {
-				const float *ap = a + p * as;
-				const float *h0, *h1;
-				if (off) {
-					h0 = x + xr * ldx + xc;
-					xc += 16;
-					if (xc == Q)
-						xc = 0, xr++;
-					h1 = p * NR + 16 < N ? x + xr * ldx + xc
-							     : NULL;
-					xc += 16;
-					if (xc == Q)
-						xc = 0, xr++;
-				} else {
-					h0 = b + p * bs;
-					h1 = h0 + 16;
-				}
-				v16f a0[4], a1[4];
+		}
+#pragma GCC unroll 8
+		for (int t = 0; t < TT; t++)
+			xt[t] += ldx;
+	}
+#pragma GCC unroll 8
+	for (int t = 0; t < TT; t++)
 #pragma GCC unroll 4
-				for (int k = 0; k < 4; k++) {
-					a0[k] =
-					    *(const v16f *)(ap + mi[k] * NR);
-					a1[k] = *(
-					    const v16f *)(ap + mi[k] * NR + 16);
-				}
-#pragma GCC unroll 4
-				for (int y = 0; y < 4; y++) {
-					const v16f b0 =
-					    *(const v16f_u *)(h0 + bo[y]);
-					const v16f b1 = h1 ? loadu16(h1 + bo[y])
-							   : (v16f){0};
-#pragma GCC unroll 4
-					for (int k = 0; k < 4; k++) {
-						acc[4 * k + y] += a0[k] * b0;
-						acc[4 * k + y] += a1[k] * b1;
-					}
-				}
-			}
-			const v16f sum = reduce16(acc);
-			for (int k = 0; k < 4 && m0 + k < M; k++)
-				for (int y = 0; y < 4 && n0 + y < Nc; y++)
-					c[(size_t)(m0 + k) * ldc + n0 + y] +=
-					    sum[4 * k + y];
+		for (int v = 0; v < KV; v++) {
+			if (i0 + t >= Kd)
+				break;
+			float *o = cT + (size_t)(i0 + t) * Mp + (v0 + v) * 16;
+			*(v16f *)o += acc[t][v];
 		}
 }
 
-void nb_gp_gemm_abt(float *c, size_t ldc, int M, int Nc, int np, const float *a,
-		    const float *b)
+/* every tile of lane blocks v0..v0+KV, TT taps at a time */
+static inline __attribute__((always_inline)) void
+wg_tiles(float *cT, int Mp, int v0, const int KV, const int TT, int Kd, int N,
+	 const float *gT, const float *x, const int *off, int Q, size_t ldx)
 {
-	abt(c, ldc, M, Nc, np, a, b, NULL, NULL, 0, 1, 0);
+	for (int i0 = 0; i0 < Kd; i0 += TT)
+		wg_tile(cT, Mp, v0, KV, TT, i0, Kd, N, gT, x, off, Q, ldx);
 }
 
-void nb_gp_gemm_abt_x(float *c, size_t ldc, int M, int Nc, int N,
-		      const float *a, const float *x, const int *off, int Q,
-		      size_t ldx)
+void nb_gp_wgrad(float *cT, int Mp, int Kd, int N, const float *gT,
+		 const float *x, const int *off, int Q, size_t ldx)
 {
-	abt(c, ldc, M, Nc, (N + NR - 1) / NR, a, NULL, off, x, N, Q, ldx);
+	const int V = Mp / 16;
+	for (int v0 = 0; v0 < V;) {
+		/* up to 24 accumulators: 8 taps x 1-3 vectors, 6 x 4 */
+		switch (V - v0) {
+		case 1:
+			wg_tiles(cT, Mp, v0, 1, 8, Kd, N, gT, x, off, Q, ldx);
+			v0 += 1;
+			break;
+		case 2:
+			wg_tiles(cT, Mp, v0, 2, 8, Kd, N, gT, x, off, Q, ldx);
+			v0 += 2;
+			break;
+		case 3:
+			wg_tiles(cT, Mp, v0, 3, 8, Kd, N, gT, x, off, Q, ldx);
+			v0 += 3;
+			break;
+		default:
+			wg_tiles(cT, Mp, v0, 4, 6, Kd, N, gT, x, off, Q, ldx);
+			v0 += 4;
+			break;
+		}
+	}
+}
+
+/*
+ * m[0..16) <- its transpose, in registers: four stages, stage b swapping
+ * bit b of the row index with bit b of the column index (rows r and r + b,
+ * bit b of r clear, exchange the halves of every block of 2b columns).
+ */
+static inline void transpose16(v16f m[16])
+{
+#pragma GCC unroll 16
+	for (int r = 0; r < 16; r++) {
+		if (r & 1)
+			continue;
+		const v16f x = m[r], y = m[r + 1];
+		m[r] = SHUF(x, y, 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12,
+			    28, 14, 30);
+		m[r + 1] = SHUF(x, y, 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27,
+				13, 29, 15, 31);
+	}
+#pragma GCC unroll 16
+	for (int r = 0; r < 16; r++) {
+		if (r & 2)
+			continue;
+		const v16f x = m[r], y = m[r + 2];
+		m[r] = SHUF(x, y, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12,
+			    13, 28, 29);
+		m[r + 2] = SHUF(x, y, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26,
+				27, 14, 15, 30, 31);
+	}
+#pragma GCC unroll 16
+	for (int r = 0; r < 16; r++) {
+		if (r & 4)
+			continue;
+		const v16f x = m[r], y = m[r + 4];
+		m[r] = SHUF(x, y, 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24,
+			    25, 26, 27);
+		m[r + 4] = SHUF(x, y, 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14,
+				15, 28, 29, 30, 31);
+	}
+#pragma GCC unroll 16
+	for (int r = 0; r < 16; r++) {
+		if (r & 8)
+			continue;
+		const v16f x = m[r], y = m[r + 8];
+		m[r] = SHUF(x, y, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20,
+			    21, 22, 23);
+		m[r + 8] = SHUF(x, y, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26,
+				27, 28, 29, 30, 31);
+	}
+}
+
+void nb_gp_transpose_pad(float *gT, int Mp, const float *g, int M, int N,
+			 int ldg)
+{
+	/* 16 x 16 blocks, transposed in registers; rows past M and columns
+	 * past N of a block read as zero */
+	for (int n0 = 0; n0 < N; n0 += 16) {
+		const int nn = N - n0 < 16 ? N - n0 : 16;
+		for (int m0 = 0; m0 < Mp; m0 += 16) {
+			v16f blk[16];
+			for (int r = 0; r < 16; r++) {
+				const int m = m0 + r;
+				const float *src = g + (size_t)m * ldg + n0;
+				if (m < M && nn == 16) {
+					blk[r] = loadu16(src);
+					continue;
+				}
+				blk[r] = (v16f){0};
+				for (int c = 0; m < M && c < nn; c++)
+					blk[r][c] = src[c];
+			}
+			transpose16(blk);
+			for (int c = 0; c < nn; c++)
+				*(v16f *)(gT + (size_t)(n0 + c) * Mp + m0) =
+				    blk[c];
+		}
+	}
 }

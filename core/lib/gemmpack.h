@@ -54,29 +54,31 @@ void nb_gp_gemm(float *c, size_t ldc, int M, int N, int Kd, const float *ap,
 		const float *bp, const float *bias, int accumulate);
 
 /*
- * C (M x Nc, rows ldc apart) += A * B^T, where A (M x L) and B (Nc x L) are
- * both given as np panels of NB_GP_NR columns of L in the B layout above
- * (a: np panels of M rows, b: np panels of Nc rows; columns past L zero in
- * at least one of them). This is a convolution's weight gradient: L runs
- * over output positions.
- */
-void nb_gp_gemm_abt(float *c, size_t ldc, int M, int Nc, int np, const float *a,
-		    const float *b);
-
-/*
- * The two products above with B given implicitly, for a stride-1
- * convolution on zero-padded planes: element (i, n) of B is
- * x[off[i] + (n / Q) * ldx + n % Q] (off[i] says where tap i of im2col's row
- * i starts, n = p * Q + q is an output position). Q must be a multiple of 16,
- * so that the 16 positions one vector holds never cross a row. No im2col
- * matrix is written.
+ * nb_gp_gemm with B given implicitly, for a stride-1 convolution on
+ * zero-padded planes: element (i, n) of B is x[off[i] + (n / Q) * ldx + n % Q]
+ * (off[i] says where tap i, im2col's row i, starts; n = p * Q + q is an
+ * output position). Q must be a multiple of 16, so that the 16 positions
+ * one vector holds never cross a row. No im2col matrix is written.
  */
 void nb_gp_gemm_x(float *c, size_t ldc, int M, int N, int Kd, const float *ap,
 		  const float *x, const int *off, int Q, size_t ldx,
 		  const float *bias, int accumulate);
-/* a: panels of A as for nb_gp_gemm_abt; N output positions. */
-void nb_gp_gemm_abt_x(float *c, size_t ldc, int M, int Nc, int N,
-		      const float *a, const float *x, const int *off, int Q,
-		      size_t ldx);
+
+/*
+ * A convolution's weight gradient with the output channels on the vector
+ * lanes: cT (Kd x Mp) += sum over positions n < N of X(i, n) * gT[n][..],
+ * where gT holds N rows of Mp floats (Mp a multiple of 16, the output
+ * gradient transposed, lanes past the channel count zero) and
+ * X(i, n) = x[off[i] + (n / Q) * ldx + n % Q]: the implicit im2col of
+ * nb_gp_gemm_x (any Q here), or packed panels with Q = NB_GP_NR,
+ * ldx = Kd * NB_GP_NR, off[i] = i * NB_GP_NR. No horizontal sums: every
+ * lane is one channel.
+ */
+void nb_gp_wgrad(float *cT, int Mp, int Kd, int N, const float *gT,
+		 const float *x, const int *off, int Q, size_t ldx);
+
+/* gT (N x Mp) <- g (M x N, rows ldg apart) transposed, lanes M..Mp zero. */
+void nb_gp_transpose_pad(float *gT, int Mp, const float *g, int M, int N,
+			 int ldg);
 
 #endif
