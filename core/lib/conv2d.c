@@ -645,7 +645,9 @@ static int packed_forward(float *out, const float *in, const float *w,
 			memset(xp, 0, sizeof(float) * xp_n);
 		if (col)
 			zero_panel_tail(col, CRSg, PQ);
-#pragma omp for schedule(static)
+			/* images are independent: threads take them as they
+			 * come free */
+#pragma omp for schedule(dynamic, 1)
 		for (int n = 0; n < N; n++)
 			for (int g = 0; g < G; g++) {
 				const float *ig =
@@ -780,9 +782,15 @@ static int packed_backward(float *din, float *dw, float *db, const float *dout,
 	const size_t dwT_g = (size_t)CRSg * pl.Mp; /* per group */
 	const size_t dw_n = dw ? pad16(dwT_g * G) : 0;
 	const size_t db_n = db ? pad16((size_t)K) : 0;
-	const size_t slice = work_n + dw_n + db_n;
+	/* The images go in NCH fixed chunks, each with its own partial dw and
+	 * db, which threads take as they come free (the cores of a shared
+	 * machine do not run at one speed); the partials are then reduced in
+	 * chunk order, so a result depends on N and the thread count only. */
 	const int T = nb_workspace_threads();
-	float *ap = nb_workspace_reserve(ws, shared + slice * T);
+	const int NCH = T == 1 ? 1 : N < 4 * T ? N : 4 * T;
+	const size_t part_n = dw_n + db_n;
+	float *ap =
+	    nb_workspace_reserve(ws, shared + work_n * T + part_n * NCH);
 	if (!ap)
 		return NB_ENOMEM;
 	if (din)
@@ -800,11 +808,11 @@ static int packed_backward(float *din, float *dw, float *db, const float *dout,
 	pl.offx = offx;
 	pl.offg = offg;
 	float *scratch = ap + shared;
-	int used = 1; /* threads the runtime actually gave us */
+	float *parts = scratch + work_n * T;
 
 #pragma omp parallel num_threads(T)
 	{
-		float *mine = scratch + slice * omp_get_thread_num();
+		float *mine = scratch + work_n * omp_get_thread_num();
 		pb_scratch sc = {0};
 		float *at = mine;
 		sc.colx = colx_n ? at : NULL;
@@ -816,8 +824,6 @@ static int packed_backward(float *din, float *dw, float *db, const float *dout,
 		sc.colg = colg_n ? at : NULL;
 		at += colg_n;
 		sc.gpad = gpad_n ? at : NULL;
-		float *dwp = dw ? mine + work_n : NULL;
-		float *dbp = db ? mine + work_n + dw_n : NULL;
 		/* borders and panel tails are zeroed once: only interiors
 		 * and positions inside the planes are written below */
 		if (sc.xp)
@@ -828,59 +834,66 @@ static int packed_backward(float *din, float *dw, float *db, const float *dout,
 			zero_panel_tail(sc.colx, CRSg, PQ);
 		if (sc.colg)
 			zero_panel_tail(sc.colg, pl.KRSg, pl.HW);
-		if (dwp)
-			memset(dwp, 0, sizeof(float) * dw_n);
-		if (dbp)
-			memset(dbp, 0, sizeof(float) * K);
-#pragma omp single
-		used = omp_get_num_threads();
 
-#pragma omp for schedule(static)
-		for (int n = 0; n < N; n++) {
-			const float *gn = dout + (size_t)n * K * PQ;
-			if (dbp)
-				for (int k = 0; k < K; k++)
-					dbp[k] += sum_floats(gn + k * PQ, PQ);
-			for (int g = 0; g < G; g++) {
-				const float *gg = gn + (size_t)g * Kg * PQ;
-				if (dwp)
-					pb_wgrad(&pl, &sc, dwp + g * dwT_g,
-						 in + ((size_t)n * C +
-						       (size_t)g * Cg) *
-							  pl.HW,
-						 gg);
-				if (din)
-					pb_dgrad(&pl, &sc,
-						 din + ((size_t)n * C +
-							(size_t)g * Cg) *
-							   pl.HW,
-						 gg, ap + g * pl.an);
+#pragma omp for schedule(dynamic, 1)
+		for (int ch = 0; ch < NCH; ch++) {
+			float *dwp = dw ? parts + part_n * ch : NULL;
+			float *dbp = db ? parts + part_n * ch + dw_n : NULL;
+			if (part_n)
+				memset(parts + part_n * ch, 0,
+				       sizeof(float) * part_n);
+			const int n1 = (int)((long long)N * (ch + 1) / NCH);
+			for (int n = (int)((long long)N * ch / NCH); n < n1;
+			     n++) {
+				const float *gn = dout + (size_t)n * K * PQ;
+				if (dbp)
+					for (int k = 0; k < K; k++)
+						dbp[k] +=
+						    sum_floats(gn + k * PQ, PQ);
+				for (int g = 0; g < G; g++) {
+					const float *gg =
+					    gn + (size_t)g * Kg * PQ;
+					if (dwp)
+						pb_wgrad(&pl, &sc,
+							 dwp + g * dwT_g,
+							 in + ((size_t)n * C +
+							       (size_t)g * Cg) *
+								  pl.HW,
+							 gg);
+					if (din)
+						pb_dgrad(&pl, &sc,
+							 din +
+							     ((size_t)n * C +
+							      (size_t)g * Cg) *
+								 pl.HW,
+							 gg, ap + g * pl.an);
+				}
 			}
 		}
 
-		/* dw[g][k][i] += the threads' dwT[g][i][k], in thread order;
+		/* dw[g][k][i] += the chunks' dwT[g][i][k], in chunk order;
 		 * the `for` above ends in a barrier */
 		if (dw) {
-			const size_t nw = (size_t)K * CRSg;
 #pragma omp for schedule(static)
-			for (size_t e = 0; e < nw; e++) {
-				const size_t g = e / ((size_t)Kg * CRSg);
-				const size_t k = e / CRSg % Kg, i = e % CRSg;
-				const size_t at_e =
-				    work_n + g * dwT_g + i * pl.Mp + k;
-				float acc = 0;
-				for (int u = 0; u < used; u++)
-					acc += scratch[slice * u + at_e];
-				dw[e] += acc;
+			for (int gk = 0; gk < K; gk++) {
+				const size_t g = gk / Kg, k = gk % Kg;
+				const float *src = parts + g * dwT_g + k;
+				float *d = dw + (size_t)gk * CRSg;
+				for (int i = 0; i < CRSg; i++) {
+					float acc = 0;
+					for (int ch = 0; ch < NCH; ch++)
+						acc += src[part_n * ch +
+							   (size_t)i * pl.Mp];
+					d[i] += acc;
+				}
 			}
 		}
 		if (db) {
 #pragma omp single
 			for (int k = 0; k < K; k++) {
 				float acc = 0;
-				for (int u = 0; u < used; u++)
-					acc += scratch[slice * u + work_n +
-						       dw_n + k];
+				for (int ch = 0; ch < NCH; ch++)
+					acc += parts[part_n * ch + dw_n + k];
 				db[k] += acc;
 			}
 		}
