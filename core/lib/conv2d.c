@@ -516,11 +516,12 @@ static const float *pad_planes(float *restrict xp, const float *im, int C,
 	return xp;
 }
 
-/* The implicit (no im2col) kernels need a stride of 1 and rows of output
- * positions that hold whole vectors of 16. */
-static int implicit_ok(int stride_h, int stride_w, int Q)
+/* The implicit (no im2col) products need a stride of 1 and rows of output
+ * positions that hold whole vectors of 16, or pairs of rows of 8. */
+static int implicit_ok(int stride_h, int stride_w, int P, int Q)
 {
-	return stride_h == 1 && stride_w == 1 && Q % 16 == 0;
+	return stride_h == 1 && stride_w == 1 &&
+	       (Q % 16 == 0 || (Q == 8 && P % 2 == 0));
 }
 
 /* off[(c*R + r)*S + t] = where tap (r,t) of plane c starts in zero-padded
@@ -617,7 +618,7 @@ static int packed_forward(float *out, const float *in, const float *w,
 	const int Cg = C / G, Kg = K / G, CRSg = Cg * R * S, PQ = P * Q;
 	const int Hp = H + 2 * ph, Wp = W + 2 * pw;
 	const size_t HW = (size_t)H * W;
-	const int implicit = implicit_ok(sh, sw, Q);
+	const int implicit = implicit_ok(sh, sw, P, Q);
 
 	/* shared: the packed weights [tap offsets if implicit]; per thread:
 	 * [panels unless implicit] [xp if padded] */
@@ -757,7 +758,7 @@ static int packed_backward(float *din, float *dw, float *db, const float *dout,
 	pl.Mp = (pl.Kg + 15) / 16 * 16;
 	/* the weight gradient's implicit im2col takes any row length */
 	pl.implicit_w = dw && s->stride_h == 1 && s->stride_w == 1;
-	pl.implicit_d = din && implicit_ok(1, 1, s->W);
+	pl.implicit_d = din && implicit_ok(1, 1, s->H, s->W);
 	const int Cg = pl.Cg, Kg = pl.Kg, CRSg = pl.CRSg, PQ = pl.PQ;
 
 	/* shared: [flipped weights if din] [x's tap offsets if dw]

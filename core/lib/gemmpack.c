@@ -44,6 +44,20 @@ static inline v16f loadu16(const float *p)
 	return *(const v16f_u *)p;
 }
 
+typedef float v8f_u __attribute__((vector_size(32), aligned(4), may_alias));
+
+/* 16 floats of B: at p, or (split, rows of 8 positions) 8 at p and 8 at
+ * p + ldx */
+static inline __attribute__((always_inline)) v16f load_b(const float *p,
+							 int split, size_t ldx)
+{
+	if (!split)
+		return loadu16(p);
+	const v8f_u lo = *(const v8f_u *)p, hi = *(const v8f_u *)(p + ldx);
+	return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
+				       11, 12, 13, 14, 15);
+}
+
 int nb_gp_available(void)
 {
 #if defined(__AVX512F__)
@@ -110,13 +124,14 @@ void nb_gp_pack_b(float *bp, const float *b, int Kd, int N, int ldb)
  * start: the tile's current values when `load`, else bias (or zero).
  * Row i of B is the 16 floats at b0 + o and the 16 at b1 + o, where o is
  * i * NB_GP_NR for a packed panel (off NULL) or off[i] for a matrix given
- * implicitly; b1 NULL means columns 16..31 are zero. Inlined into each
- * caller, so every case compiles to its own loop.
+ * implicitly; b1 NULL means columns 16..31 are zero; split: each 16 is two
+ * rows of 8, ldx apart (see load_b). Inlined into each caller, so every
+ * case compiles to its own loop.
  */
 static inline __attribute__((always_inline)) void
 tile_8x32(float *c, size_t ldc, int rows, int cols, const float *restrict a,
-	  const float *b0, const float *b1, const int *off, int kd, int load,
-	  const float *bias)
+	  const float *b0, const float *b1, const int *off, int split,
+	  size_t ldx, int kd, int load, const float *bias)
 {
 	v16f acc[MR][2];
 	if (load && rows == MR && cols == NR) {
@@ -146,8 +161,8 @@ tile_8x32(float *c, size_t ldc, int rows, int cols, const float *restrict a,
 	}
 	for (int i = 0; i < kd; i++) {
 		const size_t o = off ? (size_t)off[i] : (size_t)i * NR;
-		const v16f x0 = *(const v16f_u *)(b0 + o);
-		const v16f x1 = b1 ? loadu16(b1 + o) : (v16f){0};
+		const v16f x0 = load_b(b0 + o, split, ldx);
+		const v16f x1 = b1 ? load_b(b1 + o, split, ldx) : (v16f){0};
 		const float *ai = a + (size_t)i * MR;
 #pragma GCC unroll 8
 		for (int r = 0; r < MR; r++) {
@@ -190,7 +205,7 @@ void nb_gp_gemm(float *c, size_t ldc, int M, int N, int Kd, const float *ap,
 				const int rows = M - m0 < MR ? M - m0 : MR;
 				tile_8x32(c + m0 * ldc + n0, ldc, rows, cols,
 					  ap + ((size_t)mb * Kd + k0) * MR, b,
-					  b + 16, NULL, kd, load,
+					  b + 16, NULL, 0, 0, kd, load,
 					  bias ? bias + m0 : NULL);
 			}
 		}
@@ -227,12 +242,25 @@ void nb_gp_gemm_x(float *c, size_t ldc, int M, int N, int Kd, const float *ap,
 				    ap + ((size_t)mb * Kd + k0) * MR;
 				float *ct = c + m0 * ldc + n0;
 				const float *bs = bias ? bias + m0 : NULL;
-				if (b1)
+				/* four loops: rows of 16 or more, or of
+				 * 8 (split), each with or without a
+				 * second half */
+				if (Q == 8 && b1)
 					tile_8x32(ct, ldc, rows, cols, a, b0,
-						  b1, off + k0, kd, load, bs);
+						  b1, off + k0, 1, ldx, kd,
+						  load, bs);
+				else if (Q == 8)
+					tile_8x32(ct, ldc, rows, cols, a, b0,
+						  NULL, off + k0, 1, ldx, kd,
+						  load, bs);
+				else if (b1)
+					tile_8x32(ct, ldc, rows, cols, a, b0,
+						  b1, off + k0, 0, 0, kd, load,
+						  bs);
 				else
 					tile_8x32(ct, ldc, rows, cols, a, b0,
-						  NULL, off + k0, kd, load, bs);
+						  NULL, off + k0, 0, 0, kd,
+						  load, bs);
 			}
 		}
 	}

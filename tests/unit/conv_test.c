@@ -243,6 +243,11 @@ static const conv_case conv_cases[] = {
     {1, 3, 10, 18, 5, 3, 3, 1, 1, 0, 0, 1, 1},
     {1, 3, 16, 16, 4, 5, 5, 1, 1, 2, 2, 1, 1},
     {2, 8, 6, 16, 12, 3, 3, 1, 1, 1, 1, 2, 1},
+    /* rows of 8: implicit in pairs of rows (16, 48 positions), or not (an
+     * odd row count) */
+    {2, 6, 2, 8, 9, 3, 3, 1, 1, 1, 1, 1, 1},
+    {1, 10, 6, 8, 17, 3, 3, 1, 1, 1, 1, 1, 0},
+    {1, 4, 5, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1},
 };
 #define N_CONV_CASES (int)(sizeof conv_cases / sizeof conv_cases[0])
 
