@@ -40,6 +40,7 @@ typedef struct bench_cfg {
 	int c, h, w, classes;
 	int warmup, min_steps;
 	double seconds;
+	const char *conv; /* --conv as given: auto, packed or blas */
 } bench_cfg;
 
 /* `--arch all`: every architecture of the paper (not convstack, not the
@@ -168,8 +169,7 @@ static int bench_one(const bench_cfg *b)
 	       "peak_rss_mb=%.1f img_per_cpu_s=%.1f conv=%s\n",
 	       b->arch->name, b->train ? "train" : "infer", b->batch,
 	       b->threads, img_s, flops / 1e9, ru.ru_maxrss / 1024.0,
-	       cpu > 0 ? iters * (double)b->batch / cpu : 0.0,
-	       nb_conv2d_kernels() == NB_CONV_PACKED ? "packed" : "blas");
+	       cpu > 0 ? iters * (double)b->batch / cpu : 0.0, b->conv);
 	fflush(stdout);
 	nb_optim_free(opt);
 	nb_net_free(net);
@@ -224,6 +224,7 @@ int cmd_bench(int argc, char **argv)
 	int warmup = 2, min_steps = 3;
 	float seconds = 3;
 	int modes = 3; /* bit 1 train, bit 2 infer */
+	const char *conv = "auto";
 	cli_args a;
 	cli_args_init(&a, argc, argv);
 	int r;
@@ -276,6 +277,7 @@ int cmd_bench(int argc, char **argv)
 			const char *v = cli_value(&a);
 			if (!v)
 				return 2;
+			conv = v;
 			if (!strcmp(v, "auto"))
 				nb_conv2d_set_kernels(NB_CONV_AUTO);
 			else if (!strcmp(v, "packed"))
@@ -337,7 +339,8 @@ int cmd_bench(int argc, char **argv)
 					       .classes = classes,
 					       .warmup = warmup,
 					       .min_steps = min_steps,
-					       .seconds = seconds};
+					       .seconds = seconds,
+					       .conv = conv};
 				if (!c)
 					default_input(plugins[i], &b.c, &b.h,
 						      &b.w);

@@ -475,9 +475,30 @@ nb_conv_kernels nb_conv2d_kernels(void)
 	return nb_gp_available() ? NB_CONV_PACKED : NB_CONV_BLAS;
 }
 
+/*
+ * Under NB_CONV_AUTO the packed kernels take a convolution only where they
+ * were measured to win: at least 16 output channels per group (a register
+ * tile is 8 rows, the weight gradient's vectors 16 channels), at least one
+ * whole panel of 32 output positions, and rows of output positions that
+ * fill panels evenly. LeNet-5 (6 channels; rows of 28 and 10; a last
+ * convolution with one output position) trained at half the speed packed,
+ * so its convolutions stay on the BLAS.
+ */
+static int packed_suits(const nb_conv2d_shape *s)
+{
+	const int Q = s->Q;
+	return s->K / s->groups >= 16 && s->P * Q >= NB_GP_NR &&
+	       (Q % NB_GP_NR == 0 || NB_GP_NR % Q == 0);
+}
+
+
 static int use_packed(const nb_conv2d_shape *s)
 {
-	return !is_depthwise(s) && nb_conv2d_kernels() == NB_CONV_PACKED;
+	if (is_depthwise(s))
+		return 0;
+	if (conv_kernels == NB_CONV_AUTO)
+		return nb_gp_available() && packed_suits(s);
+	return conv_kernels == NB_CONV_PACKED;
 }
 
 /* the input gradient as a forward convolution (see above) */

@@ -76,14 +76,17 @@ int nb_conv2d_backward(float *din, float *dw, float *db, const float *dout,
 /*
  * The kernels behind the two calls above for every convolution that is not
  * depthwise: NB_CONV_AUTO (the default) takes the engine's packed kernels
- * where they were compiled for 512-bit vectors and im2col + BLAS elsewhere;
- * NB_CONV_BLAS and NB_CONV_PACKED force one of them (the tests run both
- * against a plain-loop reference; `nasty-bench bench --conv` compares their
- * speed). Process-wide; set it before any convolution runs.
+ * where they were compiled for 512-bit vectors and the shape suits them (at
+ * least 16 output channels per group, output rows that fill panels of 32
+ * positions evenly), im2col + BLAS elsewhere; NB_CONV_BLAS and
+ * NB_CONV_PACKED force one of them for every such convolution (the tests
+ * run both against a plain-loop reference; `nasty-bench bench --conv`
+ * compares their speed). Process-wide; set it before any convolution runs.
  */
 typedef enum { NB_CONV_AUTO, NB_CONV_BLAS, NB_CONV_PACKED } nb_conv_kernels;
 void nb_conv2d_set_kernels(nb_conv_kernels k);
-/* The kernels NB_CONV_AUTO resolves to here (NB_CONV_BLAS or _PACKED). */
+/* NB_CONV_PACKED if the packed kernels are in use here (for the shapes
+ * that suit them, under NB_CONV_AUTO), else NB_CONV_BLAS. */
 nb_conv_kernels nb_conv2d_kernels(void);
 
 /* ---- linear -------------------------------------------------------------
