@@ -2,20 +2,23 @@
  * conv2d.c - 2-D convolution (PyTorch's Conv2d: zero padding, stride,
  * groups incl. depthwise, optional bias), forward and backward, NCHW.
  *
- * How it is fast: the batch is split over OpenMP threads (static schedule);
- * each thread lowers one image at a time with im2col into its own slice of
- * the workspace and calls a single-threaded cblas_sgemm per group (OpenBLAS
- * runs serial inside a parallel region). Three shapes take other paths:
- *  - 1x1, stride 1, no padding: the input plane already is the im2col
- *    matrix, so it is a plain GEMM with no copy;
- *  - depthwise (groups == C == K): a GEMM with M = 1 wastes the BLAS, so
- *    direct kernels with register tiles are used (forward, weight
- *    gradient, and the stride-1 input gradient as a forward convolution of
- *    the padded output gradient with the flipped taps);
- *  - grouped: one GEMM per group on that group's slice.
- * Weight and bias gradients are summed per thread into private buffers and
- * then reduced in thread order, so a result is bit-identical for a given
- * thread count (no atomics, no timing-dependent order).
+ * How it is fast: the batch is split over OpenMP threads; each thread
+ * works on one image at a time with single-threaded kernels and its own
+ * slice of the workspace. Two ways to do a convolution's products:
+ *  - the packed kernels (gemmpack.h; see "packed kernels" below), where
+ *    they were compiled for 512-bit vectors and the shape suits them;
+ *  - im2col + a single-threaded cblas_sgemm per group (OpenBLAS runs serial
+ *    inside a parallel region), with a plain GEMM and no copy for 1x1,
+ *    stride 1, no padding (the input plane already is the im2col matrix).
+ * Depthwise convolutions (groups == C == K), where a GEMM with M = 1 wastes
+ * either, take direct kernels with register tiles (forward, weight
+ * gradient, and the stride-1 input gradient as a forward convolution of the
+ * padded output gradient with the flipped taps). A kernel that covers the
+ * whole unpadded input is a linear layer (linear.c) on the flattened image.
+ * Weight and bias gradients are summed into private buffers (per thread, or
+ * per fixed chunk of images) and then reduced in a fixed order, so a result
+ * is bit-identical for a given thread count (no atomics, no timing-dependent
+ * order).
  *
  * What it deliberately does not do: dilation, padding modes other than
  * zeros, Winograd/FFT, or layouts other than NCHW. The plain-loop reference
@@ -209,6 +212,17 @@ static int is_pointwise(const nb_conv2d_shape *s)
 static int is_depthwise(const nb_conv2d_shape *s)
 {
 	return s->groups == s->C && s->groups == s->K;
+}
+
+/* A kernel that covers the whole unpadded input (one output position, as
+ * LeNet-5's 16x5x5 -> 120 convolution) is a linear layer on the flattened
+ * image: weights (K, C*R*S) and inputs (C*H*W) flatten in the same order,
+ * so one GEMM over the batch replaces a matrix-vector product per image. */
+static int is_whole_plane(const nb_conv2d_shape *s)
+{
+	return s->groups == 1 && s->R == s->H && s->S == s->W &&
+	       s->stride_h == 1 && s->stride_w == 1 && s->pad_h == 0 &&
+	       s->pad_w == 0 && !is_depthwise(s);
 }
 
 /* Floats rounded up to a whole 64-byte line, so thread slices do not share
@@ -490,7 +504,6 @@ static int packed_suits(const nb_conv2d_shape *s)
 	return s->K / s->groups >= 16 && s->P * Q >= NB_GP_NR &&
 	       (Q % NB_GP_NR == 0 || NB_GP_NR % Q == 0);
 }
-
 
 static int use_packed(const nb_conv2d_shape *s)
 {
@@ -939,6 +952,10 @@ int nb_conv2d_forward(float *out, const float *in, const float *w,
 
 	if (is_depthwise(s))
 		return depthwise_forward(out, in, w, b, s, ws);
+	if (is_whole_plane(s)) {
+		nb_linear_forward(out, in, w, b, N, C * H * W, K);
+		return NB_OK;
+	}
 	if (use_packed(s))
 		return packed_forward(out, in, w, b, s, ws);
 
@@ -1011,6 +1028,11 @@ int nb_conv2d_backward(float *din, float *dw, float *db, const float *dout,
 {
 	if (!din && !dw && !db)
 		return NB_OK;
+	if (is_whole_plane(s)) {
+		nb_linear_backward(din, dw, db, dout, in, w, s->N,
+				   s->C * s->H * s->W, s->K);
+		return NB_OK;
+	}
 	if (!use_packed(s))
 		return blas_backward(din, dw, db, dout, in, w, s, ws);
 	float *din_packed = dgrad_as_forward(s) ? din : NULL;

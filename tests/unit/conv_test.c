@@ -248,6 +248,9 @@ static const conv_case conv_cases[] = {
     {2, 6, 2, 8, 9, 3, 3, 1, 1, 1, 1, 1, 1},
     {1, 10, 6, 8, 17, 3, 3, 1, 1, 1, 1, 1, 0},
     {1, 4, 5, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1},
+    /* a kernel over the whole input: a linear layer */
+    {3, 4, 5, 5, 7, 5, 5, 1, 1, 0, 0, 1, 1},
+    {2, 3, 2, 3, 20, 2, 3, 1, 1, 0, 0, 1, 0},
 };
 #define N_CONV_CASES (int)(sizeof conv_cases / sizeof conv_cases[0])
 
