@@ -491,18 +491,13 @@ nb_conv_kernels nb_conv2d_kernels(void)
 
 /*
  * Under NB_CONV_AUTO the packed kernels take a convolution only where they
- * were measured to win: at least 16 output channels per group (a register
- * tile is 8 rows, the weight gradient's vectors 16 channels), at least one
- * whole panel of 32 output positions, and rows of output positions that
- * fill panels evenly. LeNet-5 (6 channels; rows of 28 and 10; a last
- * convolution with one output position) trained at half the speed packed,
- * so its convolutions stay on the BLAS.
+ * were measured to win: with at least one whole panel of 32 output
+ * positions per image. With fewer (the 4x4 stage of ResNet-18 at 32x32
+ * inputs) most of every panel is padding and the BLAS path was faster.
  */
 static int packed_suits(const nb_conv2d_shape *s)
 {
-	const int Q = s->Q;
-	return s->K / s->groups >= 16 && s->P * Q >= NB_GP_NR &&
-	       (Q % NB_GP_NR == 0 || NB_GP_NR % Q == 0);
+	return s->P * s->Q >= NB_GP_NR;
 }
 
 static int use_packed(const nb_conv2d_shape *s)
@@ -1035,7 +1030,11 @@ int nb_conv2d_backward(float *din, float *dw, float *db, const float *dout,
 	}
 	if (!use_packed(s))
 		return blas_backward(din, dw, db, dout, in, w, s, ws);
-	float *din_packed = dgrad_as_forward(s) ? din : NULL;
+	/* the input gradient as a forward convolution only where that needs
+	 * no im2col: otherwise its im2col matrix (K*R*S x H*W) is larger than
+	 * the BLAS path's col2im one (C*R*S x P*Q) wherever C <= K */
+	float *din_packed =
+	    dgrad_as_forward(s) && implicit_ok(1, 1, s->H, s->W) ? din : NULL;
 	int rc = NB_OK;
 	if (din_packed || dw || db)
 		rc = packed_backward(din_packed, dw, db, dout, in, w, s, ws);
