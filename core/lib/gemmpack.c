@@ -23,13 +23,20 @@
  * the speed: two vector loads per pair of multiply-adds).
  *
  * The code uses GCC/Clang vector extensions; nb_gp_available() is 1 only
- * where they compile to 512-bit registers (AVX-512), which is where this
- * beats the BLAS. Elsewhere it still computes the right result (the tests
- * run it everywhere), just without a reason to be chosen.
+ * where they run on 512-bit registers (AVX-512), which is where this beats
+ * the BLAS. Elsewhere it still computes the right result (the tests run it
+ * everywhere), just without a reason to be chosen.
  */
 #include <string.h>
 
 #include "gemmpack.h"
+
+/* The helpers below pass 64-byte vectors by value; they are always
+ * inlined, so the calling convention a generic build would give them (and
+ * warns about) never applies. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
 
 #define MR NB_GP_MR
 #define NR NB_GP_NR
@@ -39,7 +46,7 @@ typedef float v16f __attribute__((vector_size(64)));
 /* for loads and stores at any float address; may alias float */
 typedef float v16f_u __attribute__((vector_size(64), aligned(4), may_alias));
 
-static inline v16f loadu16(const float *p)
+static inline __attribute__((always_inline)) v16f loadu16(const float *p)
 {
 	return *(const v16f_u *)p;
 }
@@ -58,10 +65,27 @@ static inline __attribute__((always_inline)) v16f load_b(const float *p,
 				       11, 12, 13, 14, 15);
 }
 
+/*
+ * A build for a generic x86-64 (./configure --disable-native, a distribution
+ * package) compiles the kernels twice, for x86-64-v4 (AVX-512) and for the
+ * baseline, and the loader picks one on the machine it runs on.
+ */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&         \
+    !defined(__AVX512F__)
+#define GP_CLONES __attribute__((target_clones("arch=x86-64-v4", "default")))
+#define GP_RUNTIME_CHECK 1
+#else
+#define GP_CLONES
+#define GP_RUNTIME_CHECK 0
+#endif
+
 int nb_gp_available(void)
 {
 #if defined(__AVX512F__)
 	return 1;
+#elif GP_RUNTIME_CHECK
+	__builtin_cpu_init();
+	return __builtin_cpu_supports("x86-64-v4");
 #else
 	return 0;
 #endif
@@ -96,6 +120,7 @@ void nb_gp_pack_a(float *ap, const float *a, int M, int Kd, int lda)
 	}
 }
 
+GP_CLONES
 void nb_gp_pack_b(float *bp, const float *b, int Kd, int N, int ldb)
 {
 	const int Nb = (N + NR - 1) / NR;
@@ -161,9 +186,17 @@ tile_8x32(float *c, size_t ldc, int rows, int cols, const float *restrict a,
 	}
 	for (int i = 0; i < kd; i++) {
 		const size_t o = off ? (size_t)off[i] : (size_t)i * NR;
-		const v16f x0 = load_b(b0 + o, split, ldx);
-		const v16f x1 = b1 ? load_b(b1 + o, split, ldx) : (v16f){0};
 		const float *ai = a + (size_t)i * MR;
+		const v16f x0 = load_b(b0 + o, split, ldx);
+		/* b1 is a constant in every inlined copy: a tile of 16 columns
+		 * (b1 NULL) does only the multiply-adds it needs */
+		if (!b1) {
+#pragma GCC unroll 8
+			for (int r = 0; r < MR; r++)
+				acc[r][0] += ai[r] * x0;
+			continue;
+		}
+		const v16f x1 = load_b(b1 + o, split, ldx);
 #pragma GCC unroll 8
 		for (int r = 0; r < MR; r++) {
 			acc[r][0] += ai[r] * x0;
@@ -189,6 +222,7 @@ tile_8x32(float *c, size_t ldc, int rows, int cols, const float *restrict a,
 			c[r * ldc + n] = t[r][n];
 }
 
+GP_CLONES
 void nb_gp_gemm(float *c, size_t ldc, int M, int N, int Kd, const float *ap,
 		const float *bp, const float *bias, int accumulate)
 {
@@ -203,10 +237,18 @@ void nb_gp_gemm(float *c, size_t ldc, int M, int N, int Kd, const float *ap,
 			for (int mb = 0; mb < Mb; mb++) {
 				const int m0 = mb * MR;
 				const int rows = M - m0 < MR ? M - m0 : MR;
-				tile_8x32(c + m0 * ldc + n0, ldc, rows, cols,
-					  ap + ((size_t)mb * Kd + k0) * MR, b,
-					  b + 16, NULL, 0, 0, kd, load,
-					  bias ? bias + m0 : NULL);
+				const float *a =
+				    ap + ((size_t)mb * Kd + k0) * MR;
+				float *ct = c + m0 * ldc + n0;
+				const float *bs = bias ? bias + m0 : NULL;
+				if (cols > 16)
+					tile_8x32(ct, ldc, rows, cols, a, b,
+						  b + 16, NULL, 0, 0, kd, load,
+						  bs);
+				else
+					tile_8x32(ct, ldc, rows, cols, a, b,
+						  NULL, NULL, 0, 0, kd, load,
+						  bs);
 			}
 		}
 	}
@@ -222,6 +264,7 @@ static inline const float *implicit_half(const float *x, int n, int N, int Q,
 	return x + (size_t)(n / Q) * ldx + n % Q;
 }
 
+GP_CLONES
 void nb_gp_gemm_x(float *c, size_t ldc, int M, int N, int Kd, const float *ap,
 		  const float *x, const int *off, int Q, size_t ldx,
 		  const float *bias, int accumulate)
@@ -329,6 +372,7 @@ wg_tiles(float *cT, int Mp, int v0, const int KV, const int TT, int Kd, int N,
 		wg_tile(cT, Mp, v0, KV, TT, i0, Kd, N, gT, x, off, Q, ldx);
 }
 
+GP_CLONES
 void nb_gp_wgrad(float *cT, int Mp, int Kd, int N, const float *gT,
 		 const float *x, const int *off, int Q, size_t ldx)
 {
@@ -361,7 +405,7 @@ void nb_gp_wgrad(float *cT, int Mp, int Kd, int N, const float *gT,
  * bit b of the row index with bit b of the column index (rows r and r + b,
  * bit b of r clear, exchange the halves of every block of 2b columns).
  */
-static inline void transpose16(v16f m[16])
+static inline __attribute__((always_inline)) void transpose16(v16f m[16])
 {
 #pragma GCC unroll 16
 	for (int r = 0; r < 16; r++) {
@@ -405,6 +449,7 @@ static inline void transpose16(v16f m[16])
 	}
 }
 
+GP_CLONES
 void nb_gp_transpose_pad(float *gT, int Mp, const float *g, int M, int N,
 			 int ldg)
 {

@@ -77,7 +77,7 @@ int nb_conv2d_backward(float *din, float *dw, float *db, const float *dout,
  * The kernels behind the two calls above for every convolution that is not
  * depthwise: NB_CONV_AUTO (the default) takes the engine's packed kernels
  * where they were compiled for 512-bit vectors and the shape suits them (at
- * least 32 output positions per image), im2col + BLAS elsewhere; NB_CONV_BLAS and
+ * least 16 output positions per image), im2col + BLAS elsewhere; NB_CONV_BLAS and
  * NB_CONV_PACKED force one of them for every such convolution (the tests
  * run both against a plain-loop reference; `nasty-bench bench --conv`
  * compares their speed). Process-wide; set it before any convolution runs.
