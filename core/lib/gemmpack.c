@@ -363,39 +363,55 @@ wg_tile(float *cT, int Mp, int v0, const int KV, const int TT, int i0, int Kd,
 		}
 }
 
-/* every tile of lane blocks v0..v0+KV, TT taps at a time */
+/* every tile of lane blocks v0..v0+KV and taps i0..i1, TT at a time */
 static inline __attribute__((always_inline)) void
-wg_tiles(float *cT, int Mp, int v0, const int KV, const int TT, int Kd, int N,
-	 const float *gT, const float *x, const int *off, int Q, size_t ldx)
+wg_tiles(float *cT, int Mp, int v0, const int KV, const int TT, int i0, int i1,
+	 int Kd, int N, const float *gT, const float *x, const int *off, int Q,
+	 size_t ldx)
 {
-	for (int i0 = 0; i0 < Kd; i0 += TT)
-		wg_tile(cT, Mp, v0, KV, TT, i0, Kd, N, gT, x, off, Q, ldx);
+	for (int i = i0; i < i1; i += TT)
+		wg_tile(cT, Mp, v0, KV, TT, i, Kd, N, gT, x, off, Q, ldx);
 }
+
+/* Taps per block of nb_gp_wgrad: a multiple of both tile heights (8, 6). */
+#define WG_TAPS 48
 
 GP_CLONES
 void nb_gp_wgrad(float *cT, int Mp, int Kd, int N, const float *gT,
 		 const float *x, const int *off, int Q, size_t ldx)
 {
 	const int V = Mp / 16;
-	for (int v0 = 0; v0 < V;) {
-		/* up to 24 accumulators: 8 taps x 1-3 vectors, 6 x 4 */
-		switch (V - v0) {
-		case 1:
-			wg_tiles(cT, Mp, v0, 1, 8, Kd, N, gT, x, off, Q, ldx);
-			v0 += 1;
-			break;
-		case 2:
-			wg_tiles(cT, Mp, v0, 2, 8, Kd, N, gT, x, off, Q, ldx);
-			v0 += 2;
-			break;
-		case 3:
-			wg_tiles(cT, Mp, v0, 3, 8, Kd, N, gT, x, off, Q, ldx);
-			v0 += 3;
-			break;
-		default:
-			wg_tiles(cT, Mp, v0, 4, 6, Kd, N, gT, x, off, Q, ldx);
-			v0 += 4;
-			break;
+	/* Blocks of taps outermost: a block's rows of X stay in cache while
+	 * every lane block passes over them (the whole X of ResNet-18's
+	 * 4x4 stage, 4608 taps x 128 positions, would be read from memory
+	 * once per lane block). */
+	for (int i0 = 0; i0 < Kd; i0 += WG_TAPS) {
+		const int i1 = Kd - i0 < WG_TAPS ? Kd : i0 + WG_TAPS;
+		for (int v0 = 0; v0 < V;) {
+			/* up to 24 accumulators: 8 taps x 1-3 vectors,
+			 * 6 x 4 */
+			switch (V - v0) {
+			case 1:
+				wg_tiles(cT, Mp, v0, 1, 8, i0, i1, Kd, N, gT, x,
+					 off, Q, ldx);
+				v0 += 1;
+				break;
+			case 2:
+				wg_tiles(cT, Mp, v0, 2, 8, i0, i1, Kd, N, gT, x,
+					 off, Q, ldx);
+				v0 += 2;
+				break;
+			case 3:
+				wg_tiles(cT, Mp, v0, 3, 8, i0, i1, Kd, N, gT, x,
+					 off, Q, ldx);
+				v0 += 3;
+				break;
+			default:
+				wg_tiles(cT, Mp, v0, 4, 6, i0, i1, Kd, N, gT, x,
+					 off, Q, ldx);
+				v0 += 4;
+				break;
+			}
 		}
 	}
 }

@@ -46,8 +46,10 @@
 
 /* Bump when the numerics change so that old artefacts are not reused.
  * 2: convolutions on the packed kernels where they are chosen (their sums
- * run in another order than the BLAS's); the kernels are part of the key. */
-#define NB_NUMERICS_VERSION 2
+ * run in another order than the BLAS's); the kernels are part of the key.
+ * 3: small maps in panel products of several images, the input gradient
+ * of strided convolutions on the packed kernels, chunks capped by size. */
+#define NB_NUMERICS_VERSION 3
 
 enum job_state { J_PENDING, J_RUNNING, J_DONE, J_FAILED };
 

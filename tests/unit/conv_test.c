@@ -248,6 +248,13 @@ static const conv_case conv_cases[] = {
     {2, 6, 2, 8, 9, 3, 3, 1, 1, 1, 1, 1, 1},
     {1, 10, 6, 8, 17, 3, 3, 1, 1, 1, 1, 1, 0},
     {1, 4, 5, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1},
+    /* small maps: several images side by side in one panel product
+     * (8 of 16 positions, then a unit of 3; 5 strided images of 16; 4x4
+     * 1x1 maps; groups), the input gradient through im2col columns */
+    {11, 16, 4, 4, 20, 3, 3, 1, 1, 1, 1, 1, 1},
+    {5, 8, 8, 8, 12, 3, 3, 2, 2, 1, 1, 1, 0},
+    {9, 24, 4, 4, 17, 1, 1, 1, 1, 0, 0, 1, 1},
+    {6, 16, 4, 4, 32, 3, 3, 1, 1, 1, 1, 2, 1},
     /* a kernel over the whole input: a linear layer */
     {3, 4, 5, 5, 7, 5, 5, 1, 1, 0, 0, 1, 1},
     {2, 3, 2, 3, 20, 2, 3, 1, 1, 0, 0, 1, 0},
@@ -554,6 +561,8 @@ static void test_conv_deterministic_once(void)
 	    {7, 8, 9, 9, 8, 3, 3, 2, 2, 1, 1, 8, 1},   /* depthwise */
 	    {7, 4, 12, 12, 4, 3, 3, 1, 1, 1, 1, 4, 1}, /* depthwise */
 	    {7, 8, 6, 6, 16, 1, 1, 1, 1, 0, 0, 1, 1},  /* 1x1 */
+	    /* images side by side */
+	    {19, 16, 4, 4, 24, 3, 3, 1, 1, 1, 1, 1, 1},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		conv_bufs cb;
