@@ -236,12 +236,20 @@ static size_t pad16(size_t n)
 /* ---- depthwise direct kernels -------------------------------------------
  * Each plane is first copied into a zero-bordered scratch plane xp of
  * (Hp,Wp) = (H+2*pad_h, W+2*pad_w), so that the kernels need no edge cases.
+ * A row whose length is not a multiple of 8 ends in a partial tile (the
+ * 5x5 and 9x9 maps of MobileNetV2 are mostly such tiles): its loads run on
+ * into the next row, and past the plane's end into DW_SLACK floats that
+ * every scratch plane carries, zeroed; lanes past the row are not stored,
+ * and the weight gradient multiplies them by zero.
  * Output tiles of DW_TR rows x DW_TC columns keep their sums in registers
  * (GCC/Clang vector extensions, one 256-bit vector per row) through all the
  * taps: a loop that adds one tap at a time into memory is bound by
  * store-to-load latency instead (measured 4x slower). */
 #define DW_TR 4 /* a0..a3 below */
 #define DW_TC 8 /* one v8f */
+/* floats a partial tile's loads may read past a plane with column stride
+ * sw */
+#define DW_SLACK(sw) ((size_t)DW_TC * (sw))
 /* 8 floats x[0], x[sw], ..., x[7*sw] */
 static inline v8f load8(const float *x, int sw)
 {
@@ -249,6 +257,25 @@ static inline v8f load8(const float *x, int sw)
 		return *(const v8f_u *)x;
 	return (v8f){x[0],	x[sw],	   x[2 * sw], x[3 * sw],
 		     x[4 * sw], x[5 * sw], x[6 * sw], x[7 * sw]};
+}
+
+/* Q rounded up to whole tiles */
+static inline int dw_q8(int Q)
+{
+	return (Q + DW_TC - 1) / DW_TC * DW_TC;
+}
+
+/* o[0..n) = (or, if accumulate, +=) the first n lanes of v */
+static inline void store8(float *o, v8f v, int n, int accumulate)
+{
+	if (n == DW_TC) {
+		if (accumulate)
+			v += *(v8f_u *)o;
+		*(v8f_u *)o = v;
+		return;
+	}
+	for (int j = 0; j < n; j++)
+		o[j] = accumulate ? o[j] + v[j] : v[j];
 }
 
 /*
@@ -261,12 +288,12 @@ static void dw_plane_conv(float *restrict out, int accumulate,
 			  const float *restrict xp, const float *w, float bias,
 			  int Wp, int R, int S, int sh, int sw, int P, int Q)
 {
-	const int Pt = P - P % DW_TR, Qt = Q - Q % DW_TC;
+	const int Pt = P - P % DW_TR;
+	const v8f b8 = (v8f){0} + bias;
+	const size_t rs = (size_t)sh * Wp; /* next output row */
 	for (int p = 0; p < Pt; p += DW_TR)
-		for (int q = 0; q < Qt; q += DW_TC) {
-			const v8f b8 = (v8f){0} + bias;
+		for (int q = 0; q < Q; q += DW_TC) {
 			v8f a0 = b8, a1 = b8, a2 = b8, a3 = b8;
-			const size_t rs = (size_t)sh * Wp; /* next tile row */
 			for (int r = 0; r < R; r++)
 				for (int t = 0; t < S; t++) {
 					const float wv = w[r * S + t];
@@ -279,31 +306,26 @@ static void dw_plane_conv(float *restrict out, int accumulate,
 					a3 += wv * load8(x + 3 * rs, sw);
 				}
 			float *o = out + (size_t)p * Q + q;
-			if (accumulate) {
-				a0 += *(v8f_u *)o;
-				a1 += *(v8f_u *)(o + Q);
-				a2 += *(v8f_u *)(o + 2 * Q);
-				a3 += *(v8f_u *)(o + 3 * Q);
-			}
-			*(v8f_u *)o = a0;
-			*(v8f_u *)(o + Q) = a1;
-			*(v8f_u *)(o + 2 * Q) = a2;
-			*(v8f_u *)(o + 3 * Q) = a3;
+			const int n = Q - q < DW_TC ? Q - q : DW_TC;
+			store8(o, a0, n, accumulate);
+			store8(o + Q, a1, n, accumulate);
+			store8(o + 2 * Q, a2, n, accumulate);
+			store8(o + 3 * Q, a3, n, accumulate);
 		}
-	/* what the tiles leave: the last columns of the tiled rows, and the
-	 * last rows, one output at a time */
-	for (int p = 0; p < P; p++)
-		for (int q = p < Pt ? Qt : 0; q < Q; q++) {
-			float acc = bias;
+	/* the last P % DW_TR rows, a row of vectors at a time */
+	for (int p = Pt; p < P; p++)
+		for (int q = 0; q < Q; q += DW_TC) {
+			v8f a = b8;
 			for (int r = 0; r < R; r++)
 				for (int t = 0; t < S; t++)
-					acc += w[r * S + t] *
-					       xp[(size_t)(p * sh + r) * Wp +
-						  (size_t)q * sw + t];
-			if (accumulate)
-				out[(size_t)p * Q + q] += acc;
-			else
-				out[(size_t)p * Q + q] = acc;
+					a +=
+					    w[r * S + t] *
+					    load8(
+						xp + (size_t)(p * sh + r) * Wp +
+						    (size_t)q * sw + t,
+						sw);
+			const int n = Q - q < DW_TC ? Q - q : DW_TC;
+			store8(out + (size_t)p * Q + q, a, n, accumulate);
 		}
 }
 
@@ -323,10 +345,19 @@ static float hsum8(v8f v)
  * fixed, so the result is deterministic.
  */
 static void dw_plane_wgrad(float *dw, const float *restrict g,
-			   const float *restrict xp, int Wp, int R, int S,
-			   int sh, int sw, int P, int Q)
+			   float *restrict gq, const float *restrict xp, int Wp,
+			   int R, int S, int sh, int sw, int P, int Q)
 {
-	const int RS = R * S, Qt = Q - Q % DW_TC;
+	const int RS = R * S, Q8 = dw_q8(Q);
+	/* rows that end in a partial tile: copied into gq with their
+	 * missing lanes zero, so that x's (finite) lanes there add nothing */
+	if (Q8 != Q) {
+		for (int p = 0; p < P; p++)
+			for (int j = 0; j < Q8; j++)
+				gq[(size_t)p * Q8 + j] =
+				    j < Q ? g[(size_t)p * Q + j] : 0.0f;
+		g = gq;
+	}
 	for (int k0 = 0; k0 < RS; k0 += 4) {
 		const int nk = RS - k0 < 4 ? RS - k0 : 4;
 		/* where each tap reads in xp; a missing fourth tap repeats
@@ -337,10 +368,10 @@ static void dw_plane_wgrad(float *dw, const float *restrict g,
 			off[i] = (size_t)(k / S) * Wp + k % S;
 		}
 		v8f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-		for (int q = 0; q < Qt; q += DW_TC)
+		for (int q = 0; q < Q; q += DW_TC)
 			for (int p = 0; p < P; p++) {
 				const v8f gv =
-				    *(const v8f_u *)(g + (size_t)p * Q + q);
+				    *(const v8f_u *)(g + (size_t)p * Q8 + q);
 				const float *x =
 				    xp + (size_t)p * sh * Wp + (size_t)q * sw;
 				a0 += gv * load8(x + off[0], sw);
@@ -348,18 +379,9 @@ static void dw_plane_wgrad(float *dw, const float *restrict g,
 				a2 += gv * load8(x + off[2], sw);
 				a3 += gv * load8(x + off[3], sw);
 			}
-		float tail[4] = {0};
-		for (int p = 0; p < P; p++)
-			for (int q = Qt; q < Q; q++) {
-				const float gv = g[(size_t)p * Q + q];
-				const float *x =
-				    xp + (size_t)p * sh * Wp + (size_t)q * sw;
-				for (int i = 0; i < 4; i++)
-					tail[i] += gv * x[off[i]];
-			}
 		const v8f acc[4] = {a0, a1, a2, a3};
 		for (int i = 0; i < nk; i++)
-			dw[k0 + i] += hsum8(acc[i]) + tail[i];
+			dw[k0 + i] += hsum8(acc[i]);
 	}
 }
 
@@ -382,6 +404,14 @@ static void dw_plane_scatter(float *restrict dxp, const float *restrict g,
 	}
 }
 
+/* Floats of a padded plane with its slack, as the depthwise kernels read
+ * it. */
+static size_t dw_xp_floats(const nb_conv2d_shape *s)
+{
+	return pad16((size_t)(s->H + 2 * s->pad_h) * (s->W + 2 * s->pad_w) +
+		     DW_SLACK(s->stride_w));
+}
+
 /*
  * The backward pass of one depthwise plane: g (P,Q), x (H,W), w (R,S) ->
  * dx (H,W) +=, dw (R,S) +=; either may be NULL.
@@ -401,7 +431,8 @@ static void dw_plane_backward(float *dx, float *dw, const float *g,
 	const int Wp = W + 2 * pw;
 	if (dw) {
 		pad_plane(xp, x, H, W, ph, pw);
-		dw_plane_wgrad(dw, g, xp, Wp, R, S, sh, sw, P, Q);
+		dw_plane_wgrad(dw, g, xp + dw_xp_floats(s), xp, Wp, R, S, sh,
+			       sw, P, Q);
 	}
 	if (!dx)
 		return;
@@ -433,7 +464,7 @@ static size_t dw_gb_floats(const nb_conv2d_shape *s)
 	if (s->stride_h == 1 && s->stride_w == 1)
 		return (size_t)(s->P + 2 * (s->R - 1)) *
 			   (s->Q + 2 * (s->S - 1)) +
-		       (size_t)s->R * s->S;
+		       (size_t)s->R * s->S + DW_SLACK(1);
 	return (size_t)(s->H + 2 * s->pad_h) * (s->W + 2 * s->pad_w);
 }
 
@@ -443,9 +474,9 @@ static int depthwise_forward(float *out, const float *in, const float *w,
 			     nb_workspace *ws)
 {
 	const int N = s->N, C = s->C, H = s->H, W = s->W, R = s->R, S = s->S;
-	const int Hp = H + 2 * s->pad_h, Wp = W + 2 * s->pad_w;
+	const int Wp = W + 2 * s->pad_w;
 	const size_t HW = (size_t)H * W, PQ = (size_t)s->P * s->Q;
-	const size_t slice = pad16((size_t)Hp * Wp);
+	const size_t slice = dw_xp_floats(s);
 	const int T = nb_workspace_threads();
 	float *scratch = nb_workspace_reserve(ws, slice * T);
 	if (!scratch)
@@ -453,7 +484,7 @@ static int depthwise_forward(float *out, const float *in, const float *w,
 #pragma omp parallel num_threads(T)
 	{
 		float *xp = scratch + slice * omp_get_thread_num();
-		memset(xp, 0, sizeof(float) * Hp * Wp);
+		memset(xp, 0, sizeof(float) * slice);
 #pragma omp for schedule(static)
 		for (int n = 0; n < N; n++)
 			for (int c = 0; c < C; c++) {
@@ -668,7 +699,8 @@ static void pack_weights_t(float *ap, size_t an, const float *w,
  * every product a thin one that streams the whole weight matrix (up to
  * 9 MB) for 16-64 columns, and the weight gradient would read and write its
  * 9 MB sum once per image. Images side by side give each product at least
- * 128 columns (measured on the 4x4 stage: forward 120 -> 200 GFLOP/s).
+ * 128 columns (measured on the 4x4 stage, one thread: forward 120 -> 155
+ * GFLOP/s, input gradient 67 -> 139).
  */
 static int images_per_product(int N, int PQ)
 {
@@ -1209,7 +1241,8 @@ static int blas_backward(float *din, float *dw, float *db, const float *dout,
 	const size_t col_n = need_col ? pad16(CRSg * PQ) : 0;
 	size_t xp_n = 0, dxp_n = 0;
 	if (depthwise) {
-		xp_n = dw ? pad16(plane_n) : 0;
+		/* xp, then g's rows padded to whole tiles */
+		xp_n = dw ? dw_xp_floats(s) + pad16((size_t)P * dw_q8(Q)) : 0;
 		dxp_n = din ? pad16(dw_gb_floats(s)) : 0;
 	} else if (need_col && padded) {
 		xp_n = dw ? pad16((size_t)Cg * plane_n) : 0;

@@ -255,6 +255,8 @@ static const conv_case conv_cases[] = {
     {5, 8, 8, 8, 12, 3, 3, 2, 2, 1, 1, 1, 0},
     {9, 24, 4, 4, 17, 1, 1, 1, 1, 0, 0, 1, 1},
     {6, 16, 4, 4, 32, 3, 3, 1, 1, 1, 1, 2, 1},
+    /* depthwise on MobileNetV2's 5x5 maps: every row a partial tile */
+    {3, 16, 5, 5, 16, 3, 3, 1, 1, 1, 1, 16, 1},
     /* a kernel over the whole input: a linear layer */
     {3, 4, 5, 5, 7, 5, 5, 1, 1, 0, 0, 1, 1},
     {2, 3, 2, 3, 20, 2, 3, 1, 1, 0, 0, 1, 0},
