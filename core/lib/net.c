@@ -11,7 +11,12 @@
  * tap and is not the output, works in place in that node's output buffer
  * (its backward reads its own output, which is > 0 exactly where its input
  * is; no op that could precede it needs its own output in backward, tanh
- * excepted, which is never shared). A gradient buffer goes back to a pool as
+ * excepted, which is never shared). Likewise a residual add writes its sum
+ * into an addend's buffer when that addend is a conv, BatchNorm,
+ * linear or add output with no other consumer (their backward passes read
+ * their inputs, never their outputs): one activation less per residual
+ * block, as in PyTorch, whose BatchNorm output before an add is a
+ * temporary. A gradient buffer goes back to a pool as
  * soon as its node's backward has run, and later nodes take theirs from the
  * pool (best fit), so a backward holds only the gradients in flight, not
  * one per node; nothing is allocated per batch once the pool is warm.
@@ -869,7 +874,8 @@ static void *xrealloc_free(void *old, size_t bytes)
 }
 
 /* 1 if node i's output may be overwritten in place by node j = its only
- * consumer, a ReLU or ReLU6 (see the top of this file). */
+ * consumer: a ReLU or ReLU6, or an add with node i as an addend where node i's own backward does not read its output (see the top of
+ * this file). */
 static int can_share(const nb_net *net, int i, int j)
 {
 	const nb_node *src = &net->nodes[i];
@@ -883,6 +889,11 @@ static int can_share(const nb_net *net, int i, int j)
 			if (net->nodes[k].in[m] == i && k != j)
 				return 0;
 	const nb_node *nd = &net->nodes[j];
+	if (nd->kind == NB_NODE_ADD)
+		return (nd->in[0] == i || nd->in[1] == i) &&
+		       (src->kind == NB_NODE_CONV2D ||
+			src->kind == NB_NODE_BATCHNORM ||
+			src->kind == NB_NODE_LINEAR || src->kind == NB_NODE_ADD);
 	return nd->n_in == 1 &&
 	       (nd->kind == NB_NODE_RELU || nd->kind == NB_NODE_RELU6);
 }
@@ -914,8 +925,16 @@ static int ensure_buffers(nb_net *net, int n, char *err)
 			nd->inplace = 0;
 		}
 		nd->fuse_relu = nd->fused = 0;
-		if (i > 0 && can_share(net, nd->in[0], i)) {
-			nb_node *src = &net->nodes[nd->in[0]];
+		/* the buffer to work in: the input's (ReLU), or either
+		 * addend's (add) */
+		int from = -1;
+		if (i > 0 && can_share(net, nd->in[0], i))
+			from = nd->in[0];
+		else if (nd->kind == NB_NODE_ADD &&
+			 can_share(net, nd->in[1], i))
+			from = nd->in[1];
+		if (from >= 0) {
+			nb_node *src = &net->nodes[from];
 			free(nd->out);
 			nd->out = src->out;
 			nd->inplace = 1;
