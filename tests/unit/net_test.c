@@ -415,7 +415,8 @@ static void build_errors(void)
 /* conv -> BN -> ReLU -> conv -> add (with the first ReLU) -> ReLU ->
  * max pool -> ReLU6 -> flatten -> linear -> ReLU -> linear. With tap_all,
  * every node is a tap, which keeps every output in its own buffer: the
- * simple twin of the in-place ReLUs. *bn, *relu: the first BN and ReLU. */
+ * simple twin of the in-place ReLUs and of the add, which otherwise sums
+ * into c2's buffer. *bn, *relu: the first BN and ReLU. */
 static nb_net *relu_net(int tap_all, int *bn, int *relu, char *err)
 {
 	nb_net *net = nb_net_new(3, 8, 8);
