@@ -906,12 +906,20 @@ static void pb_dgrad(const pb_plan *pl, pb_scratch *sc, float *din,
  * positions per image; with 8 chunks two threads were 3.6x slower than
  * one).
  */
-static int backward_chunks(int T, int NU, int N, int PQ, int has_dw)
+#define NB_CONV_PART_FLOATS ((size_t)4 << 20) /* see backward_chunks */
+static int backward_chunks(int T, int NU, int N, int PQ, size_t part_n,
+			   int has_dw)
 {
 	if (T == 1)
 		return 1;
 	int nch = NU < 4 * T ? NU : 4 * T;
-	const long long cap = (long long)N * PQ / 512;
+	long long cap = (long long)N * PQ / 512;
+	/* and the partials past one per thread take at most 16 MB (ResNeXt's
+	 * 1x1 convolutions have 2 M weights: training memory) */
+	const long long mem =
+	    part_n ? (long long)(NB_CONV_PART_FLOATS / part_n) + T : cap;
+	if (mem < cap)
+		cap = mem;
 	if (has_dw && nch > cap)
 		nch = cap > T ? (int)cap : T;
 	return nch < NU ? nch : NU;
@@ -989,8 +997,8 @@ static int packed_backward(float *din, float *dw, float *db, const float *dout,
 	 * are then reduced in chunk order, so a result depends on N and the
 	 * thread count only. */
 	const int T = nb_workspace_threads();
-	const int NCH = backward_chunks(T, NU, N, PQ, dw != NULL);
 	const size_t part_n = dw_n + db_n;
+	const int NCH = backward_chunks(T, NU, N, PQ, part_n, dw != NULL);
 	float *ap =
 	    nb_workspace_reserve(ws, shared + work_n * T + part_n * NCH);
 	if (!ap)
