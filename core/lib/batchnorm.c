@@ -12,7 +12,9 @@
  * lanes (element l of a plane goes to lane l % NB_BN_LANES, the lanes are
  * added up in a fixed order at the end), so the loops vectorise without
  * -ffast-math and stay deterministic; a single running double sum is bound
- * by the add latency (measured 4x slower). The training-mode statistics
+ * by the add latency (measured 4x slower). 16 lanes are two vectors of
+ * doubles in flight per sum (preresnet20 training 5 % faster than with 8;
+ * 32 spill). The training-mode statistics
  * are the per-channel sums of channel_stats (sum, then the sum of squared
  * deviations) and of grad_sums (sum dy, sum dy*(x - mean)): the one place
  * where a reduction over processes would hook in.
@@ -32,7 +34,7 @@
 /* Below this many elements the OpenMP fork costs more than it saves. */
 #define NB_BN_PAR_MIN 32768
 
-#define NB_BN_LANES 8
+#define NB_BN_LANES 16
 
 /* the lanes added up in a fixed order */
 static double lanes_sum(const double *a)
