@@ -579,12 +579,12 @@ static const float *pad_planes(float *restrict xp, const float *im, int C,
 	return xp;
 }
 
-/* The implicit (no im2col) products need a stride of 1 and rows of output
- * positions that hold whole vectors of 16, or pairs of rows of 8. */
-static int implicit_ok(int stride_h, int stride_w, int P, int Q)
+/* The implicit (no im2col) products need rows of output positions that
+ * hold whole vectors of 16, or pairs of rows of 8 (any stride: see
+ * input_view). */
+static int implicit_ok(int P, int Q)
 {
-	return stride_h == 1 && stride_w == 1 &&
-	       (Q % 16 == 0 || (Q == 8 && P % 2 == 0));
+	return Q % 16 == 0 || (Q == 8 && P % 2 == 0);
 }
 
 /* off[(c*R + r)*S + t] = where tap (r,t) of plane c starts in zero-padded
@@ -596,6 +596,102 @@ static void tap_offsets(int *off, int C, int R, int S, int Hp, int Wp)
 			for (int t = 0; t < S; t++)
 				off[(c * R + r) * S + t] =
 				    (c * Hp + r) * Wp + t;
+}
+
+/*
+ * How the implicit kernels read a convolution's input planes: zero-padded
+ * (stride 1), or split into stride phases. Phase (a,b) of plane c holds the
+ * padded plane's element (u*sh + a, v*sw + b) at (u,v), zero past its end;
+ * tap (r,t) of a strided convolution then reads phase (r % sh, t % sw) from
+ * (r / sh, t / sw) on with stride 1, so the implicit kernels need no
+ * im2col for strided convolutions either.
+ */
+typedef struct xview {
+	int phased; /* stride > 1 */
+	int na, nb; /* phases some tap reads: a < na, b < nb (a 1x1
+		       convolution reads only phase (0,0)) */
+	int Hh, Wh; /* a (phase) plane's size; Wh is the row stride */
+	size_t n;   /* floats of the view's planes, 0 if the input serves */
+} xview;
+
+static xview input_view(const nb_conv2d_shape *s, int Cg)
+{
+	const int sh = s->stride_h, sw = s->stride_w;
+	const int Hp = s->H + 2 * s->pad_h, Wp = s->W + 2 * s->pad_w;
+	xview v = {.phased = sh > 1 || sw > 1};
+	v.na = s->R < sh ? s->R : sh;
+	v.nb = s->S < sw ? s->S : sw;
+	v.Hh = (Hp + sh - 1) / sh;
+	v.Wh = (Wp + sw - 1) / sw;
+	if (v.phased)
+		v.n = pad16((size_t)Cg * v.na * v.nb * v.Hh * v.Wh);
+	else if (s->pad_h || s->pad_w)
+		v.n = pad16((size_t)Cg * Hp * Wp);
+	return v;
+}
+
+/* The view of planes im (Cg of them) in buf (v->n floats; for stride 1 its
+ * border stays zero from the caller's zeroing, as for pad_planes). */
+static const float *view_planes(const xview *v, float *restrict buf,
+				const float *im, const nb_conv2d_shape *s,
+				int Cg)
+{
+	const int H = s->H, W = s->W, ph = s->pad_h, pw = s->pad_w;
+	if (!v->phased)
+		return pad_planes(buf, im, Cg, H, W, ph, pw);
+	const int sh = s->stride_h, sw = s->stride_w, Wh = v->Wh;
+	for (int c = 0; c < Cg; c++)
+		for (int a = 0; a < v->na; a++)
+			for (int b = 0; b < v->nb; b++) {
+				float *d =
+				    buf +
+				    ((size_t)(c * v->na + a) * v->nb + b) *
+					v->Hh * Wh;
+				/* columns q0..q1 of a phase row come from
+				 * inside the plane, the others are zero */
+				int q0 = (pw - b + sw - 1) / sw;
+				q0 = q0 < 0 ? 0 : q0 > Wh ? Wh : q0;
+				int q1 = (W + pw - b + sw - 1) / sw;
+				q1 = q1 < q0 ? q0 : q1 > Wh ? Wh : q1;
+				for (int u = 0; u < v->Hh; u++, d += Wh) {
+					const int h = u * sh + a - ph;
+					if (h < 0 || h >= H) {
+						memset(d, 0,
+						       sizeof(float) * Wh);
+						continue;
+					}
+					const float *x =
+					    im + ((size_t)c * H + h) * W + b -
+					    pw;
+					for (int q = 0; q < q0; q++)
+						d[q] = 0.0f;
+					for (int q = q0; q < q1; q++)
+						d[q] = x[q * sw];
+					for (int q = q1; q < Wh; q++)
+						d[q] = 0.0f;
+				}
+			}
+	return buf;
+}
+
+/* off[(c*R + r)*S + t] = where tap (r,t) of plane c starts in the view */
+static void view_offsets(const xview *v, int *off, const nb_conv2d_shape *s,
+			 int Cg)
+{
+	const int R = s->R, S = s->S, sh = s->stride_h, sw = s->stride_w;
+	if (!v->phased) {
+		tap_offsets(off, Cg, R, S, v->Hh, v->Wh);
+		return;
+	}
+	for (int c = 0; c < Cg; c++)
+		for (int r = 0; r < R; r++)
+			for (int t = 0; t < S; t++)
+				off[(c * R + r) * S + t] =
+				    (((c * v->na + r % sh) * v->nb + t % sw) *
+					 v->Hh +
+				     r / sh) *
+					v->Wh +
+				    t / sw;
 }
 
 /*
@@ -717,21 +813,24 @@ static int packed_forward(float *out, const float *in, const float *w,
 	const int sh = s->stride_h, sw = s->stride_w, ph = s->pad_h,
 		  pw = s->pad_w;
 	const int Cg = C / G, Kg = K / G, CRSg = Cg * R * S, PQ = P * Q;
-	const int Hp = H + 2 * ph, Wp = W + 2 * pw;
 	const size_t HW = (size_t)H * W;
-	const int implicit = implicit_ok(sh, sw, P, Q);
+	const int implicit = implicit_ok(P, Q);
+	const xview v = input_view(s, Cg);
 	/* units of work: B images side by side (one when implicit) */
 	const int B = implicit ? 1 : images_per_product(N, PQ);
 	const int NU = (N + B - 1) / B, cols = B * PQ;
 
 	/* shared: the packed weights [tap offsets if implicit]; per thread:
 	 * [panels of B images unless implicit] [their product if B > 1]
-	 * [xp if padded] */
+	 * [the input's view if implicit, else padded planes for im2col] */
 	const size_t an = pad16(nb_gp_a_floats(Kg, CRSg));
 	const size_t off_n = implicit ? pad16((size_t)CRSg) : 0;
 	const size_t col_n = implicit ? 0 : pad16(nb_gp_b_floats(CRSg, cols));
 	const size_t prod_n = B > 1 ? pad16((size_t)Kg * cols) : 0;
-	const size_t xp_n = ph || pw ? pad16((size_t)Cg * Hp * Wp) : 0;
+	const size_t xp_n =
+	    implicit   ? v.n
+	    : ph || pw ? pad16((size_t)Cg * (H + 2 * ph) * (W + 2 * pw))
+		       : 0;
 	const size_t slice = col_n + prod_n + xp_n;
 	const int T = nb_workspace_threads();
 	float *ap = nb_workspace_reserve(ws, an * G + off_n + slice * T);
@@ -740,7 +839,7 @@ static int packed_forward(float *out, const float *in, const float *w,
 	pack_weights(ap, an, w, s);
 	int *off = implicit ? (int *)(ap + an * G) : NULL;
 	if (off)
-		tap_offsets(off, Cg, R, S, Hp, Wp);
+		view_offsets(&v, off, s, Cg);
 	float *scratch = ap + an * G + off_n;
 
 #pragma omp parallel num_threads(T)
@@ -767,11 +866,11 @@ static int packed_forward(float *out, const float *in, const float *w,
 				    ((size_t)n0 * K + (size_t)g * Kg) * PQ;
 				const float *bg = b ? b + g * Kg : NULL;
 				if (implicit) {
-					const float *x = pad_planes(
-					    xp, ig, Cg, H, W, ph, pw);
+					const float *x =
+					    view_planes(&v, xp, ig, s, Cg);
 					nb_gp_gemm_x(og, PQ, Kg, PQ, CRSg,
-						     ap + g * an, x, off, Q, Wp,
-						     bg, 0);
+						     ap + g * an, x, off, Q,
+						     v.Wh, bg, 0);
 					continue;
 				}
 				for (int j = 0; j < nb; j++)
@@ -809,8 +908,9 @@ typedef struct pb_plan {
 	int Cg, Kg, CRSg, KRSg, PQ, HW, Hp, Wp;
 	int gph, gpw, Pp, Qp; /* dout's padding and padded size for din */
 	int Mp;		      /* Kg rounded up to whole vectors of 16 */
-	int implicit_w, implicit_d;
-	int B; /* images side by side in the panel products */
+	int implicit_d;
+	int B;	  /* images side by side in the panel products */
+	xview xv; /* how the weight gradient reads x */
 	/* din's weights, an floats per group: flipped (implicit_d) or
 	 * transposed (through im2col columns) */
 	const float *ap;
@@ -821,41 +921,32 @@ typedef struct pb_plan {
 
 /* One thread's scratch in packed_backward; NULL where not needed. */
 typedef struct pb_scratch {
-	float *colx, *xp;   /* x's im2col panels, padded x planes */
+	float *xp;	    /* x's view (padded planes or phases) */
 	float *gT;	    /* dout of one group transposed, (B*PQ, Mp) */
 	float *gpad;	    /* padded dout planes (implicit_d) */
 	float *colg, *dcol; /* dout's panels and din's im2col matrix */
 	float *dxp;	    /* padded din planes for col2im */
 } pb_scratch;
 
-/* dwT_g += group g's weight gradient from images n0..n0+nb-1. */
+/* dwT_g += group g's weight gradient from images n0..n0+nb-1, an image at
+ * a time on the input's view (one image of 16 positions still beats B
+ * images on im2col panels: measured on 4x4 and 8x8 maps, im2col costs more
+ * than the sum's traffic). */
 static void pb_wgrad(const pb_plan *pl, pb_scratch *sc, float *dwT,
 		     const float *in, const float *dout, int n0, int nb, int g)
 {
 	const nb_conv2d_shape *s = pl->s;
 	const int PQ = pl->PQ;
-	for (int j = 0; j < nb; j++) {
-		const size_t n = (size_t)n0 + j;
-		const float *xg = in + (n * s->C + (size_t)g * pl->Cg) * pl->HW;
-		const float *gg = dout + (n * s->K + (size_t)g * pl->Kg) * PQ;
-		nb_gp_transpose_pad(sc->gT + (size_t)j * PQ * pl->Mp, pl->Mp,
-				    gg, pl->Kg, PQ, PQ);
-		if (pl->implicit_w) { /* one image at a time */
-			const float *x = pad_planes(sc->xp, xg, pl->Cg, s->H,
-						    s->W, s->pad_h, s->pad_w);
-			nb_gp_wgrad(dwT, pl->Mp, pl->CRSg, PQ,
-				    sc->gT + (size_t)j * PQ * pl->Mp, x,
-				    pl->offx, s->Q, pl->Wp);
-			continue;
-		}
-		im2col_panels(sc->colx, j * PQ, sc->xp, xg, pl->Cg, s->H, s->W,
-			      s->R, s->S, s->stride_h, s->stride_w, s->pad_h,
-			      s->pad_w, s->P, s->Q);
+	for (int n = n0; n < n0 + nb; n++) {
+		const float *xg =
+		    in + ((size_t)n * s->C + (size_t)g * pl->Cg) * pl->HW;
+		const float *gg =
+		    dout + ((size_t)n * s->K + (size_t)g * pl->Kg) * PQ;
+		nb_gp_transpose_pad(sc->gT, pl->Mp, gg, pl->Kg, PQ, PQ);
+		const float *x = view_planes(&pl->xv, sc->xp, xg, s, pl->Cg);
+		nb_gp_wgrad(dwT, pl->Mp, pl->CRSg, PQ, sc->gT, x, pl->offx,
+			    s->Q, pl->xv.Wh);
 	}
-	if (pl->implicit_w)
-		return;
-	nb_gp_wgrad(dwT, pl->Mp, pl->CRSg, nb * PQ, sc->gT, sc->colx, pl->offx,
-		    NB_GP_NR, (size_t)pl->CRSg * NB_GP_NR);
 }
 
 /* din += group g's input gradient from images n0..n0+nb-1: a forward
@@ -951,15 +1042,12 @@ static int packed_backward(float *din, float *dw, float *db, const float *dout,
 	const int PQ = pl.PQ;
 	pl.B = images_per_product(N, PQ);
 	const int B = pl.B, NU = (N + B - 1) / B, cols = B * PQ;
-	/* the weight gradient's implicit im2col takes any row length; one
-	 * image at a time, it still beats B images on panels (measured on
-	 * 4x4 and 8x8 maps: the im2col costs more than the sum's traffic) */
-	pl.implicit_w = dw && s->stride_h == 1 && s->stride_w == 1;
+	/* the weight gradient's implicit im2col takes any row length */
+	pl.xv = input_view(s, pl.Cg);
 	/* the input gradient as a forward convolution only where that needs
 	 * no im2col: otherwise its im2col matrix (K*R*S x H*W) is larger
 	 * than col2im's (C*R*S x P*Q) wherever C <= K */
-	pl.implicit_d =
-	    din && dgrad_as_forward(s) && implicit_ok(1, 1, s->H, s->W);
+	pl.implicit_d = din && dgrad_as_forward(s) && implicit_ok(s->H, s->W);
 	const int Cg = pl.Cg, Kg = pl.Kg, CRSg = pl.CRSg;
 	const int padded = s->pad_h || s->pad_w;
 
@@ -974,11 +1062,8 @@ static int packed_backward(float *din, float *dw, float *db, const float *dout,
 	/* per thread: the scratch of pb_scratch, each only when needed,
 	 * then per chunk the partial dw (transposed) and db */
 	const int cols_d = din && !pl.implicit_d;
-	const size_t colx_n =
-	    dw && !pl.implicit_w ? pad16(nb_gp_b_floats(CRSg, cols)) : 0;
-	const size_t xp_n =
-	    dw && padded ? pad16((size_t)Cg * pl.Hp * pl.Wp) : 0;
-	const size_t gT_n = dw ? pad16((size_t)cols * pl.Mp) : 0;
+	const size_t xp_n = dw ? pl.xv.n : 0;
+	const size_t gT_n = dw ? pad16((size_t)PQ * pl.Mp) : 0;
 	const size_t gpad_n = pl.implicit_d && (pl.gph || pl.gpw)
 				  ? pad16((size_t)Kg * pl.Pp * pl.Qp)
 				  : 0;
@@ -986,8 +1071,7 @@ static int packed_backward(float *din, float *dw, float *db, const float *dout,
 	const size_t dcol_n = cols_d ? pad16((size_t)CRSg * cols) : 0;
 	const size_t dxp_n =
 	    cols_d && padded ? pad16((size_t)Cg * pl.Hp * pl.Wp) : 0;
-	const size_t work_n =
-	    colx_n + xp_n + gT_n + gpad_n + colg_n + dcol_n + dxp_n;
+	const size_t work_n = xp_n + gT_n + gpad_n + colg_n + dcol_n + dxp_n;
 	const size_t dwT_g = (size_t)CRSg * pl.Mp; /* per group */
 	const size_t dw_n = dw ? pad16(dwT_g * G) : 0;
 	const size_t db_n = db ? pad16((size_t)K) : 0;
@@ -1010,11 +1094,8 @@ static int packed_backward(float *din, float *dw, float *db, const float *dout,
 	pl.ap = ap;
 	int *offx = dw ? (int *)(ap + pl.an * G) : NULL;
 	int *offg = pl.implicit_d ? (int *)(ap + pl.an * G + offx_n) : NULL;
-	if (offx && pl.implicit_w)
-		tap_offsets(offx, Cg, R, S, pl.Hp, pl.Wp);
-	else if (offx) /* rows of the panels */
-		for (int i = 0; i < CRSg; i++)
-			offx[i] = i * NB_GP_NR;
+	if (offx)
+		view_offsets(&pl.xv, offx, s, Cg);
 	if (offg)
 		tap_offsets(offg, Kg, R, S, pl.Pp, pl.Qp);
 	pl.offx = offx;
@@ -1026,11 +1107,11 @@ static int packed_backward(float *din, float *dw, float *db, const float *dout,
 	{
 		float *at = scratch + work_n * omp_get_thread_num();
 		pb_scratch sc = {0};
-		float **slot[] = {&sc.colx, &sc.xp,   &sc.gT, &sc.gpad,
+		float **slot[] = {&sc.xp,   &sc.gT,   &sc.gpad,
 				  &sc.colg, &sc.dcol, &sc.dxp};
-		const size_t len[] = {colx_n, xp_n,   gT_n, gpad_n,
+		const size_t len[] = {xp_n,   gT_n,   gpad_n,
 				      colg_n, dcol_n, dxp_n};
-		for (int i = 0; i < 7; i++) {
+		for (int i = 0; i < 6; i++) {
 			*slot[i] = len[i] ? at : NULL;
 			at += len[i];
 		}
@@ -1041,8 +1122,6 @@ static int packed_backward(float *din, float *dw, float *db, const float *dout,
 			memset(sc.xp, 0, sizeof(float) * xp_n);
 		if (sc.gpad)
 			memset(sc.gpad, 0, sizeof(float) * gpad_n);
-		if (sc.colx)
-			zero_panel_tail(sc.colx, CRSg, cols);
 		if (sc.colg)
 			zero_panel_tail(sc.colg, Kg, cols);
 

@@ -255,6 +255,16 @@ static const conv_case conv_cases[] = {
     {5, 8, 8, 8, 12, 3, 3, 2, 2, 1, 1, 1, 0},
     {9, 24, 4, 4, 17, 1, 1, 1, 1, 0, 0, 1, 1},
     {6, 16, 4, 4, 32, 3, 3, 1, 1, 1, 1, 2, 1},
+    /* strided, with rows of 8 or 16 outputs: the implicit kernels on the
+     * input's stride phases (an odd height, 1x1, stride 3, strides 2 and
+     * 1, groups, 5x5) */
+    {2, 8, 16, 16, 12, 3, 3, 2, 2, 1, 1, 1, 1},
+    {1, 4, 31, 32, 8, 3, 3, 2, 2, 1, 1, 1, 0},
+    {2, 6, 16, 16, 10, 1, 1, 2, 2, 0, 0, 1, 1},
+    {1, 3, 24, 48, 5, 3, 3, 3, 3, 1, 1, 1, 1},
+    {1, 4, 16, 16, 6, 3, 3, 2, 1, 1, 1, 1, 1},
+    {2, 8, 16, 16, 8, 3, 3, 2, 2, 1, 1, 2, 0},
+    {1, 3, 32, 32, 4, 5, 5, 2, 2, 2, 2, 1, 1},
     /* depthwise on MobileNetV2's 5x5 maps: every row a partial tile */
     {3, 16, 5, 5, 16, 3, 3, 1, 1, 1, 1, 16, 1},
     /* a kernel over the whole input: a linear layer */
