@@ -500,12 +500,17 @@ static int depthwise_forward(float *out, const float *in, const float *w,
 }
 
 /* ---- packed kernels -----------------------------------------------------
- * The engine's own GEMM (gemmpack.h) on operands packed for it: im2col
- * writes its matrix straight into column panels of NB_GP_NR output
- * positions, the weights are packed once per call. The input gradient of a
- * stride-1 convolution is computed as the forward convolution of the output
- * gradient with the flipped, transposed taps (padding R-1-pad), so it needs
- * no col2im; other strides keep the BLAS path for it. */
+ * The engine's own GEMM (gemmpack.h) on operands packed for it, the weights
+ * packed once per call:
+ *  - forward: where output rows fill vectors (16 or pairs of 8), the
+ *    implicit product reads the padded input planes (stride 1) or their
+ *    stride phases directly; otherwise im2col writes straight into column
+ *    panels, several small-map images side by side;
+ *  - weight gradient: always implicit, output channels on the lanes;
+ *  - input gradient: for stride 1 with rows that fill vectors, the forward
+ *    convolution of the output gradient with the flipped, transposed taps
+ *    (padding R-1-pad), no col2im; otherwise w^T times the output gradient
+ *    (images side by side) and col2im. */
 
 static nb_conv_kernels conv_kernels = NB_CONV_AUTO;
 
