@@ -914,7 +914,6 @@ typedef struct pb_plan {
 	int gph, gpw, Pp, Qp; /* dout's padding and padded size for din */
 	int Mp;		      /* Kg rounded up to whole vectors of 16 */
 	int implicit_d;
-	int B;	  /* images side by side in the panel products */
 	xview xv; /* how the weight gradient reads x */
 	/* din's weights, an floats per group: flipped (implicit_d) or
 	 * transposed (through im2col columns) */
@@ -1045,8 +1044,8 @@ static int packed_backward(float *din, float *dw, float *db, const float *dout,
 	pl.Qp = s->Q + 2 * pl.gpw;
 	pl.Mp = (pl.Kg + 15) / 16 * 16;
 	const int PQ = pl.PQ;
-	pl.B = images_per_product(N, PQ);
-	const int B = pl.B, NU = (N + B - 1) / B, cols = B * PQ;
+	const int B = images_per_product(N, PQ), NU = (N + B - 1) / B,
+		  cols = B * PQ;
 	/* the weight gradient's implicit im2col takes any row length */
 	pl.xv = input_view(s, pl.Cg);
 	/* the input gradient as a forward convolution only where that needs
