@@ -795,13 +795,13 @@ static void pack_weights_t(float *ap, size_t an, const float *w,
 }
 
 /*
- * Images per product where the products go through im2col panels. A small
- * output map (ResNet-18's 4x4 and 8x8 stages at 32x32 inputs) would make
- * every product a thin one that streams the whole weight matrix (up to
- * 9 MB) for 16-64 columns, and the weight gradient would read and write its
- * 9 MB sum once per image. Images side by side give each product at least
- * 128 columns (measured on the 4x4 stage, one thread: forward 120 -> 155
- * GFLOP/s, input gradient 67 -> 139).
+ * Images per product where the products go through im2col panels (the
+ * forward pass and the input gradient where rows do not fill vectors). A
+ * small output map (ResNet-18's 4x4 stage at 32x32 inputs) would make every
+ * product a thin one that streams the whole weight matrix (up to 9 MB) for
+ * 16 columns. Images side by side give each product at least 128 columns
+ * (measured on the 4x4 stage, one thread: forward 120 -> 155 GFLOP/s, input
+ * gradient 67 -> 139).
  */
 static int images_per_product(int N, int PQ)
 {
