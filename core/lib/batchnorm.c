@@ -23,10 +23,13 @@
  * owns save_mean/save_invstd), track num_batches_tracked or support
  * momentum=None (cumulative averaging). The _relu variants are BatchNorm
  * followed by ReLU in one pass, bit-identical to the two ops one after the
- * other (the network uses them when the ReLU works in place).
+ * other (the network uses them when the ReLU works in place); the _store
+ * variant of the backward writes din instead of adding to it.
  */
 #include <math.h>
 #include <stddef.h>
+
+#include <omp.h>
 
 #include "error.h"
 #include "ops.h"
@@ -79,67 +82,113 @@ static double plane_sqdev(double *restrict acc, const float *restrict x, int L,
 }
 
 /*
- * Batch statistics of channel c: mean and biased variance, both in double.
- * Two passes (mean, then squared deviations) rather than sum/sum-of-squares,
- * which cancels badly when |mean| >> std.
+ * Channels c0..c0+nc-1 of a thread's share, NB_BN_BLOCK at most. Every
+ * pass below sweeps a block image by image (the planes of image n of
+ * channels c0.. lie next to each other), not channel by channel: a
+ * channel's planes are L floats C*L apart, so one channel at a time reads
+ * a short run per plane and the prefetcher starts over each time (16 x 4 KB
+ * planes side by side are one 64 KB run). Measured in preresnet20's
+ * training step, batch 128, 1 thread: BatchNorm backward 17-19 -> 13.3 ms,
+ * forward 28-29 -> 25-26 ms. Each channel's sums still take its elements
+ * in the same order as a channel-at-a-time loop, so the bits are the same.
  */
-static void channel_stats(const float *in, int N, int C, int L, int c,
-			  double *mean_out, double *var_out)
+#define NB_BN_BLOCK 64
+
+typedef struct bn_block {
+	int c0, nc;
+} bn_block;
+
+/* The calling thread's share of C channels, [*c_begin, *c_end) (all of
+ * them outside a parallel region), to be taken NB_BN_BLOCK at a time. */
+static void thread_share(int C, int *c_begin, int *c_end)
 {
-	double acc[NB_BN_LANES] = {0}, rest = 0;
+	const int T = omp_get_num_threads(), t = omp_get_thread_num();
+	*c_begin = (int)((long long)C * t / T);
+	*c_end = (int)((long long)C * (t + 1) / T);
+}
+
+static bn_block block_at(int c0, int c_end)
+{
+	bn_block b = {c0, c_end - c0 < NB_BN_BLOCK ? c_end - c0 : NB_BN_BLOCK};
+	return b;
+}
+
+/* the plane of image n, channel c */
+#define PLANE(p, n, c) ((p) + ((size_t)(n) * C + (c)) * L)
+
+/*
+ * Batch statistics of a block of channels: mean and biased variance, both
+ * in double. Two passes (mean, then squared deviations) rather than
+ * sum/sum-of-squares, which cancels badly when |mean| >> std.
+ */
+static void block_stats(const float *in, int N, int C, int L, bn_block b,
+			double *mean, double *var)
+{
+	double acc[NB_BN_BLOCK][NB_BN_LANES] = {{0}}, rest[NB_BN_BLOCK] = {0};
 	for (int n = 0; n < N; n++)
-		rest += plane_sum(acc, in + ((size_t)n * C + c) * L, L);
-	double M = (double)N * L;
-	double mean = (lanes_sum(acc) + rest) / M;
-	double sq[NB_BN_LANES] = {0}, sq_rest = 0;
+		for (int j = 0; j < b.nc; j++)
+			rest[j] += plane_sum(acc[j], PLANE(in, n, b.c0 + j), L);
+	const double M = (double)N * L;
+	for (int j = 0; j < b.nc; j++)
+		mean[j] = (lanes_sum(acc[j]) + rest[j]) / M;
+	double sq[NB_BN_BLOCK][NB_BN_LANES] = {{0}}, sq_rest[NB_BN_BLOCK] = {0};
 	for (int n = 0; n < N; n++)
-		sq_rest +=
-		    plane_sqdev(sq, in + ((size_t)n * C + c) * L, L, mean);
-	*mean_out = mean;
-	*var_out = (lanes_sum(sq) + sq_rest) / M;
+		for (int j = 0; j < b.nc; j++)
+			sq_rest[j] += plane_sqdev(
+			    sq[j], PLANE(in, n, b.c0 + j), L, mean[j]);
+	for (int j = 0; j < b.nc; j++)
+		var[j] = (lanes_sum(sq[j]) + sq_rest[j]) / M;
 }
 
 /*
- * The sums the backward pass of channel c needs, with m0 a float-valued
- * reference point (the saved or running mean): *sum_dy = sum dy, *sum_dx =
- * sum (x - m0), *sum_dy_dx = sum dy * (x - m0), each x - m0 exact in double.
+ * The sums the backward pass of a block needs, with m0[j] a float-valued
+ * reference point (the saved or running mean): sum_dy = sum dy, sum_dx =
+ * sum (x - m0), sum_dy_dx = sum dy * (x - m0), each x - m0 exact in double.
  */
-static void grad_sums(const float *dout, const float *in, int N, int C, int L,
-		      int c, double m0, double *sum_dy, double *sum_dx,
-		      double *sum_dy_dx)
+static void block_grad_sums(const float *dout, const float *in, int N, int C,
+			    int L, bn_block b, const double *m0,
+			    double *sum_dy, double *sum_dx, double *sum_dy_dx)
 {
-	double a_dy[NB_BN_LANES] = {0}, a_dx[NB_BN_LANES] = {0},
-	       a_dydx[NB_BN_LANES] = {0};
-	double r_dy = 0, r_dx = 0, r_dydx = 0;
-	for (int n = 0; n < N; n++) {
-		size_t off = ((size_t)n * C + c) * L;
-		const float *restrict g = dout + off, *restrict x = in + off;
-		int l = 0;
-		for (; l + NB_BN_LANES <= L; l += NB_BN_LANES)
+	double a_dy[NB_BN_BLOCK][NB_BN_LANES] = {{0}},
+	       a_dx[NB_BN_BLOCK][NB_BN_LANES] = {{0}},
+	       a_dydx[NB_BN_BLOCK][NB_BN_LANES] = {{0}};
+	double r_dy[NB_BN_BLOCK] = {0}, r_dx[NB_BN_BLOCK] = {0},
+	       r_dydx[NB_BN_BLOCK] = {0};
+	for (int n = 0; n < N; n++)
+		for (int j = 0; j < b.nc; j++) {
+			const float *restrict g = PLANE(dout, n, b.c0 + j);
+			const float *restrict x = PLANE(in, n, b.c0 + j);
+			double *restrict ady = a_dy[j], *restrict adx = a_dx[j],
+					 *restrict adydx = a_dydx[j];
+			const double m = m0[j];
+			int l = 0;
+			for (; l + NB_BN_LANES <= L; l += NB_BN_LANES)
 #pragma omp simd
-			for (int j = 0; j < NB_BN_LANES; j++) {
-				double dy = g[l + j];
-				double dx = x[l + j] - m0;
-				a_dy[j] += dy;
-				a_dx[j] += dx;
-				a_dydx[j] += dy * dx;
+				for (int k = 0; k < NB_BN_LANES; k++) {
+					double dy = g[l + k];
+					double dx = x[l + k] - m;
+					ady[k] += dy;
+					adx[k] += dx;
+					adydx[k] += dy * dx;
+				}
+			for (; l < L; l++) {
+				double dy = g[l];
+				double dx = x[l] - m;
+				r_dy[j] += dy;
+				r_dx[j] += dx;
+				r_dydx[j] += dy * dx;
 			}
-		for (; l < L; l++) {
-			double dy = g[l];
-			double dx = x[l] - m0;
-			r_dy += dy;
-			r_dx += dx;
-			r_dydx += dy * dx;
 		}
+	for (int j = 0; j < b.nc; j++) {
+		sum_dy[j] = lanes_sum(a_dy[j]) + r_dy[j];
+		sum_dx[j] = lanes_sum(a_dx[j]) + r_dx[j];
+		sum_dy_dx[j] = lanes_sum(a_dydx[j]) + r_dydx[j];
 	}
-	*sum_dy = lanes_sum(a_dy) + r_dy;
-	*sum_dx = lanes_sum(a_dx) + r_dx;
-	*sum_dy_dx = lanes_sum(a_dydx) + r_dydx;
 }
 
 /*
- * Writes out(n,c,:) = (in(n,c,:) - mean) * scale + shift for every n, with
- * the mean split into a float and its float remainder (mean_hi + mean_lo).
+ * The normalisation of one plane: y = (x - mean) * scale + shift, with the
+ * mean split into a float and its float remainder (hi + lo).
  *
  * Why not PyTorch's fold, x * (invstd*gamma) + (beta - mean*invstd*gamma)?
  * When |mean| >> std both terms are huge and cancel: with mean 100 and std
@@ -147,29 +196,45 @@ static void grad_sums(const float *dout, const float *in, int N, int C, int L,
  * is exact for x near mean_hi (Sterbenz), so the output keeps float
  * precision; it stays in float and vectorises.
  */
-static void channel_apply(float *out, const float *in, int N, int C, int L,
-			  int c, double mean, double scale, double shift,
-			  int relu)
+typedef struct bn_affine {
+	float hi, lo, s, b;
+} bn_affine;
+
+static bn_affine affine(double mean, double scale, double shift)
 {
-	float hi = (float)mean, lo = (float)(mean - hi);
-	float s = (float)scale, b = (float)shift;
-	for (int n = 0; n < N; n++) {
-		size_t off = ((size_t)n * C + c) * L;
-		const float *x = in + off;
-		float *y = out + off;
-		if (relu) {
-			/* nb_relu_forward's select on the same value */
+	bn_affine a;
+	a.hi = (float)mean;
+	a.lo = (float)(mean - a.hi);
+	a.s = (float)scale;
+	a.b = (float)shift;
+	return a;
+}
+
+static void plane_apply(float *restrict y, const float *restrict x, int L,
+			bn_affine a, int relu)
+{
+	if (relu) {
+		/* nb_relu_forward's select on the same value */
 #pragma omp simd
-			for (int l = 0; l < L; l++) {
-				float v = ((x[l] - hi) - lo) * s + b;
-				y[l] = v < 0.0f ? 0.0f : v;
-			}
-		} else {
-#pragma omp simd
-			for (int l = 0; l < L; l++)
-				y[l] = ((x[l] - hi) - lo) * s + b;
+		for (int l = 0; l < L; l++) {
+			float v = ((x[l] - a.hi) - a.lo) * a.s + a.b;
+			y[l] = v < 0.0f ? 0.0f : v;
 		}
+	} else {
+#pragma omp simd
+		for (int l = 0; l < L; l++)
+			y[l] = ((x[l] - a.hi) - a.lo) * a.s + a.b;
 	}
+}
+
+/* out = the block normalised by a[], image by image */
+static void block_apply(float *out, const float *in, int N, int C, int L,
+			bn_block b, const bn_affine *a, int relu)
+{
+	for (int n = 0; n < N; n++)
+		for (int j = 0; j < b.nc; j++)
+			plane_apply(PLANE(out, n, b.c0 + j),
+				    PLANE(in, n, b.c0 + j), L, a[j], relu);
 }
 
 /* in, out (N,C,L); gamma, beta, save_*, running_* (C) or NULL; relu: a
@@ -184,27 +249,39 @@ static int forward_train(float *out, float *save_mean, float *save_invstd,
 		return NB_EINVAL;
 	size_t total = (size_t)N * C * L;
 	double M = (double)N * L;
-#pragma omp parallel for schedule(static) if (total >= NB_BN_PAR_MIN)
-	for (int c = 0; c < C; c++) {
-		double mean, var;
-		channel_stats(in, N, C, L, c, &mean, &var);
-		double invstd = 1.0 / sqrt(var + (double)eps);
-		double g = gamma ? gamma[c] : 1.0;
-		double b = beta ? beta[c] : 0.0;
-		channel_apply(out, in, N, C, L, c, mean, invstd * g, b, relu);
-		if (save_mean)
-			save_mean[c] = (float)mean;
-		if (save_invstd)
-			save_invstd[c] = (float)invstd;
-		if (running_mean)
-			running_mean[c] =
-			    (float)((1.0 - momentum) * running_mean[c] +
-				    momentum * mean);
-		if (running_var) {
-			double unbiased = var * M / (M - 1.0);
-			running_var[c] =
-			    (float)((1.0 - momentum) * running_var[c] +
-				    momentum * unbiased);
+#pragma omp parallel if (total >= NB_BN_PAR_MIN)
+	{
+		int c_begin, c_end;
+		thread_share(C, &c_begin, &c_end);
+		for (int c0 = c_begin; c0 < c_end; c0 += NB_BN_BLOCK) {
+			const bn_block b = block_at(c0, c_end);
+			double mean[NB_BN_BLOCK], var[NB_BN_BLOCK];
+			bn_affine a[NB_BN_BLOCK];
+			block_stats(in, N, C, L, b, mean, var);
+			for (int j = 0; j < b.nc; j++) {
+				const int c = b.c0 + j;
+				double invstd = 1.0 / sqrt(var[j] + (double)eps);
+				double g = gamma ? gamma[c] : 1.0;
+				double be = beta ? beta[c] : 0.0;
+				a[j] = affine(mean[j], invstd * g, be);
+				if (save_mean)
+					save_mean[c] = (float)mean[j];
+				if (save_invstd)
+					save_invstd[c] = (float)invstd;
+				if (running_mean)
+					running_mean[c] =
+					    (float)((1.0 - momentum) *
+							running_mean[c] +
+						    momentum * mean[j]);
+				if (running_var) {
+					double unbiased = var[j] * M / (M - 1.0);
+					running_var[c] =
+					    (float)((1.0 - momentum) *
+							running_var[c] +
+						    momentum * unbiased);
+				}
+			}
+			block_apply(out, in, N, C, L, b, a, relu);
 		}
 	}
 	return NB_OK;
@@ -240,13 +317,23 @@ static void forward_eval(float *out, const float *in, const float *gamma,
 			 float eps, int relu)
 {
 	size_t total = (size_t)N * C * L;
-#pragma omp parallel for schedule(static) if (total >= NB_BN_PAR_MIN)
-	for (int c = 0; c < C; c++) {
-		double invstd = 1.0 / sqrt((double)running_var[c] + eps);
-		double g = gamma ? gamma[c] : 1.0;
-		double b = beta ? beta[c] : 0.0;
-		channel_apply(out, in, N, C, L, c, running_mean[c], invstd * g,
-			      b, relu);
+#pragma omp parallel if (total >= NB_BN_PAR_MIN)
+	{
+		int c_begin, c_end;
+		thread_share(C, &c_begin, &c_end);
+		for (int c0 = c_begin; c0 < c_end; c0 += NB_BN_BLOCK) {
+			const bn_block b = block_at(c0, c_end);
+			bn_affine a[NB_BN_BLOCK];
+			for (int j = 0; j < b.nc; j++) {
+				const int c = b.c0 + j;
+				double invstd = 1.0 / sqrt(
+						    (double)running_var[c] + eps);
+				double g = gamma ? gamma[c] : 1.0;
+				double be = beta ? beta[c] : 0.0;
+				a[j] = affine(running_mean[c], invstd * g, be);
+			}
+			block_apply(out, in, N, C, L, b, a, relu);
+		}
 	}
 }
 
@@ -282,43 +369,91 @@ void nb_batchnorm_relu_forward_eval(float *out, const float *in,
  * has this error). So the pass that sums dout also sums x - save_mean in
  * double, which recovers the exact mean as save_mean + that sum / M.
  */
+static void backward_train(float *din, float *dgamma, float *dbeta,
+			   const float *dout, const float *in,
+			   const float *save_mean, const float *save_invstd,
+			   const float *gamma, int N, int C, int L, int store)
+{
+	size_t total = (size_t)N * C * L;
+	double M = (double)N * L;
+#pragma omp parallel if (total >= NB_BN_PAR_MIN)
+	{
+		int c_begin, c_end;
+		thread_share(C, &c_begin, &c_end);
+		for (int c0 = c_begin; c0 < c_end; c0 += NB_BN_BLOCK) {
+			const bn_block b = block_at(c0, c_end);
+			double m0[NB_BN_BLOCK], sum_dy[NB_BN_BLOCK],
+			    sum_dx[NB_BN_BLOCK], sum_dy_dx[NB_BN_BLOCK];
+			/* din's terms: k * (dy - mean_dy - (x - mean) * proj) */
+			double k[NB_BN_BLOCK], mean[NB_BN_BLOCK],
+			    mean_dy[NB_BN_BLOCK], proj[NB_BN_BLOCK];
+			for (int j = 0; j < b.nc; j++)
+				m0[j] = save_mean[b.c0 + j];
+			block_grad_sums(dout, in, N, C, L, b, m0, sum_dy,
+					sum_dx, sum_dy_dx);
+			for (int j = 0; j < b.nc; j++) {
+				const int c = b.c0 + j;
+				double invstd = save_invstd[c];
+				double delta = sum_dx[j] / M; /* exact mean - m0 */
+				mean[j] = m0[j] + delta;
+				double sum_dy_xhat =
+				    (sum_dy_dx[j] - delta * sum_dy[j]) * invstd;
+				if (dbeta)
+					dbeta[c] += (float)sum_dy[j];
+				if (dgamma)
+					dgamma[c] += (float)sum_dy_xhat;
+				double g = gamma ? gamma[c] : 1.0;
+				k[j] = g * invstd;
+				mean_dy[j] = sum_dy[j] / M;
+				/* per unit of (x - mean) */
+				proj[j] = sum_dy_xhat / M * invstd;
+			}
+			if (!din)
+				continue;
+			for (int n = 0; n < N; n++)
+				for (int j = 0; j < b.nc; j++) {
+					float *d = PLANE(din, n, b.c0 + j);
+					const float *g = PLANE(dout, n, b.c0 + j);
+					const float *x = PLANE(in, n, b.c0 + j);
+					if (store)
+						for (int l = 0; l < L; l++) {
+							double v =
+							    g[l] - mean_dy[j] -
+							    (x[l] - mean[j]) *
+								proj[j];
+							d[l] = (float)(k[j] * v);
+						}
+					else
+						for (int l = 0; l < L; l++) {
+							double v =
+							    g[l] - mean_dy[j] -
+							    (x[l] - mean[j]) *
+								proj[j];
+							d[l] += (float)(k[j] * v);
+						}
+				}
+		}
+	}
+}
+
 void nb_batchnorm_backward_train(float *din, float *dgamma, float *dbeta,
 				 const float *dout, const float *in,
 				 const float *save_mean,
 				 const float *save_invstd, const float *gamma,
 				 int N, int C, int L)
 {
-	size_t total = (size_t)N * C * L;
-	double M = (double)N * L;
-#pragma omp parallel for schedule(static) if (total >= NB_BN_PAR_MIN)
-	for (int c = 0; c < C; c++) {
-		double m0 = save_mean[c], invstd = save_invstd[c];
-		double sum_dy, sum_dy_dx, sum_dx;
-		grad_sums(dout, in, N, C, L, c, m0, &sum_dy, &sum_dx,
-			  &sum_dy_dx);
-		double delta = sum_dx / M; /* exact mean - m0 */
-		double mean = m0 + delta;
-		double sum_dy_xhat = (sum_dy_dx - delta * sum_dy) * invstd;
-		if (dbeta)
-			dbeta[c] += (float)sum_dy;
-		if (dgamma)
-			dgamma[c] += (float)sum_dy_xhat;
-		if (!din)
-			continue;
-		double g = gamma ? gamma[c] : 1.0;
-		double k = g * invstd;
-		double mean_dy = sum_dy / M;
-		double proj =
-		    sum_dy_xhat / M * invstd; /* per unit of (x-mean) */
-		for (int n = 0; n < N; n++) {
-			size_t off = ((size_t)n * C + c) * L;
-			for (int l = 0; l < L; l++) {
-				double v = dout[off + l] - mean_dy -
-					   (in[off + l] - mean) * proj;
-				din[off + l] += (float)(k * v);
-			}
-		}
-	}
+	backward_train(din, dgamma, dbeta, dout, in, save_mean, save_invstd,
+		       gamma, N, C, L, 0);
+}
+
+void nb_batchnorm_backward_train_store(float *din, float *dgamma,
+				       float *dbeta, const float *dout,
+				       const float *in, const float *save_mean,
+				       const float *save_invstd,
+				       const float *gamma, int N, int C, int L)
+{
+	backward_train(din, dgamma, dbeta, dout, in, save_mean, save_invstd,
+		       gamma, N, C, L, 1);
 }
 
 /*
@@ -332,26 +467,46 @@ void nb_batchnorm_backward_eval(float *din, float *dgamma, float *dbeta,
 				float eps)
 {
 	size_t total = (size_t)N * C * L;
-#pragma omp parallel for schedule(static) if (total >= NB_BN_PAR_MIN)
-	for (int c = 0; c < C; c++) {
-		double invstd = 1.0 / sqrt((double)running_var[c] + eps);
-		double mean = running_mean[c];
-		if (dgamma || dbeta) {
-			double sum_dy, sum_dx, sum_dy_xhat;
-			grad_sums(dout, in, N, C, L, c, mean, &sum_dy, &sum_dx,
-				  &sum_dy_xhat);
-			if (dbeta)
-				dbeta[c] += (float)sum_dy;
-			if (dgamma)
-				dgamma[c] += (float)(sum_dy_xhat * invstd);
-		}
-		if (!din)
-			continue;
-		float k = (float)((gamma ? gamma[c] : 1.0) * invstd);
-		for (int n = 0; n < N; n++) {
-			size_t off = ((size_t)n * C + c) * L;
-			for (int l = 0; l < L; l++)
-				din[off + l] += dout[off + l] * k;
+#pragma omp parallel if (total >= NB_BN_PAR_MIN)
+	{
+		int c_begin, c_end;
+		thread_share(C, &c_begin, &c_end);
+		for (int c0 = c_begin; c0 < c_end; c0 += NB_BN_BLOCK) {
+			const bn_block b = block_at(c0, c_end);
+			double invstd[NB_BN_BLOCK], mean[NB_BN_BLOCK];
+			float k[NB_BN_BLOCK];
+			for (int j = 0; j < b.nc; j++) {
+				const int c = b.c0 + j;
+				invstd[j] =
+				    1.0 / sqrt((double)running_var[c] + eps);
+				mean[j] = running_mean[c];
+				k[j] = (float)((gamma ? gamma[c] : 1.0) *
+					       invstd[j]);
+			}
+			if (dgamma || dbeta) {
+				double sum_dy[NB_BN_BLOCK], sum_dx[NB_BN_BLOCK],
+				    sum_dy_xhat[NB_BN_BLOCK];
+				block_grad_sums(dout, in, N, C, L, b, mean,
+						sum_dy, sum_dx, sum_dy_xhat);
+				for (int j = 0; j < b.nc; j++) {
+					if (dbeta)
+						dbeta[b.c0 + j] +=
+						    (float)sum_dy[j];
+					if (dgamma)
+						dgamma[b.c0 + j] +=
+						    (float)(sum_dy_xhat[j] *
+							    invstd[j]);
+				}
+			}
+			if (!din)
+				continue;
+			for (int n = 0; n < N; n++)
+				for (int j = 0; j < b.nc; j++) {
+					float *d = PLANE(din, n, b.c0 + j);
+					const float *g = PLANE(dout, n, b.c0 + j);
+					for (int l = 0; l < L; l++)
+						d[l] += g[l] * k[j];
+				}
 		}
 	}
 }

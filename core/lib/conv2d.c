@@ -914,6 +914,8 @@ typedef struct pb_plan {
 	int gph, gpw, Pp, Qp; /* dout's padding and padded size for din */
 	int Mp;		      /* Kg rounded up to whole vectors of 16 */
 	int implicit_d;
+	int store; /* din is written, not added to (see
+		      nb_conv2d_backward_store) */
 	xview xv; /* how the weight gradient reads x */
 	/* din's weights, an floats per group: flipped (implicit_d) or
 	 * transposed (through im2col columns) */
@@ -971,9 +973,12 @@ static void pb_dgrad(const pb_plan *pl, pb_scratch *sc, float *din,
 			const float *x = pad_planes(sc->gpad, gg, pl->Kg, s->P,
 						    s->Q, pl->gph, pl->gpw);
 			nb_gp_gemm_x(dxg, pl->HW, pl->Cg, pl->HW, pl->KRSg, ag,
-				     x, pl->offg, s->W, pl->Qp, NULL, 1);
+				     x, pl->offg, s->W, pl->Qp, NULL,
+				     !pl->store);
 			continue;
 		}
+		if (pl->store) /* col2im adds: zero the planes it adds to */
+			memset(dxg, 0, sizeof(float) * pl->Cg * pl->HW);
 		for (int k = 0; k < pl->Kg; k++)
 			put_run(sc->colg, pl->Kg, k, j * PQ,
 				gg + (size_t)k * PQ, PQ);
@@ -1027,11 +1032,11 @@ static int backward_chunks(int T, int NU, int N, int PQ, size_t part_n,
  */
 static int packed_backward(float *din, float *dw, float *db, const float *dout,
 			   const float *in, const float *w,
-			   const nb_conv2d_shape *s, nb_workspace *ws)
+			   const nb_conv2d_shape *s, nb_workspace *ws, int store)
 {
 	const int N = s->N, C = s->C, K = s->K, R = s->R, S = s->S,
 		  G = s->groups;
-	pb_plan pl = {.s = s, .Cg = C / G, .Kg = K / G};
+	pb_plan pl = {.s = s, .Cg = C / G, .Kg = K / G, .store = store};
 	pl.CRSg = pl.Cg * R * S;
 	pl.KRSg = pl.Kg * R * S;
 	pl.PQ = s->P * s->Q;
@@ -1290,27 +1295,45 @@ int nb_conv2d_forward(float *out, const float *in, const float *w,
  * [db partial], each part present only when needed (see below). */
 static int blas_backward(float *din, float *dw, float *db, const float *dout,
 			 const float *in, const float *w,
-			 const nb_conv2d_shape *s, nb_workspace *ws);
+			 const nb_conv2d_shape *s, nb_workspace *ws, int store);
 
-int nb_conv2d_backward(float *din, float *dw, float *db, const float *dout,
-		       const float *in, const float *w,
-		       const nb_conv2d_shape *s, nb_workspace *ws)
+static int conv2d_backward(float *din, float *dw, float *db, const float *dout,
+			   const float *in, const float *w,
+			   const nb_conv2d_shape *s, nb_workspace *ws, int store)
 {
 	if (!din && !dw && !db)
 		return NB_OK;
 	if (is_whole_plane(s)) {
+		if (din && store)
+			memset(din, 0,
+			       sizeof(float) * s->N * s->C * s->H * s->W);
 		nb_linear_backward(din, dw, db, dout, in, w, s->N,
 				   s->C * s->H * s->W, s->K);
 		return NB_OK;
 	}
 	if (!use_packed(s))
-		return blas_backward(din, dw, db, dout, in, w, s, ws);
-	return packed_backward(din, dw, db, dout, in, w, s, ws);
+		return blas_backward(din, dw, db, dout, in, w, s, ws, store);
+	return packed_backward(din, dw, db, dout, in, w, s, ws, store);
+}
+
+int nb_conv2d_backward(float *din, float *dw, float *db, const float *dout,
+		       const float *in, const float *w,
+		       const nb_conv2d_shape *s, nb_workspace *ws)
+{
+	return conv2d_backward(din, dw, db, dout, in, w, s, ws, 0);
+}
+
+int nb_conv2d_backward_store(float *din, float *dw, float *db,
+			     const float *dout, const float *in,
+			     const float *w, const nb_conv2d_shape *s,
+			     nb_workspace *ws)
+{
+	return conv2d_backward(din, dw, db, dout, in, w, s, ws, 1);
 }
 
 static int blas_backward(float *din, float *dw, float *db, const float *dout,
 			 const float *in, const float *w,
-			 const nb_conv2d_shape *s, nb_workspace *ws)
+			 const nb_conv2d_shape *s, nb_workspace *ws, int store)
 {
 	const int N = s->N, C = s->C, H = s->H, W = s->W, K = s->K, R = s->R,
 		  S = s->S, P = s->P, Q = s->Q, G = s->groups;
@@ -1378,6 +1401,8 @@ static int blas_backward(float *din, float *dw, float *db, const float *dout,
 			const float *gn = dout + (size_t)n * K * PQ;
 			const float *xn = in + (size_t)n * C * HW;
 			float *dxn = din ? din + (size_t)n * C * HW : NULL;
+			if (dxn && store) /* everything below adds to it */
+				memset(dxn, 0, sizeof(float) * C * HW);
 			if (dbp)
 				for (int k = 0; k < K; k++)
 					dbp[k] += sum_floats(gn + k * PQ, PQ);

@@ -5,7 +5,11 @@
  * Every node keeps its output for the whole batch (backward needs them) and,
  * only once a gradient reaches it, a gradient buffer of the same size. A
  * node's gradient buffer is zeroed lazily at its first use after a forward,
- * so a backward touches only what the injected gradients reach.
+ * so a backward touches only what the injected gradients reach; the first
+ * to write it need not zero it: convolutions and training-mode BatchNorm
+ * store their input gradient (the ops' _store variants) instead of adding
+ * it, and an add hands its own gradient buffer to an addend, as a ReLU
+ * fused with its BatchNorm does (same bits as zeroing and adding).
  *
  * Memory: a ReLU or ReLU6 whose input node has no other consumer, is not a
  * tap and is not the output, works in place in that node's output buffer
@@ -1388,14 +1392,48 @@ static float *input_grad(nb_net *net, const nb_node *nd, int j, int *oom)
 	return g;
 }
 
+/*
+ * The gradient buffer of input j for an op that can write its gradient
+ * instead of adding it (the _store variants of the ops): when nothing has
+ * written the buffer yet it is handed out as it is, *store = 1, and the op
+ * must write every element; that saves zeroing it and reading the zeros
+ * back (5 % of preresnet20's training step). Else as input_grad, *store = 0.
+ */
+static float *input_grad_store(nb_net *net, const nb_node *nd, int j,
+			       int *oom, int *store)
+{
+	nb_node *in = &net->nodes[nd->in[j]];
+	*store = 0;
+	if (!in->needs_grad)
+		return NULL;
+	if (in->grad_live)
+		return in->grad;
+	if (!in->grad) {
+		in->grad = grad_take(net, (size_t)net->alloc_n * in->size,
+				     &in->grad_cap);
+		if (!in->grad) {
+			*oom = 1;
+			return NULL;
+		}
+	}
+	in->grad_live = 1;
+	*store = 1;
+	return in->grad;
+}
+
 static int node_backward(nb_net *net, nb_node *nd, int N, char *err)
 {
 	const nb_node *src = &net->nodes[nd->in[0]];
 	const float *x = src->out;
 	const float *dy = nd->grad;
 	size_t n_elems = (size_t)N * nd->size;
-	int oom = 0;
-	float *dx = input_grad(net, nd, 0, &oom);
+	int oom = 0, store = 0;
+	/* the ops that can store their input gradient ask for it so */
+	const int stores =
+	    nd->kind == NB_NODE_CONV2D ||
+	    (nd->kind == NB_NODE_BATCHNORM && net->training && !net->reduce);
+	float *dx = stores ? input_grad_store(net, nd, 0, &oom, &store)
+			   : input_grad(net, nd, 0, &oom);
 	if (oom)
 		goto oom;
 	switch (nd->kind) {
@@ -1404,10 +1442,10 @@ static int node_backward(nb_net *net, nb_node *nd, int N, char *err)
 	case NB_NODE_CONV2D: {
 		nb_conv2d_shape s = nd->conv;
 		s.N = N;
-		int rc = nb_conv2d_backward(dx, pgrad(net, nd->p_weight),
-					    pgrad(net, nd->p_bias), dy, x,
-					    pdata(net, nd->p_weight), &s,
-					    &net->ws);
+		int rc = (store ? nb_conv2d_backward_store
+				: nb_conv2d_backward)(
+		    dx, pgrad(net, nd->p_weight), pgrad(net, nd->p_bias), dy,
+		    x, pdata(net, nd->p_weight), &s, &net->ws);
 		if (rc < 0)
 			goto oom;
 		return 0;
@@ -1431,7 +1469,8 @@ static int node_backward(nb_net *net, nb_node *nd, int N, char *err)
 						 "batchnorm %s: the group's sums failed",
 						 nd->name);
 		} else if (net->training)
-			nb_batchnorm_backward_train(
+			(store ? nb_batchnorm_backward_train_store
+			       : nb_batchnorm_backward_train)(
 				dx, pgrad(net, nd->p_weight),
 				pgrad(net, nd->p_bias), dy, x, nd->save_mean,
 				nd->save_invstd, pdata(net, nd->p_weight), N,
@@ -1565,6 +1604,47 @@ static int relu_hand_over(nb_net *net, nb_node *nd, int N)
 	return 1;
 }
 
+/*
+ * The backward of an add whose input has no gradient written yet: dy is
+ * that input's gradient as it is, so the add's buffer is handed over (as
+ * in relu_hand_over) and only the other input's gradient gets dy added or
+ * copied. Returns 1 if it did, 0 if the plain backward must run, NB_ENOMEM.
+ */
+static int add_hand_over(nb_net *net, nb_node *nd, int N)
+{
+	if (nd->in[0] == nd->in[1])
+		return 0;
+	int j = -1; /* the input that takes the buffer */
+	for (int i = 0; i < 2 && j < 0; i++) {
+		const nb_node *in = &net->nodes[nd->in[i]];
+		if (in->needs_grad && !in->grad_live)
+			j = i;
+	}
+	if (j < 0)
+		return 0;
+	const float *dy = nd->grad;
+	const size_t n = (size_t)N * nd->size;
+	int oom = 0, store = 0;
+	float *d = input_grad_store(net, nd, 1 - j, &oom, &store);
+	if (oom)
+		return NB_ENOMEM;
+	if (d && store) {
+#pragma omp parallel for simd schedule(static) if (n >= 65536)
+		for (size_t i = 0; i < n; i++)
+			d[i] = dy[i];
+	} else if (d) {
+		nb_add_backward(d, NULL, dy, n);
+	}
+	nb_node *take = &net->nodes[nd->in[j]];
+	grad_release(net, take); /* an old buffer it may hold, not live */
+	take->grad = nd->grad;
+	take->grad_cap = nd->grad_cap;
+	take->grad_live = 1;
+	nd->grad = NULL;
+	nd->grad_live = 0;
+	return 1;
+}
+
 int nb_net_backward(nb_net *net, float *dx, char *err)
 {
 	if (net->cur_n == 0)
@@ -1587,6 +1667,16 @@ int nb_net_backward(nb_net *net, float *dx, char *err)
 		nb_node *nd = &net->nodes[i];
 		if (!nd->grad_live || !nd->needs_grad)
 			continue;
+		if (nd->kind == NB_NODE_ADD) {
+			int h = add_hand_over(net, nd, N);
+			if (h < 0)
+				return nb_errorf(err, h,
+						 "out of memory in backward of %s",
+						 nd->name[0] ? nd->name
+							     : "a node");
+			if (h)
+				continue;
+		}
 		if (nd->fused && relu_hand_over(net, nd, N))
 			continue;
 		int rc = node_backward(net, nd, N, err);

@@ -549,6 +549,51 @@ static void test_conv_accumulates_once(void)
 	}
 }
 
+/* nb_conv2d_backward_store writes every element of din (it starts as NaN
+ * here) with exactly what nb_conv2d_backward adds to zeros, and leaves dw
+ * and db accumulating, on every case. */
+static void test_conv_store_once(void)
+{
+	for (int i = 0; i < N_CONV_CASES; i++) {
+		conv_bufs cb;
+		conv_bufs_init(&cb, &conv_cases[i], 900 + i);
+		const nb_conv2d_shape *s = &cb.s;
+		const size_t ni = n_in(s), nw = n_w(s);
+		float *din = fzeros(ni), *dw = fzeros(nw), *db = fzeros(s->K);
+		float *din2 = fzeros(ni), *dw2 = fzeros(nw),
+		      *db2 = fzeros(s->K);
+		for (size_t k = 0; k < ni; k++)
+			din2[k] = NAN;
+		for (size_t k = 0; k < nw; k++)
+			dw[k] = dw2[k] = 0.25f;
+		for (int k = 0; k < s->K; k++)
+			db[k] = db2[k] = -0.5f;
+		nb_conv2d_backward(din, dw, db, cb.r, cb.in, cb.w, s, &cb.ws);
+		nb_conv2d_backward_store(din2, dw2, db2, cb.r, cb.in, cb.w, s,
+					 &cb.ws);
+		size_t bad = 0;
+		for (size_t k = 0; k < ni; k++)
+			bad += !(din2[k] == din[k]);
+		for (size_t k = 0; k < nw; k++)
+			bad += !(dw2[k] == dw[k]);
+		for (int k = 0; k < s->K; k++)
+			bad += !(db2[k] == db[k]);
+		char msg[120];
+		snprintf(msg, sizeof msg,
+			 "case %d: %zu elements differ between store and add",
+			 i, bad);
+		CU_assertImplementation(bad == 0, __LINE__, msg, __FILE__, "",
+					CU_FALSE);
+		free(din);
+		free(dw);
+		free(db);
+		free(din2);
+		free(dw2);
+		free(db2);
+		conv_bufs_free(&cb);
+	}
+}
+
 /* Runs backward from zeroed gradients with `threads` OpenMP threads. */
 static void conv_grads(conv_bufs *cb, int threads, float *out, float *din,
 		       float *dw, float *db)
@@ -1107,6 +1152,11 @@ static void test_conv_accumulates(void)
 	on_both_kernels(test_conv_accumulates_once);
 }
 
+static void test_conv_store(void)
+{
+	on_both_kernels(test_conv_store_once);
+}
+
 static void test_conv_deterministic(void)
 {
 	on_both_kernels(test_conv_deterministic_once);
@@ -1119,6 +1169,8 @@ static const nb_test_entry tests[] = {
     {"conv2d NULL gradients are skipped", test_conv_null_gradients},
     {"conv2d gradcheck", test_conv_gradcheck},
     {"conv2d backward accumulates", test_conv_accumulates},
+    {"conv2d backward_store writes din, the same values",
+     test_conv_store},
     {"conv2d deterministic across runs and threads", test_conv_deterministic},
     {"linear matches the reference, accumulates",
      test_linear_matches_reference},

@@ -380,6 +380,91 @@ static void bn_backward_accumulates(void)
 	nb_batchnorm_backward_train(NULL, dg3, NULL, dy, x, m, s, g, N, C, L);
 	for (int c = 0; c < C; c++)
 		CU_ASSERT_EQUAL(dg3[c], dg1[c]);
+	/* _store writes din (NaN before) with the values added to zeros
+	 * above, and still adds to dgamma and dbeta */
+	float d4[n], dg4[C], db4[C];
+	for (int i = 0; i < n; i++)
+		d4[i] = NAN;
+	for (int c = 0; c < C; c++)
+		dg4[c] = db4[c] = -2.0f;
+	nb_batchnorm_backward_train_store(d4, dg4, db4, dy, x, m, s, g, N, C,
+					  L);
+	for (int i = 0; i < n; i++)
+		CU_ASSERT_EQUAL(d4[i], d1[i]);
+	for (int c = 0; c < C; c++) {
+		CU_ASSERT_EQUAL(dg4[c], dg2[c]);
+		CU_ASSERT_EQUAL(db4[c], db2[c]);
+	}
+}
+
+/* The passes sweep blocks of channels image by image: 130 channels (two
+ * whole blocks and a short one, split over 3 threads) give every channel
+ * the bits it gets alone (C = 1), forward, backward and evaluation. */
+static void bn_blocks_match_single_channels(void)
+{
+	enum { N = 3, C = 130, L = 19 };
+	const size_t n = (size_t)N * C * L;
+	float *x = zalloc(n), *dy = zalloc(n), *out = zalloc(n),
+	      *din = zalloc(n), *eout = zalloc(n), *edin = zalloc(n);
+	float m[C], s[C], rm[C], rv[C], gm[C], bt[C], dg[C] = {0},
+						      db[C] = {0};
+	tu_fill_normal(x, n, 2, 410);
+	tu_fill_normal(dy, n, 1, 411);
+	tu_fill_uniform(gm, C, 0.5f, 1.5f, 412);
+	tu_fill_uniform(bt, C, -0.5f, 0.5f, 413);
+	for (int c = 0; c < C; c++) {
+		rm[c] = c / 128.0f; /* exact: no rounding to differ in */
+		rv[c] = 1.0f + c / 64.0f;
+	}
+	int keep = omp_get_max_threads();
+	omp_set_num_threads(3);
+	nb_batchnorm_relu_forward_train(out, m, s, rm, rv, x, gm, bt, N, C, L,
+					0.1f, 1e-5f);
+	nb_batchnorm_backward_train(din, dg, db, dy, x, m, s, gm, N, C, L);
+	nb_batchnorm_forward_eval(eout, x, gm, bt, rm, rv, N, C, L, 1e-5f);
+	nb_batchnorm_backward_eval(edin, NULL, NULL, dy, x, gm, rm, rv, N, C, L,
+				   1e-5f);
+	omp_set_num_threads(keep);
+	size_t bad = 0;
+	for (int c = 0; c < C; c++) {
+		float x1[N * L], dy1[N * L], o1[N * L], d1[N * L] = {0},
+						       eo1[N * L],
+						       ed1[N * L] = {0};
+		float m1, s1, rm1 = c / 128.0f, rv1 = 1.0f + c / 64.0f,
+			      dg1 = 0, db1 = 0;
+		for (int i = 0; i < N; i++) {
+			memcpy(x1 + i * L, x + ((size_t)i * C + c) * L,
+			       L * sizeof(float));
+			memcpy(dy1 + i * L, dy + ((size_t)i * C + c) * L,
+			       L * sizeof(float));
+		}
+		nb_batchnorm_relu_forward_train(o1, &m1, &s1, &rm1, &rv1, x1,
+						&gm[c], &bt[c], N, 1, L, 0.1f,
+						1e-5f);
+		nb_batchnorm_backward_train(d1, &dg1, &db1, dy1, x1, &m1, &s1,
+					    &gm[c], N, 1, L);
+		nb_batchnorm_forward_eval(eo1, x1, &gm[c], &bt[c], &rm1, &rv1,
+					  N, 1, L, 1e-5f);
+		nb_batchnorm_backward_eval(ed1, NULL, NULL, dy1, x1, &gm[c],
+					   &rm1, &rv1, N, 1, L, 1e-5f);
+		bad += m1 != m[c] || s1 != s[c] || rm1 != rm[c] ||
+		       rv1 != rv[c] || dg1 != dg[c] || db1 != db[c];
+		for (int i = 0; i < N; i++)
+			for (int l = 0; l < L; l++) {
+				size_t at = ((size_t)i * C + c) * L + l;
+				bad += o1[i * L + l] != out[at] ||
+				       d1[i * L + l] != din[at] ||
+				       eo1[i * L + l] != eout[at] ||
+				       ed1[i * L + l] != edin[at];
+			}
+	}
+	CU_ASSERT_EQUAL(bad, 0);
+	free(x);
+	free(dy);
+	free(out);
+	free(din);
+	free(eout);
+	free(edin);
 }
 
 /* Large enough to run in parallel: 1 thread and many give the same bits. */
@@ -938,8 +1023,11 @@ static const nb_test_entry tests[] = {
     {"batchnorm eval gradcheck", bn_eval_gradcheck},
     {"batchnorm refuses one value per channel", bn_single_value_rejected},
     {"batchnorm constant channel", bn_constant_channel},
-    {"batchnorm backward accumulates, skips NULL", bn_backward_accumulates},
+    {"batchnorm backward accumulates, skips NULL, _store writes",
+     bn_backward_accumulates},
     {"batchnorm same bits for 1 and 4 threads", bn_thread_independent},
+    {"batchnorm channel blocks: each channel's bits as alone",
+     bn_blocks_match_single_channels},
     {"batchnorm + ReLU in one pass: same bits as the two ops",
      bn_relu_fused_matches_twin},
     {"activations match PyTorch incl. kinks", act_golden},

@@ -72,6 +72,13 @@ int nb_conv2d_forward(float *out, const float *in, const float *w,
 int nb_conv2d_backward(float *din, float *dw, float *db, const float *dout,
 		       const float *in, const float *w,
 		       const nb_conv2d_shape *s, nb_workspace *ws);
+/* The same with din written rather than added to (dw and db still
+ * accumulate): for a din buffer nothing has written yet, which then needs
+ * no zeroing first (the network's backward uses it that way). */
+int nb_conv2d_backward_store(float *din, float *dw, float *db,
+			     const float *dout, const float *in,
+			     const float *w, const nb_conv2d_shape *s,
+			     nb_workspace *ws);
 
 /*
  * The kernels behind the two calls above for every convolution that is not
@@ -139,6 +146,13 @@ void nb_batchnorm_backward_train(float *din, float *dgamma, float *dbeta,
 				 const float *save_mean,
 				 const float *save_invstd, const float *gamma,
 				 int N, int C, int L);
+/* The same with din written rather than added to (as
+ * nb_conv2d_backward_store). */
+void nb_batchnorm_backward_train_store(float *din, float *dgamma,
+				       float *dbeta, const float *dout,
+				       const float *in, const float *save_mean,
+				       const float *save_invstd,
+				       const float *gamma, int N, int C, int L);
 /* Backward of the eval-mode forward (running statistics are constants). */
 void nb_batchnorm_backward_eval(float *din, float *dgamma, float *dbeta,
 				const float *dout, const float *in,
