@@ -592,6 +592,21 @@ static int implicit_ok(int P, int Q)
 	return Q % 16 == 0 || (Q == 8 && P % 2 == 0);
 }
 
+/*
+ * The row length an implicit product computes for output rows of Q: Q
+ * itself (implicit_ok), else Q rounded up to whole vectors when that wastes
+ * at most 3/8 of the lanes (rows of 10 or more: LeNet-5's 28 and 10); the
+ * lanes past Q read on into the next input row or the view's slack and
+ * are dropped. 0: no implicit product (im2col).
+ */
+static int implicit_rows(int P, int Q)
+{
+	if (implicit_ok(P, Q))
+		return Q;
+	const int Qv = (Q + 15) / 16 * 16;
+	return Q >= 10 && 5 * Qv <= 8 * Q ? Qv : 0;
+}
+
 /* off[(c*R + r)*S + t] = where tap (r,t) of plane c starts in zero-padded
  * planes of (Hp,Wp): row i of the implicit im2col matrix. */
 static void tap_offsets(int *off, int C, int R, int S, int Hp, int Wp)
@@ -613,13 +628,17 @@ static void tap_offsets(int *off, int C, int R, int S, int Hp, int Wp)
  */
 typedef struct xview {
 	int phased; /* stride > 1 */
+	int copy;   /* stride 1 without padding, copied anyway (slack) */
 	int na, nb; /* phases some tap reads: a < na, b < nb (a 1x1
 		       convolution reads only phase (0,0)) */
 	int Hh, Wh; /* a (phase) plane's size; Wh is the row stride */
 	size_t n;   /* floats of the view's planes, 0 if the input serves */
 } xview;
 
-static xview input_view(const nb_conv2d_shape *s, int Cg)
+/* slack: zeros the view needs past its planes (padded rows read up to
+ * Qv - Q floats past the last one), which also makes it copy an input
+ * that could otherwise serve as it is */
+static xview input_view(const nb_conv2d_shape *s, int Cg, int slack)
 {
 	const int sh = s->stride_h, sw = s->stride_w;
 	const int Hp = s->H + 2 * s->pad_h, Wp = s->W + 2 * s->pad_w;
@@ -628,10 +647,11 @@ static xview input_view(const nb_conv2d_shape *s, int Cg)
 	v.nb = s->S < sw ? s->S : sw;
 	v.Hh = (Hp + sh - 1) / sh;
 	v.Wh = (Wp + sw - 1) / sw;
+	v.copy = !v.phased && !s->pad_h && !s->pad_w && slack > 0;
 	if (v.phased)
-		v.n = pad16((size_t)Cg * v.na * v.nb * v.Hh * v.Wh);
-	else if (s->pad_h || s->pad_w)
-		v.n = pad16((size_t)Cg * Hp * Wp);
+		v.n = pad16((size_t)Cg * v.na * v.nb * v.Hh * v.Wh + slack);
+	else if (s->pad_h || s->pad_w || v.copy)
+		v.n = pad16((size_t)Cg * Hp * Wp + slack);
 	return v;
 }
 
@@ -642,6 +662,10 @@ static const float *view_planes(const xview *v, float *restrict buf,
 				int Cg)
 {
 	const int H = s->H, W = s->W, ph = s->pad_h, pw = s->pad_w;
+	if (v->copy) {
+		memcpy(buf, im, sizeof(float) * Cg * H * W);
+		return buf;
+	}
 	if (!v->phased)
 		return pad_planes(buf, im, Cg, H, W, ph, pw);
 	const int sh = s->stride_h, sw = s->stride_w, Wh = v->Wh;
@@ -819,19 +843,23 @@ static int packed_forward(float *out, const float *in, const float *w,
 		  pw = s->pad_w;
 	const int Cg = C / G, Kg = K / G, CRSg = Cg * R * S, PQ = P * Q;
 	const size_t HW = (size_t)H * W;
-	const int implicit = implicit_ok(P, Q);
-	const xview v = input_view(s, Cg);
+	/* Qv: the implicit product's row length, > Q for padded rows */
+	const int Qv = implicit_rows(P, Q), implicit = Qv > 0;
+	const xview v = input_view(s, Cg, Qv - Q);
 	/* units of work: B images side by side (one when implicit) */
 	const int B = implicit ? 1 : images_per_product(N, PQ);
 	const int NU = (N + B - 1) / B, cols = B * PQ;
 
 	/* shared: the packed weights [tap offsets if implicit]; per thread:
-	 * [panels of B images unless implicit] [their product if B > 1]
-	 * [the input's view if implicit, else padded planes for im2col] */
+	 * [panels of B images unless implicit] [their product if B > 1 or
+	 * rows are padded] [the input's view if implicit, else padded planes
+	 * for im2col] */
 	const size_t an = pad16(nb_gp_a_floats(Kg, CRSg));
 	const size_t off_n = implicit ? pad16((size_t)CRSg) : 0;
 	const size_t col_n = implicit ? 0 : pad16(nb_gp_b_floats(CRSg, cols));
-	const size_t prod_n = B > 1 ? pad16((size_t)Kg * cols) : 0;
+	const size_t prod_n = B > 1		   ? pad16((size_t)Kg * cols)
+			      : implicit && Qv > Q ? pad16((size_t)Kg * P * Qv)
+						   : 0;
 	const size_t xp_n =
 	    implicit   ? v.n
 	    : ph || pw ? pad16((size_t)Cg * (H + 2 * ph) * (W + 2 * pw))
@@ -870,12 +898,28 @@ static int packed_forward(float *out, const float *in, const float *w,
 				    out +
 				    ((size_t)n0 * K + (size_t)g * Kg) * PQ;
 				const float *bg = b ? b + g * Kg : NULL;
-				if (implicit) {
+				if (implicit && Qv == Q) {
 					const float *x =
 					    view_planes(&v, xp, ig, s, Cg);
 					nb_gp_gemm_x(og, PQ, Kg, PQ, CRSg,
 						     ap + g * an, x, off, Q,
 						     v.Wh, bg, 0);
+					continue;
+				}
+				if (implicit) { /* rows of Qv, Q of them kept */
+					const float *x =
+					    view_planes(&v, xp, ig, s, Cg);
+					const int PQv = P * Qv;
+					nb_gp_gemm_x(prod, PQv, Kg, PQv, CRSg,
+						     ap + g * an, x, off, Qv,
+						     v.Wh, bg, 0);
+					for (int k = 0; k < Kg; k++)
+						for (int p = 0; p < P; p++)
+							memcpy(
+							    og + k * PQ + p * Q,
+							    prod + k * PQv +
+								p * Qv,
+							    sizeof(float) * Q);
 					continue;
 				}
 				for (int j = 0; j < nb; j++)
@@ -914,9 +958,10 @@ typedef struct pb_plan {
 	int gph, gpw, Pp, Qp; /* dout's padding and padded size for din */
 	int Mp;		      /* Kg rounded up to whole vectors of 16 */
 	int implicit_d;
+	int Wv;	   /* implicit_d: its product's row length (> W: padded rows) */
 	int store; /* din is written, not added to (see
 		      nb_conv2d_backward_store) */
-	xview xv; /* how the weight gradient reads x */
+	xview xv;  /* how the weight gradient reads x */
 	/* din's weights, an floats per group: flipped (implicit_d) or
 	 * transposed (through im2col columns) */
 	const float *ap;
@@ -932,6 +977,7 @@ typedef struct pb_scratch {
 	float *gpad;	    /* padded dout planes (implicit_d) */
 	float *colg, *dcol; /* dout's panels and din's im2col matrix */
 	float *dxp;	    /* padded din planes for col2im */
+	float *drows;	    /* din of one group in padded rows (Wv > W) */
 } pb_scratch;
 
 /* dwT_g += group g's weight gradient from images n0..n0+nb-1, an image at
@@ -969,12 +1015,38 @@ static void pb_dgrad(const pb_plan *pl, pb_scratch *sc, float *din,
 		const size_t n = (size_t)n0 + j;
 		float *dxg = din + (n * s->C + (size_t)g * pl->Cg) * pl->HW;
 		const float *gg = dout + (n * s->K + (size_t)g * pl->Kg) * PQ;
-		if (pl->implicit_d) {
+		if (pl->implicit_d && pl->Wv == s->W) {
 			const float *x = pad_planes(sc->gpad, gg, pl->Kg, s->P,
 						    s->Q, pl->gph, pl->gpw);
 			nb_gp_gemm_x(dxg, pl->HW, pl->Cg, pl->HW, pl->KRSg, ag,
 				     x, pl->offg, s->W, pl->Qp, NULL,
 				     !pl->store);
+			continue;
+		}
+		if (pl->implicit_d) { /* rows of Wv, W of them kept */
+			const int W = s->W, Wv = pl->Wv, HWv = s->H * Wv;
+			const float *x =
+			    pl->gph || pl->gpw
+				? pad_planes(sc->gpad, gg, pl->Kg, s->P, s->Q,
+					     pl->gph, pl->gpw)
+				: memcpy(sc->gpad, gg,
+					 sizeof(float) * pl->Kg * PQ);
+			nb_gp_gemm_x(sc->drows, HWv, pl->Cg, HWv, pl->KRSg, ag,
+				     x, pl->offg, Wv, pl->Qp, NULL, 0);
+			for (int c = 0; c < pl->Cg; c++)
+				for (int h = 0; h < s->H; h++) {
+					float *restrict d =
+					    dxg + (size_t)c * pl->HW + h * W;
+					const float *restrict e =
+					    sc->drows + (size_t)c * HWv +
+					    h * Wv;
+					if (pl->store)
+						memcpy(d, e, sizeof(float) * W);
+					else
+#pragma omp simd
+						for (int i = 0; i < W; i++)
+							d[i] += e[i];
+				}
 			continue;
 		}
 		if (pl->store) /* col2im adds: zero the planes it adds to */
@@ -1032,7 +1104,8 @@ static int backward_chunks(int T, int NU, int N, int PQ, size_t part_n,
  */
 static int packed_backward(float *din, float *dw, float *db, const float *dout,
 			   const float *in, const float *w,
-			   const nb_conv2d_shape *s, nb_workspace *ws, int store)
+			   const nb_conv2d_shape *s, nb_workspace *ws,
+			   int store)
 {
 	const int N = s->N, C = s->C, K = s->K, R = s->R, S = s->S,
 		  G = s->groups;
@@ -1052,11 +1125,12 @@ static int packed_backward(float *din, float *dw, float *db, const float *dout,
 	const int B = images_per_product(N, PQ), NU = (N + B - 1) / B,
 		  cols = B * PQ;
 	/* the weight gradient's implicit im2col takes any row length */
-	pl.xv = input_view(s, pl.Cg);
+	pl.xv = input_view(s, pl.Cg, 0);
 	/* the input gradient as a forward convolution only where that needs
 	 * no im2col: otherwise its im2col matrix (K*R*S x H*W) is larger
 	 * than col2im's (C*R*S x P*Q) wherever C <= K */
-	pl.implicit_d = din && dgrad_as_forward(s) && implicit_ok(s->H, s->W);
+	pl.Wv = din && dgrad_as_forward(s) ? implicit_rows(s->H, s->W) : 0;
+	pl.implicit_d = pl.Wv > 0;
 	const int Cg = pl.Cg, Kg = pl.Kg, CRSg = pl.CRSg;
 	const int padded = s->pad_h || s->pad_w;
 
@@ -1073,14 +1147,20 @@ static int packed_backward(float *din, float *dw, float *db, const float *dout,
 	const int cols_d = din && !pl.implicit_d;
 	const size_t xp_n = dw ? pl.xv.n : 0;
 	const size_t gT_n = dw ? pad16((size_t)PQ * pl.Mp) : 0;
-	const size_t gpad_n = pl.implicit_d && (pl.gph || pl.gpw)
-				  ? pad16((size_t)Kg * pl.Pp * pl.Qp)
-				  : 0;
+	/* (padded rows read up to Wv - W floats past the padded planes) */
+	const size_t gpad_n =
+	    pl.implicit_d && (pl.gph || pl.gpw || pl.Wv > s->W)
+		? pad16((size_t)Kg * pl.Pp * pl.Qp + pl.Wv - s->W)
+		: 0;
+	const size_t drows_n = pl.implicit_d && pl.Wv > s->W
+				   ? pad16((size_t)Cg * s->H * pl.Wv)
+				   : 0;
 	const size_t colg_n = cols_d ? pad16(nb_gp_b_floats(Kg, cols)) : 0;
 	const size_t dcol_n = cols_d ? pad16((size_t)CRSg * cols) : 0;
 	const size_t dxp_n =
 	    cols_d && padded ? pad16((size_t)Cg * pl.Hp * pl.Wp) : 0;
-	const size_t work_n = xp_n + gT_n + gpad_n + colg_n + dcol_n + dxp_n;
+	const size_t work_n =
+	    xp_n + gT_n + gpad_n + colg_n + dcol_n + dxp_n + drows_n;
 	const size_t dwT_g = (size_t)CRSg * pl.Mp; /* per group */
 	const size_t dw_n = dw ? pad16(dwT_g * G) : 0;
 	const size_t db_n = db ? pad16((size_t)K) : 0;
@@ -1116,11 +1196,11 @@ static int packed_backward(float *din, float *dw, float *db, const float *dout,
 	{
 		float *at = scratch + work_n * omp_get_thread_num();
 		pb_scratch sc = {0};
-		float **slot[] = {&sc.xp,   &sc.gT,   &sc.gpad,
-				  &sc.colg, &sc.dcol, &sc.dxp};
-		const size_t len[] = {xp_n,   gT_n,   gpad_n,
-				      colg_n, dcol_n, dxp_n};
-		for (int i = 0; i < 6; i++) {
+		float **slot[] = {&sc.xp,   &sc.gT,  &sc.gpad, &sc.colg,
+				  &sc.dcol, &sc.dxp, &sc.drows};
+		const size_t len[] = {xp_n,   gT_n,  gpad_n, colg_n,
+				      dcol_n, dxp_n, drows_n};
+		for (int i = 0; i < 7; i++) {
 			*slot[i] = len[i] ? at : NULL;
 			at += len[i];
 		}
@@ -1299,7 +1379,8 @@ static int blas_backward(float *din, float *dw, float *db, const float *dout,
 
 static int conv2d_backward(float *din, float *dw, float *db, const float *dout,
 			   const float *in, const float *w,
-			   const nb_conv2d_shape *s, nb_workspace *ws, int store)
+			   const nb_conv2d_shape *s, nb_workspace *ws,
+			   int store)
 {
 	if (!din && !dw && !db)
 		return NB_OK;
@@ -1324,9 +1405,8 @@ int nb_conv2d_backward(float *din, float *dw, float *db, const float *dout,
 }
 
 int nb_conv2d_backward_store(float *din, float *dw, float *db,
-			     const float *dout, const float *in,
-			     const float *w, const nb_conv2d_shape *s,
-			     nb_workspace *ws)
+			     const float *dout, const float *in, const float *w,
+			     const nb_conv2d_shape *s, nb_workspace *ws)
 {
 	return conv2d_backward(din, dw, db, dout, in, w, s, ws, 1);
 }

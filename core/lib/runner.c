@@ -48,8 +48,10 @@
  * 2: convolutions on the packed kernels where they are chosen (their sums
  * run in another order than the BLAS's); the kernels are part of the key.
  * 3: small maps in panel products of several images, the input gradient
- * of strided convolutions on the packed kernels, chunks capped by size. */
-#define NB_NUMERICS_VERSION 3
+ * of strided convolutions on the packed kernels, chunks capped by size.
+ * 4: rows of 10 to 28 outputs on the implicit kernels in padded rows
+ * (LeNet-5's input gradient of its second convolution changes path). */
+#define NB_NUMERICS_VERSION 4
 
 enum job_state { J_PENDING, J_RUNNING, J_DONE, J_FAILED };
 

@@ -265,6 +265,14 @@ static const conv_case conv_cases[] = {
     {1, 4, 16, 16, 6, 3, 3, 2, 1, 1, 1, 1, 1},
     {2, 8, 16, 16, 8, 3, 3, 2, 2, 1, 1, 2, 0},
     {1, 3, 32, 32, 4, 5, 5, 2, 2, 2, 2, 1, 1},
+    /* rows of 10 to 28: the implicit kernels on rows padded to whole
+     * vectors (LeNet-5's 28 and 10, the input gradient's 14; 1x1 without
+     * padding, whose view is a copy with slack; groups; stride 2) */
+    {2, 3, 28, 28, 6, 5, 5, 1, 1, 2, 2, 1, 1},
+    {2, 6, 14, 14, 16, 5, 5, 1, 1, 0, 0, 1, 1},
+    {1, 4, 12, 12, 8, 1, 1, 1, 1, 0, 0, 1, 0},
+    {2, 8, 14, 14, 8, 3, 3, 1, 1, 1, 1, 2, 1},
+    {1, 4, 21, 21, 6, 3, 3, 2, 2, 1, 1, 1, 1},
     /* depthwise on MobileNetV2's 5x5 maps: every row a partial tile */
     {3, 16, 5, 5, 16, 3, 3, 1, 1, 1, 1, 16, 1},
     /* a kernel over the whole input: a linear layer */
