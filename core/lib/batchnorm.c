@@ -14,10 +14,10 @@
  * -ffast-math and stay deterministic; a single running double sum is bound
  * by the add latency (measured 4x slower). 16 lanes are two vectors of
  * doubles in flight per sum (preresnet20 training 5 % faster than with 8;
- * 32 spill). The training-mode statistics
- * are the per-channel sums of channel_stats (sum, then the sum of squared
- * deviations) and of grad_sums (sum dy, sum dy*(x - mean)): the one place
- * where a reduction over processes would hook in.
+ * 32 spill). The training-mode statistics are per-channel sums: of
+ * block_stats (of x - K and (x - K)^2, one pass) and of grad_sums (sum dy,
+ * sum dy*(x - mean)); syncbn.c takes the same sums over a group of
+ * processes.
  *
  * What this file deliberately does not do: allocate anything (the caller
  * owns save_mean/save_invstd), track num_batches_tracked or support
@@ -46,39 +46,6 @@ static double lanes_sum(const double *a)
 	for (int j = 0; j < NB_BN_LANES; j++)
 		s += a[j];
 	return s;
-}
-
-/* acc[l % LANES] += x[l] for l < L (whole lane blocks), the rest returned */
-static double plane_sum(double *restrict acc, const float *restrict x, int L)
-{
-	int l = 0;
-	for (; l + NB_BN_LANES <= L; l += NB_BN_LANES)
-#pragma omp simd
-		for (int j = 0; j < NB_BN_LANES; j++)
-			acc[j] += x[l + j];
-	double rest = 0;
-	for (; l < L; l++)
-		rest += x[l];
-	return rest;
-}
-
-/* acc[...] += (x[l] - mean)^2, as plane_sum */
-static double plane_sqdev(double *restrict acc, const float *restrict x, int L,
-			  double mean)
-{
-	int l = 0;
-	for (; l + NB_BN_LANES <= L; l += NB_BN_LANES)
-#pragma omp simd
-		for (int j = 0; j < NB_BN_LANES; j++) {
-			double d = x[l + j] - mean;
-			acc[j] += d * d;
-		}
-	double rest = 0;
-	for (; l < L; l++) {
-		double d = x[l] - mean;
-		rest += d * d;
-	}
-	return rest;
 }
 
 /*
@@ -116,28 +83,58 @@ static bn_block block_at(int c0, int c_end)
 /* the plane of image n, channel c */
 #define PLANE(p, n, c) ((p) + ((size_t)(n) * C + (c)) * L)
 
+/* acc[l % LANES] += x[l] - K, sq[...] += (x[l] - K)^2 for l < L (whole
+ * lane blocks); the rest's sums added to *rest and *sq_rest */
+static void plane_shifted(double *restrict acc, double *restrict sq,
+			  const float *restrict x, int L, double K,
+			  double *rest, double *sq_rest)
+{
+	int l = 0;
+	for (; l + NB_BN_LANES <= L; l += NB_BN_LANES)
+#pragma omp simd
+		for (int j = 0; j < NB_BN_LANES; j++) {
+			double d = x[l + j] - K;
+			acc[j] += d;
+			sq[j] += d * d;
+		}
+	for (; l < L; l++) {
+		double d = x[l] - K;
+		*rest += d;
+		*sq_rest += d * d;
+	}
+}
+
 /*
  * Batch statistics of a block of channels: mean and biased variance, both
- * in double. Two passes (mean, then squared deviations) rather than
- * sum/sum-of-squares, which cancels badly when |mean| >> std.
+ * in double, in one pass over the data (BatchNorm is memory-bound, and at
+ * 2 threads this machine's bandwidth scales 1.25x: a pass is what it
+ * costs). Sums of x - K and (x - K)^2 with K the channel's first element:
+ * the variance S2/M - (S1/M)^2 then cancels only by (mean - K)^2 / var,
+ * the squared z-score of one sample (a plain sum of squares, K = 0,
+ * cancels badly when |mean| >> std), and in double that leaves the float
+ * result exact but for ties; PyTorch takes two passes (mean, then squared
+ * deviations), which round the same way.
  */
 static void block_stats(const float *in, int N, int C, int L, bn_block b,
 			double *mean, double *var)
 {
 	double acc[NB_BN_BLOCK][NB_BN_LANES] = {{0}}, rest[NB_BN_BLOCK] = {0};
-	for (int n = 0; n < N; n++)
-		for (int j = 0; j < b.nc; j++)
-			rest[j] += plane_sum(acc[j], PLANE(in, n, b.c0 + j), L);
-	const double M = (double)N * L;
-	for (int j = 0; j < b.nc; j++)
-		mean[j] = (lanes_sum(acc[j]) + rest[j]) / M;
 	double sq[NB_BN_BLOCK][NB_BN_LANES] = {{0}}, sq_rest[NB_BN_BLOCK] = {0};
+	double K[NB_BN_BLOCK];
+	for (int j = 0; j < b.nc; j++)
+		K[j] = *PLANE(in, 0, b.c0 + j);
 	for (int n = 0; n < N; n++)
 		for (int j = 0; j < b.nc; j++)
-			sq_rest[j] += plane_sqdev(
-			    sq[j], PLANE(in, n, b.c0 + j), L, mean[j]);
-	for (int j = 0; j < b.nc; j++)
-		var[j] = (lanes_sum(sq[j]) + sq_rest[j]) / M;
+			plane_shifted(acc[j], sq[j], PLANE(in, n, b.c0 + j), L,
+				      K[j], &rest[j], &sq_rest[j]);
+	const double M = (double)N * L;
+	for (int j = 0; j < b.nc; j++) {
+		const double d = (lanes_sum(acc[j]) + rest[j]) / M;
+		const double v =
+		    (lanes_sum(sq[j]) + sq_rest[j]) / M - d * d;
+		mean[j] = K[j] + d;
+		var[j] = v < 0.0 ? 0.0 : v; /* NaN stays NaN */
+	}
 }
 
 /*

@@ -3,13 +3,13 @@
  * the training-mode forward and backward of batchnorm.c with the
  * per-channel sums taken over every member of the group.
  *
- * The numerics are batchnorm.c's: statistics in double, two passes (the
- * mean, then squared deviations from it: each pass one sum over the group),
- * the biased variance for normalisation, the unbiased one (with the
- * group's count) for the running variance, and the backward's mean
- * correction recovering the double mean from the float save_mean. Only the
- * order of the double additions differs from a single process on the
- * whole batch.
+ * The numerics are batchnorm.c's up to the rounding of double sums:
+ * statistics in double, here in two passes (the mean, then squared
+ * deviations from it: each pass one sum over the group; batchnorm.c takes
+ * shifted sums in one pass), the biased variance for normalisation, the
+ * unbiased one (with the group's count) for the running variance, and the
+ * backward's mean correction recovering the double mean from the float
+ * save_mean.
  *
  * What it deliberately does not do: overlap the sums with computation, or
  * anything in evaluation mode (running statistics are the same on every
