@@ -397,6 +397,48 @@ static void bn_backward_accumulates(void)
 	}
 }
 
+/* One-pass shifted statistics against a two-pass long double reference on
+ * channels made to cancel: mean 1e4 with std 0.01, an outlier as the first
+ * element (the shift), and a plain one; mean and 1/std within float
+ * rounding. */
+static void bn_shifted_stats_precision(void)
+{
+	enum { N = 4, C = 3, L = 257 };
+	const size_t n = (size_t)N * C * L;
+	float *x = zalloc(n), *out = zalloc(n);
+	tu_fill_normal(x, n, 1, 420);
+	for (int i = 0; i < N; i++)
+		for (int l = 0; l < L; l++) {
+			float *p = x + ((size_t)i * C) * L + l;
+			p[0] = 1e4f + 0.01f * p[0]; /* channel 0 */
+			p[L] = 3.0f * p[L];		   /* channel 1 */
+		}
+	x[L] = 5000.0f; /* channel 1's first element: far from its mean */
+	float m[C], s[C];
+	CU_ASSERT_EQUAL_FATAL(nb_batchnorm_forward_train(out, m, s, NULL, NULL,
+							 x, NULL, NULL, N, C, L,
+							 0.1f, 1e-5f),
+			      NB_OK);
+	for (int c = 0; c < C; c++) {
+		long double sum = 0, sq = 0;
+		for (int i = 0; i < N; i++)
+			for (int l = 0; l < L; l++)
+				sum += x[((size_t)i * C + c) * L + l];
+		const long double mean = sum / (N * L);
+		for (int i = 0; i < N; i++)
+			for (int l = 0; l < L; l++) {
+				long double d =
+				    x[((size_t)i * C + c) * L + l] - mean;
+				sq += d * d;
+			}
+		const long double invstd = 1.0L / sqrtl(sq / (N * L) + 1e-5L);
+		CU_ASSERT(fabsl(m[c] - mean) <= 1e-6L * fabsl(mean) + 1e-12L);
+		CU_ASSERT(fabsl(s[c] - invstd) <= 2e-7L * invstd);
+	}
+	free(x);
+	free(out);
+}
+
 /* The passes sweep blocks of channels image by image: 130 channels (two
  * whole blocks and a short one, split over 3 threads) give every channel
  * the bits it gets alone (C = 1), forward, backward and evaluation. */
@@ -1026,6 +1068,8 @@ static const nb_test_entry tests[] = {
     {"batchnorm backward accumulates, skips NULL, _store writes",
      bn_backward_accumulates},
     {"batchnorm same bits for 1 and 4 threads", bn_thread_independent},
+    {"batchnorm one-pass statistics on cancelling channels",
+     bn_shifted_stats_precision},
     {"batchnorm channel blocks: each channel's bits as alone",
      bn_blocks_match_single_channels},
     {"batchnorm + ReLU in one pass: same bits as the two ops",
