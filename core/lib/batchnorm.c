@@ -76,12 +76,29 @@ static void thread_share(int C, int *c_begin, int *c_end)
 
 static bn_block block_at(int c0, int c_end)
 {
-	bn_block b = {c0, c_end - c0 < NB_BN_BLOCK ? c_end - c0 : NB_BN_BLOCK};
+	const int n = c_end - c0;
+	bn_block b = {c0, n < 0 ? 0 : n < NB_BN_BLOCK ? n : NB_BN_BLOCK};
 	return b;
 }
 
+/* The calling thread's blocks, in order:
+ * for (bn_block b = first_block(C); b.nc; b = next_block(b, C)) */
+static bn_block first_block(int C)
+{
+	int c_begin, c_end;
+	thread_share(C, &c_begin, &c_end);
+	return block_at(c_begin, c_end);
+}
+
+static bn_block next_block(bn_block b, int C)
+{
+	int c_begin, c_end;
+	thread_share(C, &c_begin, &c_end);
+	return block_at(b.c0 + b.nc, c_end);
+}
+
 /* the plane of image n, channel c */
-#define PLANE(p, n, c) ((p) + ((size_t)(n) * C + (c)) * L)
+#define PLANE(p, n, c) ((p) + ((size_t)(n)*C + (c)) * L)
 
 /* acc[l % LANES] += x[l] - K, sq[...] += (x[l] - K)^2 for l < L (whole
  * lane blocks); the rest's sums added to *rest and *sq_rest */
@@ -130,8 +147,7 @@ static void block_stats(const float *in, int N, int C, int L, bn_block b,
 	const double M = (double)N * L;
 	for (int j = 0; j < b.nc; j++) {
 		const double d = (lanes_sum(acc[j]) + rest[j]) / M;
-		const double v =
-		    (lanes_sum(sq[j]) + sq_rest[j]) / M - d * d;
+		const double v = (lanes_sum(sq[j]) + sq_rest[j]) / M - d * d;
 		mean[j] = K[j] + d;
 		var[j] = v < 0.0 ? 0.0 : v; /* NaN stays NaN */
 	}
@@ -143,8 +159,8 @@ static void block_stats(const float *in, int N, int C, int L, bn_block b,
  * sum (x - m0), sum_dy_dx = sum dy * (x - m0), each x - m0 exact in double.
  */
 static void block_grad_sums(const float *dout, const float *in, int N, int C,
-			    int L, bn_block b, const double *m0,
-			    double *sum_dy, double *sum_dx, double *sum_dy_dx)
+			    int L, bn_block b, const double *m0, double *sum_dy,
+			    double *sum_dx, double *sum_dy_dx)
 {
 	double a_dy[NB_BN_BLOCK][NB_BN_LANES] = {{0}},
 	       a_dx[NB_BN_BLOCK][NB_BN_LANES] = {{0}},
@@ -247,39 +263,32 @@ static int forward_train(float *out, float *save_mean, float *save_invstd,
 	size_t total = (size_t)N * C * L;
 	double M = (double)N * L;
 #pragma omp parallel if (total >= NB_BN_PAR_MIN)
-	{
-		int c_begin, c_end;
-		thread_share(C, &c_begin, &c_end);
-		for (int c0 = c_begin; c0 < c_end; c0 += NB_BN_BLOCK) {
-			const bn_block b = block_at(c0, c_end);
-			double mean[NB_BN_BLOCK], var[NB_BN_BLOCK];
-			bn_affine a[NB_BN_BLOCK];
-			block_stats(in, N, C, L, b, mean, var);
-			for (int j = 0; j < b.nc; j++) {
-				const int c = b.c0 + j;
-				double invstd = 1.0 / sqrt(var[j] + (double)eps);
-				double g = gamma ? gamma[c] : 1.0;
-				double be = beta ? beta[c] : 0.0;
-				a[j] = affine(mean[j], invstd * g, be);
-				if (save_mean)
-					save_mean[c] = (float)mean[j];
-				if (save_invstd)
-					save_invstd[c] = (float)invstd;
-				if (running_mean)
-					running_mean[c] =
-					    (float)((1.0 - momentum) *
-							running_mean[c] +
-						    momentum * mean[j]);
-				if (running_var) {
-					double unbiased = var[j] * M / (M - 1.0);
-					running_var[c] =
-					    (float)((1.0 - momentum) *
-							running_var[c] +
-						    momentum * unbiased);
-				}
+	for (bn_block b = first_block(C); b.nc; b = next_block(b, C)) {
+		double mean[NB_BN_BLOCK], var[NB_BN_BLOCK];
+		bn_affine a[NB_BN_BLOCK];
+		block_stats(in, N, C, L, b, mean, var);
+		for (int j = 0; j < b.nc; j++) {
+			const int c = b.c0 + j;
+			double invstd = 1.0 / sqrt(var[j] + (double)eps);
+			double g = gamma ? gamma[c] : 1.0;
+			double be = beta ? beta[c] : 0.0;
+			a[j] = affine(mean[j], invstd * g, be);
+			if (save_mean)
+				save_mean[c] = (float)mean[j];
+			if (save_invstd)
+				save_invstd[c] = (float)invstd;
+			if (running_mean)
+				running_mean[c] =
+				    (float)((1.0 - momentum) * running_mean[c] +
+					    momentum * mean[j]);
+			if (running_var) {
+				double unbiased = var[j] * M / (M - 1.0);
+				running_var[c] =
+				    (float)((1.0 - momentum) * running_var[c] +
+					    momentum * unbiased);
 			}
-			block_apply(out, in, N, C, L, b, a, relu);
 		}
+		block_apply(out, in, N, C, L, b, a, relu);
 	}
 	return NB_OK;
 }
@@ -315,22 +324,17 @@ static void forward_eval(float *out, const float *in, const float *gamma,
 {
 	size_t total = (size_t)N * C * L;
 #pragma omp parallel if (total >= NB_BN_PAR_MIN)
-	{
-		int c_begin, c_end;
-		thread_share(C, &c_begin, &c_end);
-		for (int c0 = c_begin; c0 < c_end; c0 += NB_BN_BLOCK) {
-			const bn_block b = block_at(c0, c_end);
-			bn_affine a[NB_BN_BLOCK];
-			for (int j = 0; j < b.nc; j++) {
-				const int c = b.c0 + j;
-				double invstd = 1.0 / sqrt(
-						    (double)running_var[c] + eps);
-				double g = gamma ? gamma[c] : 1.0;
-				double be = beta ? beta[c] : 0.0;
-				a[j] = affine(running_mean[c], invstd * g, be);
-			}
-			block_apply(out, in, N, C, L, b, a, relu);
+	for (bn_block b = first_block(C); b.nc; b = next_block(b, C)) {
+		bn_affine a[NB_BN_BLOCK];
+		for (int j = 0; j < b.nc; j++) {
+			const int c = b.c0 + j;
+			double invstd =
+			    1.0 / sqrt((double)running_var[c] + eps);
+			double g = gamma ? gamma[c] : 1.0;
+			double be = beta ? beta[c] : 0.0;
+			a[j] = affine(running_mean[c], invstd * g, be);
 		}
+		block_apply(out, in, N, C, L, b, a, relu);
 	}
 }
 
@@ -374,62 +378,55 @@ static void backward_train(float *din, float *dgamma, float *dbeta,
 	size_t total = (size_t)N * C * L;
 	double M = (double)N * L;
 #pragma omp parallel if (total >= NB_BN_PAR_MIN)
-	{
-		int c_begin, c_end;
-		thread_share(C, &c_begin, &c_end);
-		for (int c0 = c_begin; c0 < c_end; c0 += NB_BN_BLOCK) {
-			const bn_block b = block_at(c0, c_end);
-			double m0[NB_BN_BLOCK], sum_dy[NB_BN_BLOCK],
-			    sum_dx[NB_BN_BLOCK], sum_dy_dx[NB_BN_BLOCK];
-			/* din's terms: k * (dy - mean_dy - (x - mean) * proj) */
-			double k[NB_BN_BLOCK], mean[NB_BN_BLOCK],
-			    mean_dy[NB_BN_BLOCK], proj[NB_BN_BLOCK];
-			for (int j = 0; j < b.nc; j++)
-				m0[j] = save_mean[b.c0 + j];
-			block_grad_sums(dout, in, N, C, L, b, m0, sum_dy,
-					sum_dx, sum_dy_dx);
-			for (int j = 0; j < b.nc; j++) {
-				const int c = b.c0 + j;
-				double invstd = save_invstd[c];
-				double delta = sum_dx[j] / M; /* exact mean - m0 */
-				mean[j] = m0[j] + delta;
-				double sum_dy_xhat =
-				    (sum_dy_dx[j] - delta * sum_dy[j]) * invstd;
-				if (dbeta)
-					dbeta[c] += (float)sum_dy[j];
-				if (dgamma)
-					dgamma[c] += (float)sum_dy_xhat;
-				double g = gamma ? gamma[c] : 1.0;
-				k[j] = g * invstd;
-				mean_dy[j] = sum_dy[j] / M;
-				/* per unit of (x - mean) */
-				proj[j] = sum_dy_xhat / M * invstd;
-			}
-			if (!din)
-				continue;
-			for (int n = 0; n < N; n++)
-				for (int j = 0; j < b.nc; j++) {
-					float *d = PLANE(din, n, b.c0 + j);
-					const float *g = PLANE(dout, n, b.c0 + j);
-					const float *x = PLANE(in, n, b.c0 + j);
-					if (store)
-						for (int l = 0; l < L; l++) {
-							double v =
-							    g[l] - mean_dy[j] -
-							    (x[l] - mean[j]) *
-								proj[j];
-							d[l] = (float)(k[j] * v);
-						}
-					else
-						for (int l = 0; l < L; l++) {
-							double v =
-							    g[l] - mean_dy[j] -
-							    (x[l] - mean[j]) *
-								proj[j];
-							d[l] += (float)(k[j] * v);
-						}
-				}
+	for (bn_block b = first_block(C); b.nc; b = next_block(b, C)) {
+		double m0[NB_BN_BLOCK], sum_dy[NB_BN_BLOCK],
+		    sum_dx[NB_BN_BLOCK], sum_dy_dx[NB_BN_BLOCK];
+		/* din's terms: k * (dy - mean_dy - (x - mean) * proj) */
+		double k[NB_BN_BLOCK], mean[NB_BN_BLOCK], mean_dy[NB_BN_BLOCK],
+		    proj[NB_BN_BLOCK];
+		for (int j = 0; j < b.nc; j++)
+			m0[j] = save_mean[b.c0 + j];
+		block_grad_sums(dout, in, N, C, L, b, m0, sum_dy, sum_dx,
+				sum_dy_dx);
+		for (int j = 0; j < b.nc; j++) {
+			const int c = b.c0 + j;
+			double invstd = save_invstd[c];
+			double delta = sum_dx[j] / M; /* exact mean - m0 */
+			mean[j] = m0[j] + delta;
+			double sum_dy_xhat =
+			    (sum_dy_dx[j] - delta * sum_dy[j]) * invstd;
+			if (dbeta)
+				dbeta[c] += (float)sum_dy[j];
+			if (dgamma)
+				dgamma[c] += (float)sum_dy_xhat;
+			double g = gamma ? gamma[c] : 1.0;
+			k[j] = g * invstd;
+			mean_dy[j] = sum_dy[j] / M;
+			/* per unit of (x - mean) */
+			proj[j] = sum_dy_xhat / M * invstd;
 		}
+		if (!din)
+			continue;
+		for (int n = 0; n < N; n++)
+			for (int j = 0; j < b.nc; j++) {
+				float *d = PLANE(din, n, b.c0 + j);
+				const float *g = PLANE(dout, n, b.c0 + j);
+				const float *x = PLANE(in, n, b.c0 + j);
+				if (store)
+					for (int l = 0; l < L; l++) {
+						double v =
+						    g[l] - mean_dy[j] -
+						    (x[l] - mean[j]) * proj[j];
+						d[l] = (float)(k[j] * v);
+					}
+				else
+					for (int l = 0; l < L; l++) {
+						double v =
+						    g[l] - mean_dy[j] -
+						    (x[l] - mean[j]) * proj[j];
+						d[l] += (float)(k[j] * v);
+					}
+			}
 	}
 }
 
@@ -443,9 +440,9 @@ void nb_batchnorm_backward_train(float *din, float *dgamma, float *dbeta,
 		       gamma, N, C, L, 0);
 }
 
-void nb_batchnorm_backward_train_store(float *din, float *dgamma,
-				       float *dbeta, const float *dout,
-				       const float *in, const float *save_mean,
+void nb_batchnorm_backward_train_store(float *din, float *dgamma, float *dbeta,
+				       const float *dout, const float *in,
+				       const float *save_mean,
 				       const float *save_invstd,
 				       const float *gamma, int N, int C, int L)
 {
@@ -465,45 +462,36 @@ void nb_batchnorm_backward_eval(float *din, float *dgamma, float *dbeta,
 {
 	size_t total = (size_t)N * C * L;
 #pragma omp parallel if (total >= NB_BN_PAR_MIN)
-	{
-		int c_begin, c_end;
-		thread_share(C, &c_begin, &c_end);
-		for (int c0 = c_begin; c0 < c_end; c0 += NB_BN_BLOCK) {
-			const bn_block b = block_at(c0, c_end);
-			double invstd[NB_BN_BLOCK], mean[NB_BN_BLOCK];
-			float k[NB_BN_BLOCK];
-			for (int j = 0; j < b.nc; j++) {
-				const int c = b.c0 + j;
-				invstd[j] =
-				    1.0 / sqrt((double)running_var[c] + eps);
-				mean[j] = running_mean[c];
-				k[j] = (float)((gamma ? gamma[c] : 1.0) *
-					       invstd[j]);
-			}
-			if (dgamma || dbeta) {
-				double sum_dy[NB_BN_BLOCK], sum_dx[NB_BN_BLOCK],
-				    sum_dy_xhat[NB_BN_BLOCK];
-				block_grad_sums(dout, in, N, C, L, b, mean,
-						sum_dy, sum_dx, sum_dy_xhat);
-				for (int j = 0; j < b.nc; j++) {
-					if (dbeta)
-						dbeta[b.c0 + j] +=
-						    (float)sum_dy[j];
-					if (dgamma)
-						dgamma[b.c0 + j] +=
-						    (float)(sum_dy_xhat[j] *
-							    invstd[j]);
-				}
-			}
-			if (!din)
-				continue;
-			for (int n = 0; n < N; n++)
-				for (int j = 0; j < b.nc; j++) {
-					float *d = PLANE(din, n, b.c0 + j);
-					const float *g = PLANE(dout, n, b.c0 + j);
-					for (int l = 0; l < L; l++)
-						d[l] += g[l] * k[j];
-				}
+	for (bn_block b = first_block(C); b.nc; b = next_block(b, C)) {
+		double invstd[NB_BN_BLOCK], mean[NB_BN_BLOCK];
+		float k[NB_BN_BLOCK];
+		for (int j = 0; j < b.nc; j++) {
+			const int c = b.c0 + j;
+			invstd[j] = 1.0 / sqrt((double)running_var[c] + eps);
+			mean[j] = running_mean[c];
+			k[j] = (float)((gamma ? gamma[c] : 1.0) * invstd[j]);
 		}
+		if (dgamma || dbeta) {
+			double sum_dy[NB_BN_BLOCK], sum_dx[NB_BN_BLOCK],
+			    sum_dy_xhat[NB_BN_BLOCK];
+			block_grad_sums(dout, in, N, C, L, b, mean, sum_dy,
+					sum_dx, sum_dy_xhat);
+			for (int j = 0; j < b.nc; j++) {
+				if (dbeta)
+					dbeta[b.c0 + j] += (float)sum_dy[j];
+				if (dgamma)
+					dgamma[b.c0 + j] +=
+					    (float)(sum_dy_xhat[j] * invstd[j]);
+			}
+		}
+		if (!din)
+			continue;
+		for (int n = 0; n < N; n++)
+			for (int j = 0; j < b.nc; j++) {
+				float *d = PLANE(din, n, b.c0 + j);
+				const float *g = PLANE(dout, n, b.c0 + j);
+				for (int l = 0; l < L; l++)
+					d[l] += g[l] * k[j];
+			}
 	}
 }

@@ -1576,6 +1576,18 @@ oom:
 			 nd->name[0] ? nd->name : "a node");
 }
 
+/* nd's gradient buffer becomes to's (whose gradient nothing has written
+ * yet), as its gradient as it is */
+static void hand_over_grad(nb_net *net, nb_node *nd, nb_node *to)
+{
+	grad_release(net, to); /* an old buffer it may hold, not live */
+	to->grad = nd->grad;
+	to->grad_cap = nd->grad_cap;
+	to->grad_live = 1;
+	nd->grad = NULL;
+	nd->grad_live = 0;
+}
+
 /*
  * The backward of a ReLU fused with its BatchNorm input (fuse_relu): when
  * nothing else has written the BatchNorm's gradient, that gradient would be
@@ -1595,12 +1607,7 @@ static int relu_hand_over(nb_net *net, nb_node *nd, int N)
 #pragma omp parallel for simd schedule(static) if (n >= 65536)
 	for (size_t i = 0; i < n; i++)
 		g[i] = y[i] > 0.0f ? g[i] + 0.0f : 0.0f;
-	grad_release(net, bn); /* an old buffer it may hold, not live */
-	bn->grad = nd->grad;
-	bn->grad_cap = nd->grad_cap;
-	bn->grad_live = 1;
-	nd->grad = NULL;
-	nd->grad_live = 0;
+	hand_over_grad(net, nd, bn);
 	return 1;
 }
 
@@ -1635,13 +1642,7 @@ static int add_hand_over(nb_net *net, nb_node *nd, int N)
 	} else if (d) {
 		nb_add_backward(d, NULL, dy, n);
 	}
-	nb_node *take = &net->nodes[nd->in[j]];
-	grad_release(net, take); /* an old buffer it may hold, not live */
-	take->grad = nd->grad;
-	take->grad_cap = nd->grad_cap;
-	take->grad_live = 1;
-	nd->grad = NULL;
-	nd->grad_live = 0;
+	hand_over_grad(net, nd, &net->nodes[nd->in[j]]);
 	return 1;
 }
 

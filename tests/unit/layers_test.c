@@ -411,7 +411,7 @@ static void bn_shifted_stats_precision(void)
 		for (int l = 0; l < L; l++) {
 			float *p = x + ((size_t)i * C) * L + l;
 			p[0] = 1e4f + 0.01f * p[0]; /* channel 0 */
-			p[L] = 3.0f * p[L];		   /* channel 1 */
+			p[L] = 3.0f * p[L];	    /* channel 1 */
 		}
 	x[L] = 5000.0f; /* channel 1's first element: far from its mean */
 	float m[C], s[C];
@@ -448,8 +448,7 @@ static void bn_blocks_match_single_channels(void)
 	const size_t n = (size_t)N * C * L;
 	float *x = zalloc(n), *dy = zalloc(n), *out = zalloc(n),
 	      *din = zalloc(n), *eout = zalloc(n), *edin = zalloc(n);
-	float m[C], s[C], rm[C], rv[C], gm[C], bt[C], dg[C] = {0},
-						      db[C] = {0};
+	float m[C], s[C], rm[C], rv[C], gm[C], bt[C], dg[C] = {0}, db[C] = {0};
 	tu_fill_normal(x, n, 2, 410);
 	tu_fill_normal(dy, n, 1, 411);
 	tu_fill_uniform(gm, C, 0.5f, 1.5f, 412);
@@ -469,11 +468,10 @@ static void bn_blocks_match_single_channels(void)
 	omp_set_num_threads(keep);
 	size_t bad = 0;
 	for (int c = 0; c < C; c++) {
-		float x1[N * L], dy1[N * L], o1[N * L], d1[N * L] = {0},
-						       eo1[N * L],
-						       ed1[N * L] = {0};
-		float m1, s1, rm1 = c / 128.0f, rv1 = 1.0f + c / 64.0f,
-			      dg1 = 0, db1 = 0;
+		float x1[N * L], dy1[N * L], o1[N * L],
+		    d1[N * L] = {0}, eo1[N * L], ed1[N * L] = {0};
+		float m1, s1, rm1 = c / 128.0f, rv1 = 1.0f + c / 64.0f, dg1 = 0,
+			      db1 = 0;
 		for (int i = 0; i < N; i++) {
 			memcpy(x1 + i * L, x + ((size_t)i * C + c) * L,
 			       L * sizeof(float));
