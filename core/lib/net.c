@@ -1332,10 +1332,16 @@ static void zero_floats(float *p, size_t n)
 	}
 }
 
-static float *node_grad(nb_net *net, int node)
+/* Node `node`'s gradient buffer, taken from the pool if it has none. One
+ * that nothing has written since the forward is zeroed, unless *store is
+ * given: then it is handed out as it is and *store says so (the caller
+ * must write every element, see input_grad_store). */
+static float *node_grad_buf(nb_net *net, int node, int *store)
 {
 	nb_node *nd = &net->nodes[node];
 	size_t elems = (size_t)net->alloc_n * nd->size;
+	if (store)
+		*store = 0;
 	if (!nd->grad) {
 		nd->grad = grad_take(net, elems, &nd->grad_cap);
 		if (!nd->grad)
@@ -1343,10 +1349,18 @@ static float *node_grad(nb_net *net, int node)
 		nd->grad_live = 0;
 	}
 	if (!nd->grad_live) {
-		zero_floats(nd->grad, (size_t)net->cur_n * nd->size);
+		if (store)
+			*store = 1;
+		else
+			zero_floats(nd->grad, (size_t)net->cur_n * nd->size);
 		nd->grad_live = 1;
 	}
 	return nd->grad;
+}
+
+static float *node_grad(nb_net *net, int node)
+{
+	return node_grad_buf(net, node, NULL);
 }
 
 float *nb_net_grad(nb_net *net, int node)
@@ -1402,23 +1416,13 @@ static float *input_grad(nb_net *net, const nb_node *nd, int j, int *oom)
 static float *input_grad_store(nb_net *net, const nb_node *nd, int j,
 			       int *oom, int *store)
 {
-	nb_node *in = &net->nodes[nd->in[j]];
 	*store = 0;
-	if (!in->needs_grad)
+	if (!net->nodes[nd->in[j]].needs_grad)
 		return NULL;
-	if (in->grad_live)
-		return in->grad;
-	if (!in->grad) {
-		in->grad = grad_take(net, (size_t)net->alloc_n * in->size,
-				     &in->grad_cap);
-		if (!in->grad) {
-			*oom = 1;
-			return NULL;
-		}
-	}
-	in->grad_live = 1;
-	*store = 1;
-	return in->grad;
+	float *g = node_grad_buf(net, nd->in[j], store);
+	if (!g)
+		*oom = 1;
+	return g;
 }
 
 static int node_backward(nb_net *net, nb_node *nd, int N, char *err)
