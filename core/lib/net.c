@@ -25,7 +25,9 @@
  * pool (best fit), so a backward holds only the gradients in flight, not
  * one per node; nothing is allocated per batch once the pool is warm.
  * A BatchNorm whose ReLU works in place applies the ReLU in its own pass
- * (nb_batchnorm_relu_forward_*, bit-identical to the two ops).
+ * (nb_batchnorm_relu_forward_*, bit-identical to the two ops), and in
+ * training its backward masks the ReLU's gradient in its own first pass
+ * (nb_batchnorm_relu_backward_train, relu_hand_over).
  *
  * What it deliberately does not do: schedule ops out of order, free
  * activations early, or fuse other ops.
@@ -68,6 +70,9 @@ typedef struct nb_node {
 			  consumer (nb_net_forward_infer folds it), or 0 */
 	int fused;     /* relu: done by its input's forward (fuse_relu) */
 	float *save_mean, *save_invstd; /* batchnorm (C) */
+	float *save_affine;             /* batchnorm (4C), for grad_relu */
+	int affine_live; /* batchnorm: the last forward kept save_affine */
+	int grad_relu;   /* batchnorm: grad is its fused ReLU's, unmasked */
 	int32_t *argmax;                /* maxpool */
 	float *mask;                    /* dropout */
 	int needs_grad;                 /* set at each backward */
@@ -146,9 +151,11 @@ static void node_free_buffers(nb_node *n)
 	free(n->grad);
 	free(n->save_mean);
 	free(n->save_invstd);
+	free(n->save_affine);
 	free(n->argmax);
 	free(n->mask);
 	n->out = n->grad = n->save_mean = n->save_invstd = n->mask = NULL;
+	n->save_affine = NULL;
 	n->argmax = NULL;
 }
 
@@ -962,7 +969,10 @@ static int ensure_buffers(nb_net *net, int n, char *err)
 		if (nd->kind == NB_NODE_BATCHNORM && !nd->save_mean) {
 			nd->save_mean = malloc((size_t)nd->c * sizeof(float));
 			nd->save_invstd = malloc((size_t)nd->c * sizeof(float));
-			if (!nd->save_mean || !nd->save_invstd)
+			nd->save_affine =
+			    malloc((size_t)nd->c * 4 * sizeof(float));
+			if (!nd->save_mean || !nd->save_invstd ||
+			    !nd->save_affine)
 				goto oom;
 		}
 		if (nd->kind == NB_NODE_MAXPOOL) {
@@ -1045,6 +1055,7 @@ static int node_forward(nb_net *net, nb_node *nd, int N, char *err)
 		return 0;
 	case NB_NODE_BATCHNORM: {
 		int L = nd->h * nd->w;
+		nd->affine_live = 0;
 		if (net->training) {
 			int rc;
 			if (net->reduce) {
@@ -1063,10 +1074,17 @@ static int node_forward(nb_net *net, nb_node *nd, int N, char *err)
 				if (rc >= 0 && nd->fuse_relu)
 					nb_relu_forward(nd->out, nd->out,
 							n_elems);
+			} else if (nd->fuse_relu) {
+				rc = nb_batchnorm_relu_forward_train(
+				    nd->out, nd->save_mean, nd->save_invstd,
+				    nd->save_affine, pdata(net, nd->p_rmean),
+				    pdata(net, nd->p_rvar), x,
+				    pdata(net, nd->p_weight),
+				    pdata(net, nd->p_bias), N, nd->c, L,
+				    nd->momentum, nd->eps);
+				nd->affine_live = rc >= 0;
 			} else {
-				rc = (nd->fuse_relu
-					  ? nb_batchnorm_relu_forward_train
-					  : nb_batchnorm_forward_train)(
+				rc = nb_batchnorm_forward_train(
 				    nd->out, nd->save_mean, nd->save_invstd,
 				    pdata(net, nd->p_rmean),
 				    pdata(net, nd->p_rvar), x,
@@ -1311,6 +1329,7 @@ static void grad_release(nb_net *net, nb_node *nd)
 	net->n_pool++;
 	nd->grad = NULL;
 	nd->grad_live = 0;
+	nd->grad_relu = 0;
 }
 
 /* p[0..n) = 0, split over the threads when it is large (a gradient buffer
@@ -1472,7 +1491,13 @@ static int node_backward(nb_net *net, nb_node *nd, int N, char *err)
 				return nb_errorf(err, rc,
 						 "batchnorm %s: the group's sums failed",
 						 nd->name);
-		} else if (net->training)
+		} else if (net->training && nd->grad_relu)
+			nb_batchnorm_relu_backward_train(
+				dx, pgrad(net, nd->p_weight),
+				pgrad(net, nd->p_bias), nd->grad, x,
+				nd->save_mean, nd->save_invstd, nd->save_affine,
+				pdata(net, nd->p_weight), N, nd->c, L, store);
+		else if (net->training)
 			(store ? nb_batchnorm_backward_train_store
 			       : nb_batchnorm_backward_train)(
 				dx, pgrad(net, nd->p_weight),
@@ -1588,6 +1613,7 @@ static void hand_over_grad(nb_net *net, nb_node *nd, nb_node *to)
 	to->grad = nd->grad;
 	to->grad_cap = nd->grad_cap;
 	to->grad_live = 1;
+	to->grad_relu = 0;
 	nd->grad = NULL;
 	nd->grad_live = 0;
 }
@@ -1598,13 +1624,21 @@ static void hand_over_grad(nb_net *net, nb_node *nd, nb_node *to)
  * 0 + (out > 0 ? dy : 0), so the ReLU's own gradient buffer is masked in
  * place and handed over as the BatchNorm's, saving the zeroing and a pass
  * (same bits: + 0.0f turns -0 into +0 as the addition to zero does).
- * Returns 1 if it did, 0 if the plain backward must run.
+ * When the BatchNorm's training forward kept its normalisation
+ * (affine_live), the buffer goes over unmasked and the BatchNorm's
+ * backward masks it in its first pass (grad_relu): that saves this
+ * pass's reading of the ReLU's output and one pass over the gradient. Returns 1 if it did, 0 if the plain backward must run.
  */
 static int relu_hand_over(nb_net *net, nb_node *nd, int N)
 {
 	nb_node *bn = &net->nodes[nd->in[0]];
 	if (!bn->needs_grad || bn->grad_live)
 		return 0;
+	if (net->training && !net->reduce && bn->affine_live) {
+		hand_over_grad(net, nd, bn);
+		bn->grad_relu = 1;
+		return 1;
+	}
 	float *g = nd->grad;
 	const float *y = nd->out;
 	const size_t n = (size_t)N * nd->size;

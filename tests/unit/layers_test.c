@@ -459,8 +459,8 @@ static void bn_blocks_match_single_channels(void)
 	}
 	int keep = omp_get_max_threads();
 	omp_set_num_threads(3);
-	nb_batchnorm_relu_forward_train(out, m, s, rm, rv, x, gm, bt, N, C, L,
-					0.1f, 1e-5f);
+	nb_batchnorm_relu_forward_train(out, m, s, NULL, rm, rv, x, gm, bt, N,
+					C, L, 0.1f, 1e-5f);
 	nb_batchnorm_backward_train(din, dg, db, dy, x, m, s, gm, N, C, L);
 	nb_batchnorm_forward_eval(eout, x, gm, bt, rm, rv, N, C, L, 1e-5f);
 	nb_batchnorm_backward_eval(edin, NULL, NULL, dy, x, gm, rm, rv, N, C, L,
@@ -478,9 +478,9 @@ static void bn_blocks_match_single_channels(void)
 			memcpy(dy1 + i * L, dy + ((size_t)i * C + c) * L,
 			       L * sizeof(float));
 		}
-		nb_batchnorm_relu_forward_train(o1, &m1, &s1, &rm1, &rv1, x1,
-						&gm[c], &bt[c], N, 1, L, 0.1f,
-						1e-5f);
+		nb_batchnorm_relu_forward_train(o1, &m1, &s1, NULL, &rm1, &rv1,
+						x1, &gm[c], &bt[c], N, 1, L,
+						0.1f, 1e-5f);
 		nb_batchnorm_backward_train(d1, &dg1, &db1, dy1, x1, &m1, &s1,
 					    &gm[c], N, 1, L);
 		nb_batchnorm_forward_eval(eo1, x1, &gm[c], &bt[c], &rm1, &rv1,
@@ -1033,9 +1033,9 @@ static void bn_relu_fused_matches_twin(void)
 						   0.1f, 1e-5f),
 			0);
 	nb_relu_forward(a, a, n);
-	CU_ASSERT_EQUAL(nb_batchnorm_relu_forward_train(b, sm[1], si[1], rm[1],
-							rv[1], x, g, be, N, C,
-							L, 0.1f, 1e-5f),
+	CU_ASSERT_EQUAL(nb_batchnorm_relu_forward_train(b, sm[1], si[1], NULL,
+							rm[1], rv[1], x, g, be,
+							N, C, L, 0.1f, 1e-5f),
 			0);
 	CU_ASSERT_EQUAL(memcmp(a, b, n * sizeof(float)), 0);
 	CU_ASSERT_EQUAL(memcmp(sm[0], sm[1], sizeof sm[0]), 0);
@@ -1056,6 +1056,83 @@ static void bn_relu_fused_matches_twin(void)
 	free(b);
 }
 
+/* The BatchNorm + ReLU backward, masking in its first pass, against its
+ * twin: the ReLU's backward into a zeroed buffer, then the BatchNorm's.
+ * Same bits for din (added to and stored), dgamma, dbeta and the masked
+ * gradient left in dout, at 1 and 3 threads; one channel has gamma = beta = 0
+ * (every output 0: all masked), one a mean far from 0. */
+static void bn_relu_backward_matches_twin(void)
+{
+	enum { N = 4, C = 6, L = 37 };
+	const size_t n = (size_t)N * C * L;
+	float *x = zalloc(n), *dy = zalloc(n), *out = zalloc(n),
+	      *masked = zalloc(n), *work = zalloc(n);
+	float *d[2][2]; /* [twin, fused][add, store] */
+	float g[C], be[C], m[C], s[C], aff[4 * C], dg[2][C], db[2][C];
+	tu_fill_normal(x, n, 2.0f, 930);
+	tu_fill_normal(dy, n, 1.0f, 931);
+	tu_fill_uniform(g, C, 0.5f, 1.5f, 932);
+	tu_fill_uniform(be, C, -0.5f, 0.5f, 933);
+	g[2] = be[2] = 0.0f;
+	for (int i = 0; i < N; i++)
+		for (int l = 0; l < L; l++)
+			x[((size_t)i * C + 4) * L + l] += 300.0f;
+	dy[5] = -0.0f;
+	for (int k = 0; k < 2; k++)
+		for (int st = 0; st < 2; st++)
+			d[k][st] = zalloc(n);
+	const int keep = omp_get_max_threads();
+	for (int threads = 1; threads <= 3; threads += 2) {
+		omp_set_num_threads(threads);
+		CU_ASSERT_EQUAL_FATAL(nb_batchnorm_relu_forward_train(
+					  out, m, s, aff, NULL, NULL, x, g, be,
+					  N, C, L, 0.1f, 1e-5f),
+				      NB_OK);
+		size_t zeros = 0;
+		for (size_t i = 0; i < n; i++) {
+			masked[i] = 0.0f;
+			masked[i] += out[i] > 0.0f ? dy[i] : 0.0f;
+			zeros += out[i] == 0.0f;
+		}
+		CU_ASSERT(zeros > n / 4 && zeros < 3 * n / 4);
+		for (int k = 0; k < 2; k++) {
+			for (int c = 0; c < C; c++)
+				dg[k][c] = db[k][c] = 0.25f;
+			for (size_t i = 0; i < n; i++)
+				d[k][0][i] = 1.0f, d[k][1][i] = NAN;
+		}
+		nb_batchnorm_backward_train(d[0][0], dg[0], db[0], masked, x, m,
+					    s, g, N, C, L);
+		nb_batchnorm_backward_train_store(d[0][1], dg[0], db[0], masked,
+						  x, m, s, g, N, C, L);
+		for (int st = 0; st < 2; st++) {
+			/* dout is overwritten with the masked gradient */
+			memcpy(work, dy, n * sizeof(float));
+			nb_batchnorm_relu_backward_train(d[1][st], dg[1], db[1],
+							 work, x, m, s, aff, g,
+							 N, C, L, st);
+			CU_ASSERT_EQUAL(
+			    memcmp(d[0][st], d[1][st], n * sizeof(float)), 0);
+			CU_ASSERT_EQUAL(memcmp(work, masked, n * sizeof(float)),
+					0);
+		}
+		CU_ASSERT_EQUAL(memcmp(dg[0], dg[1], sizeof dg[0]), 0);
+		CU_ASSERT_EQUAL(memcmp(db[0], db[1], sizeof db[0]), 0);
+	}
+	omp_set_num_threads(keep);
+	/* the all-masked channel's beta gets nothing, the others' do */
+	CU_ASSERT_EQUAL(db[1][2], 0.25f);
+	CU_ASSERT(db[1][3] != 0.25f);
+	free(x);
+	free(dy);
+	free(out);
+	free(masked);
+	free(work);
+	for (int k = 0; k < 2; k++)
+		for (int st = 0; st < 2; st++)
+			free(d[k][st]);
+}
+
 static const nb_test_entry tests[] = {
     {"batchnorm matches PyTorch (train, running stats, eval, backward)",
      bn_golden_all},
@@ -1072,6 +1149,9 @@ static const nb_test_entry tests[] = {
      bn_blocks_match_single_channels},
     {"batchnorm + ReLU in one pass: same bits as the two ops",
      bn_relu_fused_matches_twin},
+    {"batchnorm + relu backward masks in its first pass (same bits as the "
+     "twin)",
+     bn_relu_backward_matches_twin},
     {"activations match PyTorch incl. kinks", act_golden},
     {"activations gradcheck", act_gradcheck},
     {"activations parallel == serial", act_large_matches_small},

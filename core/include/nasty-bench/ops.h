@@ -128,13 +128,15 @@ void nb_batchnorm_forward_eval(float *out, const float *in,
 			       const float *running_var, int N, int C, int L,
 			       float eps);
 /* The two forwards followed by ReLU in the same pass: bit-identical to
- * nb_relu_forward applied to their output. */
+ * nb_relu_forward applied to their output. save_affine (4*C floats, or
+ * NULL) keeps each channel's normalisation for
+ * nb_batchnorm_relu_backward_train. */
 int nb_batchnorm_relu_forward_train(float *out, float *save_mean,
-				    float *save_invstd, float *running_mean,
-				    float *running_var, const float *in,
-				    const float *gamma, const float *beta,
-				    int N, int C, int L, float momentum,
-				    float eps);
+				    float *save_invstd, float *save_affine,
+				    float *running_mean, float *running_var,
+				    const float *in, const float *gamma,
+				    const float *beta, int N, int C, int L,
+				    float momentum, float eps);
 void nb_batchnorm_relu_forward_eval(float *out, const float *in,
 				    const float *gamma, const float *beta,
 				    const float *running_mean,
@@ -153,6 +155,19 @@ void nb_batchnorm_backward_train_store(float *din, float *dgamma,
 				       const float *in, const float *save_mean,
 				       const float *save_invstd,
 				       const float *gamma, int N, int C, int L);
+/* Backward of nb_batchnorm_relu_forward_train through both ops: dout is
+ * the gradient of the ReLU's output; the ReLU's mask (out > 0) is
+ * recomputed from in with save_affine, so out is not read, and dout is
+ * overwritten with the masked gradient. din is written if store, else
+ * added to. Bit-identical to masking dout (out > 0 ? dout : 0, into a
+ * zeroed buffer) and then nb_batchnorm_backward_train(_store). */
+void nb_batchnorm_relu_backward_train(float *din, float *dgamma,
+				      float *dbeta, float *dout,
+				      const float *in, const float *save_mean,
+				      const float *save_invstd,
+				      const float *save_affine,
+				      const float *gamma, int N, int C, int L,
+				      int store);
 /* Backward of the eval-mode forward (running statistics are constants). */
 void nb_batchnorm_backward_eval(float *din, float *dgamma, float *dbeta,
 				const float *dout, const float *in,
