@@ -16,7 +16,8 @@
 #     and retrained, with the same results;
 #  3. a disk that fills up (while training, while writing the data, while
 #     writing the reports) gives one error line, keeps what finished, and
-#     the next run completes;
+#     the next run completes; while copying the per-model logs, one line
+#     per file and a final error, the reports written;
 #  4. an unwritable or read-only output folder or store gives one error
 #     line before any training;
 #  5. a job whose training diverges (learning rate 1e12) is recorded as
@@ -185,14 +186,33 @@ grep -q "reusing $fin finished model" "$tmp/d.log" && ok || bad "finished models
 [ "$(strip "$tmp/a/results.csv")" = "$(strip "$d/results.csv")" ] && ok ||
 	bad "results after a full disk differ"
 cp "$d/results.csv" "$tmp/results.before"
-# b) while the reports are written: the old reports stay whole
-faulty "$d" "$sd" "$tmp/full2" write "$d/*.tmp.*" - 0 ENOSPC
+# b) while the reports are written: the old reports stay whole (the
+#    pattern leaves out logs/ and images/, case d)
+faulty "$d" "$sd" "$tmp/full2" write "$d/[!il]*.tmp.*" - 0 ENOSPC
 status=$?
 errors "$tmp/full2.err" >"$tmp/full2.msg"
 [ "$status" -ne 0 ] && [ "$(wc -l <"$tmp/full2.msg")" -eq 1 ] &&
 	grep -q 'No space left on device' "$tmp/full2.msg" && ok ||
 	{ bad "full disk at the reports: exit $status:"; cat "$tmp/full2.err"; }
 cmp -s "$tmp/results.before" "$d/results.csv" && ok || bad "full disk damaged results.csv"
+# d) while the per-model logs are copied into OUT/logs: a line for each
+#    file, the reports are written, the run fails at the end; the next run
+#    copies them
+faulty "$d" "$sd" "$tmp/full4" write "$d/logs/*.tmp.*" - 0 ENOSPC
+status=$?
+errors "$tmp/full4.err" >"$tmp/full4.msg"
+copies=$(grep -c '^nasty-bench: could not copy .*No space left on device.*the original stays in the store$' \
+	"$tmp/full4.msg")
+[ "$status" -ne 0 ] && [ "$copies" -eq "$models" ] &&
+	[ "$(wc -l <"$tmp/full4.msg")" -eq $((models + 1)) ] &&
+	tail -n 1 "$tmp/full4.msg" |
+	grep -q "^nasty-bench: error: $models per-model files could not be copied into $d" &&
+	ok || { bad "full disk at the logs: exit $status:"; cat "$tmp/full4.err"; }
+cmp -s "$tmp/results.before" "$d/results.csv" && ok || bad "full disk at the logs: results.csv differs"
+[ -z "$(find "$d" -name '*.tmp*')" ] && ok || bad "full disk at the logs: temporary files left"
+if ./nasty-bench --suite smoke --quiet --out "$d" --store "$sd" >"$tmp/d2.log" 2>&1 &&
+	[ "$(ls "$d/logs" | wc -l)" -eq "$models" ]; then ok; else
+	bad "run after a full disk at the logs"; cat "$tmp/d2.log"; fi
 # c) while the synthetic data is written
 faulty "$tmp/e" "$tmp/se" "$tmp/full3" write,fsync "$tmp/*" - 1000000 ENOSPC
 status=$?

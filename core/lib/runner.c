@@ -1323,16 +1323,19 @@ static int execute(runner *R, char *err)
 
 /* Copies the artefact file `name` of job j to OUT/SUBDIR/KEY.EXT, if the
  * artefact has it (the per-epoch log; a data-free attack's grid of
- * synthesised images, synthesised.png). */
-static void copy_artefact_file(runner *R, const job *j, const char *name,
-			       const char *subdir, const char *ext)
+ * synthesised images, synthesised.png). The copy is written whole or not
+ * at all; a copy that fails (a read error, no memory, a full disk) is one
+ * line on stderr naming the file, which stays in the store, and returns
+ * -1 (report goes on and fails at the end). */
+static int copy_artefact_file(runner *R, const job *j, const char *name,
+			      const char *subdir, const char *ext)
 {
-	char src[4096], dst[4096], err[NB_ERR_LEN];
+	char src[4096], dst[4096], err[NB_ERR_LEN] = "";
 	if (nb_store_path(R->store, j->key, name, 0, src, sizeof src, err) < 0)
-		return;
+		return 0;
 	FILE *f = fopen(src, "rb");
 	if (!f)
-		return;
+		return 0; /* this artefact has no such file */
 	snprintf(dst, sizeof dst, "%s/%s", R->o->out, subdir);
 	mkdir(dst, 0755);
 	snprintf(dst, sizeof dst, "%s/%s/%s.%s", R->o->out, subdir, j->key,
@@ -1341,21 +1344,36 @@ static void copy_artefact_file(runner *R, const job *j, const char *name,
 	size_t len = 0, cap = 0;
 	char chunk[65536];
 	size_t r;
-	while ((r = fread(chunk, 1, sizeof chunk, f)) > 0) {
+	int ok = 1;
+	while (ok && (r = fread(chunk, 1, sizeof chunk, f)) > 0) {
 		if (len + r > cap) {
 			cap = (len + r) * 2;
 			char *nb = realloc(buf, cap);
-			if (!nb)
+			if (!nb) {
+				snprintf(err, sizeof err, "out of memory");
+				ok = 0;
 				break;
+			}
 			buf = nb;
 		}
 		memcpy(buf + len, chunk, r);
 		len += r;
 	}
+	if (ok && ferror(f)) {
+		snprintf(err, sizeof err, "read error");
+		ok = 0;
+	}
 	fclose(f);
-	if (buf)
-		nb_write_file_atomic(dst, buf, len, err);
+	if (ok && nb_write_file_atomic(dst, buf ? buf : "", len, err) < 0)
+		ok = 0;
 	free(buf);
+	if (ok)
+		return 0;
+	fprintf(stderr,
+		"nasty-bench: could not copy %s: %s; the original stays in "
+		"the store\n",
+		src, err);
+	return -1;
 }
 
 static int report(runner *R, double wall, char *err)
@@ -1364,7 +1382,7 @@ static int report(runner *R, double wall, char *err)
 	nb_result *rows = calloc((size_t)R->n + 1, sizeof *rows);
 	if (!rows)
 		return nb_errorf(err, NB_ENOMEM, "out of memory");
-	int n = 0;
+	int n = 0, failed_copies = 0;
 	char logs[4096];
 	snprintf(logs, sizeof logs, "%s/logs", R->o->out);
 	mkdir(logs, 0755);
@@ -1407,10 +1425,12 @@ static int report(runner *R, double wall, char *err)
 				 j->sum.status);
 			if (j->teacher_role && j->dep >= 0)
 				r->final_kl = j->sum.final_kl;
-			copy_artefact_file(R, j, "log.csv", "logs", "csv");
+			failed_copies += copy_artefact_file(R, j, "log.csv",
+							    "logs", "csv") < 0;
 			if (!j->teacher_role && j->attack)
-				copy_artefact_file(R, j, "synthesised.png",
-						   "images", "png");
+				failed_copies +=
+				    copy_artefact_file(R, j, "synthesised.png",
+						       "images", "png") < 0;
 		} else {
 			snprintf(r->status, sizeof r->status, "failed");
 		}
@@ -1454,6 +1474,13 @@ static int report(runner *R, double wall, char *err)
 	int rc = nb_report_write(R->o->out, &info, rows, n,
 				 R->o->quiet ? NULL : stdout, err);
 	free(rows);
+	if (rc >= 0 && failed_copies)
+		return nb_errorf(err, NB_EIO,
+				 "%d per-model file%s could not be copied into "
+				 "%s (the lines above); the reports are written: "
+				 "run the same command again to copy %s",
+				 failed_copies, failed_copies > 1 ? "s" : "",
+				 R->o->out, failed_copies > 1 ? "them" : "it");
 	return rc;
 }
 
