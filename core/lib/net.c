@@ -111,6 +111,18 @@ struct nb_net {
 		size_t cap;
 	} * pool;
 	int n_pool; /* the array has room for n_nodes */
+	/* nb_net_forward_infer's buffer reuse (infer_reuse): per node, the
+	 * node whose buffer it writes (itself, or what it works in place
+	 * in), the last node that reads that buffer, whether the buffer is
+	 * pooled, the node's own buffer while a pooled one stands in, and
+	 * the capacity of the pooled one it holds; idle buffers in ipool */
+	int infer_keep_all; /* nb_net_set_infer_reuse(net, 0) */
+	int *iroot, *ilast;
+	unsigned char *ipooled;
+	float **isaved;
+	size_t *icap;
+	struct grad_buf *ipool;
+	int n_ipool;
 };
 
 /* ---- building ------------------------------------------------------------ */
@@ -173,6 +185,14 @@ void nb_net_free(nb_net *net)
 	for (int i = 0; i < net->n_pool; i++)
 		free(net->pool[i].buf);
 	free(net->pool);
+	for (int i = 0; i < net->n_ipool; i++)
+		free(net->ipool[i].buf);
+	free(net->ipool);
+	free(net->iroot);
+	free(net->ilast);
+	free(net->ipooled);
+	free(net->isaved);
+	free(net->icap);
 	free(net->fold);
 	free(net->param_block);
 	free(net->grad_block);
@@ -1228,6 +1248,115 @@ static int folded_conv_forward(nb_net *net, nb_node *nd, nb_node *bn, int N,
 	return 0;
 }
 
+struct grad_buf;
+static float *pool_take(struct grad_buf *pool, int *n_pool, size_t elems,
+			size_t *cap);
+
+void nb_net_set_infer_reuse(nb_net *net, int on)
+{
+	net->infer_keep_all = !on;
+}
+
+/*
+ * The buffer reuse of nb_net_forward_infer. Every node writes the buffer of
+ * its root (itself, or for a node working in place the root of the node
+ * whose buffer it shares); a root's buffer is pooled unless it holds the
+ * input, the output or a tap (those keep their own, readable after the
+ * pass), and is free again after ilast, the last node that reads it. A
+ * folded convolution's own output is never written: it gets nothing.
+ */
+static int infer_plan(nb_net *net)
+{
+	const int N = net->n_nodes;
+	if (!net->iroot) {
+		net->iroot = malloc((size_t)N * sizeof *net->iroot);
+		net->ilast = malloc((size_t)N * sizeof *net->ilast);
+		net->ipooled = malloc((size_t)N);
+		net->isaved = calloc((size_t)N, sizeof *net->isaved);
+		net->icap = calloc((size_t)N, sizeof *net->icap);
+		net->ipool = calloc((size_t)N, sizeof *net->ipool);
+		if (!net->iroot || !net->ilast || !net->ipooled ||
+		    !net->isaved || !net->icap || !net->ipool)
+			return NB_ENOMEM;
+	}
+	int *root = net->iroot, *last = net->ilast;
+	unsigned char *pooled = net->ipooled;
+	for (int i = 0; i < N; i++) {
+		const nb_node *nd = &net->nodes[i];
+		root[i] = i;
+		if (i > 0 && nd->inplace) {
+			const int a = nd->in[0];
+			const int src = nd->n_in > 1 && net->nodes[a].out != nd->out
+					    ? nd->in[1]
+					    : a;
+			root[i] = root[src];
+		}
+		pooled[i] = !net->infer_keep_all;
+		last[i] = i;
+	}
+	pooled[root[0]] = 0;
+	pooled[root[N - 1]] = 0;
+	for (int t = 0; t < net->n_taps; t++)
+		pooled[root[net->taps[t].node]] = 0;
+	for (int i = 1; i < N; i++) {
+		const nb_node *nd = &net->nodes[i];
+		if (nd->fold_bn)
+			pooled[i] = 0; /* never written */
+		if (last[root[i]] < i)
+			last[root[i]] = i;
+		for (int j = 0; j < nd->n_in; j++)
+			if (last[root[nd->in[j]]] < i)
+				last[root[nd->in[j]]] = i;
+	}
+	return 0;
+}
+
+/* Points node i at its buffer for this pass: a pooled one if it is a
+ * pooled root, its root's if it works in place in a pooled one. */
+static int infer_acquire(nb_net *net, int i, int n, char *err)
+{
+	nb_node *nd = &net->nodes[i];
+	const int r = net->iroot[i];
+	if (!net->ipooled[r])
+		return 0;
+	net->isaved[i] = nd->out;
+	if (r != i) {
+		nd->out = net->nodes[r].out;
+		return 0;
+	}
+	nd->out = pool_take(net->ipool, &net->n_ipool, (size_t)n * nd->size,
+			    &net->icap[i]);
+	if (!nd->out) {
+		nd->out = net->isaved[i];
+		net->isaved[i] = NULL;
+		return nb_errorf(err, NB_ENOMEM,
+				 "out of memory for the output of %s",
+				 nd->name[0] ? nd->name : "a node");
+	}
+	return 0;
+}
+
+/* Returns the pooled buffers whose last reader is at or before node upto
+ * (every one if upto is n_nodes), and points every node back at its own
+ * buffer once its root's is returned. */
+static void infer_release(nb_net *net, int upto)
+{
+	for (int i = 1; i < net->n_nodes; i++) {
+		const int r = net->iroot[i];
+		if (!net->isaved[i] || net->ilast[r] > upto)
+			continue;
+		nb_node *nd = &net->nodes[i];
+		if (r == i) {
+			/* the pool has room for n_nodes buffers */
+			net->ipool[net->n_ipool].buf = nd->out;
+			net->ipool[net->n_ipool].cap = net->icap[i];
+			net->n_ipool++;
+		}
+		nd->out = net->isaved[i];
+		net->isaved[i] = NULL;
+	}
+}
+
 int nb_net_forward_infer(nb_net *net, const float *x, int n, char *err)
 {
 	if (!net->finalized)
@@ -1243,6 +1372,9 @@ int nb_net_forward_infer(nb_net *net, const float *x, int n, char *err)
 			return nb_errorf(err, NB_ENOMEM,
 					 "out of memory for folded weights");
 	}
+	if (infer_plan(net) < 0)
+		return nb_errorf(err, NB_ENOMEM,
+				 "out of memory for the inference plan");
 	int was_training = net->training;
 	net->training = 0;
 	net->cur_n = n;
@@ -1254,19 +1386,27 @@ int nb_net_forward_infer(nb_net *net, const float *x, int n, char *err)
 	for (int i = 1; i < net->n_nodes && rc >= 0; i++) {
 		nb_node *nd = &net->nodes[i];
 		if (!nd->fold_bn) {
-			rc = node_forward(net, nd, n, err);
+			rc = infer_acquire(net, i, n, err);
+			if (rc >= 0)
+				rc = node_forward(net, nd, n, err);
+			infer_release(net, i);
 			continue;
 		}
-		nb_node *bn = &net->nodes[nd->fold_bn];
-		rc = folded_conv_forward(net, nd, bn, n, err);
 		/* the conv's own output stays unwritten; the BatchNorm is
 		 * done, but not the ReLU it would have applied */
+		for (int k = i + 1; rc >= 0 && k <= nd->fold_bn; k++)
+			rc = infer_acquire(net, k, n, err);
+		nb_node *bn = &net->nodes[nd->fold_bn];
+		if (rc >= 0)
+			rc = folded_conv_forward(net, nd, bn, n, err);
 		for (int k = i + 1; rc >= 0 && k < nd->fold_bn; k++)
 			rc = node_forward(net, &net->nodes[k], n, err);
 		if (rc >= 0 && bn->fuse_relu)
 			nb_relu_forward(bn->out, bn->out, (size_t)n * bn->size);
 		i = nd->fold_bn;
+		infer_release(net, i);
 	}
+	infer_release(net, net->n_nodes);
 	net->training = was_training;
 	return rc < 0 ? rc : 0;
 }
@@ -1286,28 +1426,29 @@ float *nb_net_output(nb_net *net, int node)
  * too small first, so that the pool never holds more than the most buffers
  * in flight at once).
  */
-static float *grad_take(nb_net *net, size_t elems, size_t *cap)
+static float *pool_take(struct grad_buf *pool, int *n_pool, size_t elems,
+			size_t *cap)
 {
 	int best = -1, small = -1;
-	for (int i = 0; i < net->n_pool; i++) {
-		size_t c = net->pool[i].cap;
+	for (int i = 0; i < *n_pool; i++) {
+		size_t c = pool[i].cap;
 		if (c >= elems) {
-			if (best < 0 || c < net->pool[best].cap)
+			if (best < 0 || c < pool[best].cap)
 				best = i;
-		} else if (small < 0 || c > net->pool[small].cap) {
+		} else if (small < 0 || c > pool[small].cap) {
 			small = i;
 		}
 	}
 	int drop = best >= 0 ? best : small;
 	float *buf = NULL;
 	if (best >= 0) {
-		buf = net->pool[best].buf;
-		*cap = net->pool[best].cap;
+		buf = pool[best].buf;
+		*cap = pool[best].cap;
 	} else if (small >= 0) {
-		free(net->pool[small].buf);
+		free(pool[small].buf);
 	}
 	if (drop >= 0)
-		net->pool[drop] = net->pool[--net->n_pool];
+		pool[drop] = pool[--*n_pool];
 	if (buf)
 		return buf;
 	if (posix_memalign((void **)&buf, 64,
@@ -1315,6 +1456,11 @@ static float *grad_take(nb_net *net, size_t elems, size_t *cap)
 		return NULL;
 	*cap = elems;
 	return buf;
+}
+
+static float *grad_take(nb_net *net, size_t elems, size_t *cap)
+{
+	return pool_take(net->pool, &net->n_pool, elems, cap);
 }
 
 /* Node nd's gradient is consumed: its buffer goes back to the pool. */

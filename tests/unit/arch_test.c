@@ -341,6 +341,107 @@ static void taps_and_stage_shapes(void)
 	}
 }
 
+/* nb_net_forward_infer with its buffers reused against its twin that keeps
+ * every node's output: the same bits in the output and every tap, for
+ * every architecture, on a warm pool too, with every node's own buffer
+ * holding another input's activations; and the training-mode forward
+ * that follows still gives what it gave before (every node's own buffer
+ * is back in place). */
+static void infer_reuse_matches_twin(void)
+{
+	char err[NB_ERR_LEN];
+	for (int i = 0; i < N_CASES; i++) {
+		const arch_case *a = &cases[i];
+		nb_net *net = build(a, a->hw, a->hw, 10);
+		if (!net)
+			continue;
+		const int n = 3, out = nb_net_output_node(net);
+		const size_t in_n = (size_t)n * a->c * a->hw * a->hw;
+		float *x = malloc(in_n * sizeof(float));
+		CU_ASSERT_FATAL(x != NULL);
+		tu_fill_normal(x, in_n, 1.0f, 500 + i);
+		/* BatchNorm statistics away from 0 and 1, so that folding
+		 * and the ReLUs after it have something to do */
+		nb_param **ps;
+		const int np = nb_net_params(net, &ps);
+		for (int k = 0; k < np; k++)
+			if (strstr(ps[k]->name, "running_var"))
+				tu_fill_uniform(ps[k]->data, ps[k]->size, 0.5f,
+						2.0f, 600 + k);
+			else if (strstr(ps[k]->name, "running_mean"))
+				tu_fill_uniform(ps[k]->data, ps[k]->size, -0.2f,
+						0.2f, 600 + k);
+		const int nt = nb_net_taps(net);
+		size_t total = 0, at = 0;
+		for (int t = -1; t < nt; t++) {
+			int c, h, w;
+			nb_net_node_shape(net, t < 0 ? out : nb_net_tap_node(net, t),
+					  &c, &h, &w);
+			total += (size_t)n * c * h * w;
+		}
+		float *ref = malloc(total * sizeof(float));
+		float *got = malloc(total * sizeof(float));
+		CU_ASSERT_FATAL(ref && got);
+		/* the forward before any inference, for the last check */
+		nb_net_set_training(net, 1);
+		CU_ASSERT_EQUAL_FATAL(nb_net_forward(net, x, n, err), 0);
+		int c, h, w;
+		nb_net_node_shape(net, out, &c, &h, &w);
+		const size_t out_n = (size_t)n * c * h * w;
+		float *train0 = malloc(out_n * sizeof(float));
+		CU_ASSERT_FATAL(train0 != NULL);
+		memcpy(train0, nb_net_output(net, out), out_n * sizeof(float));
+		float *x2 = malloc(in_n * sizeof(float));
+		CU_ASSERT_FATAL(x2 != NULL);
+		tu_fill_normal(x2, in_n, 2.0f, 700 + i);
+		for (int pass = 0; pass < 3; pass++) {
+			if (pass) {
+				/* every node's own buffer now holds another
+				 * input's values: a value read from one of
+				 * them would show */
+				nb_net_set_training(net, 0);
+				CU_ASSERT_EQUAL_FATAL(
+				    nb_net_forward(net, x2, n, err), 0);
+			}
+			nb_net_set_infer_reuse(net, pass > 0);
+			CU_ASSERT_EQUAL_FATAL(nb_net_forward_infer(net, x, n, err),
+					      0);
+			float *dst = pass ? got : ref;
+			at = 0;
+			for (int t = -1; t < nt; t++) {
+				const int node =
+				    t < 0 ? out : nb_net_tap_node(net, t);
+				nb_net_node_shape(net, node, &c, &h, &w);
+				const size_t m = (size_t)n * c * h * w;
+				memcpy(dst + at, nb_net_output(net, node),
+				       m * sizeof(float));
+				at += m;
+			}
+			if (pass && memcmp(ref, got, total * sizeof(float))) {
+				fprintf(stderr, "\n  %s: reused buffers change "
+						"the inference (pass %d)\n",
+					a->name, pass);
+				CU_FAIL("inference with reused buffers");
+			}
+		}
+		double s = 0;
+		for (size_t k = 0; k < total; k++)
+			s += fabs(ref[k]);
+		CU_ASSERT(s > 0 && isfinite(s));
+		nb_net_set_training(net, 1);
+		CU_ASSERT_EQUAL_FATAL(nb_net_forward(net, x, n, err), 0);
+		CU_ASSERT_EQUAL(memcmp(train0, nb_net_output(net, out),
+				       out_n * sizeof(float)),
+				0);
+		free(train0);
+		free(ref);
+		free(got);
+		free(x);
+		free(x2);
+		nb_net_free(net);
+	}
+}
+
 /* Sample standard deviation of a parameter. */
 static double param_std(const nb_param *p)
 {
@@ -645,6 +746,8 @@ static void checkpoint_round_trip(void)
 }
 
 static const nb_test_entry tests[] = {
+    {"inference with reused buffers: same bits as keeping every output",
+     infer_reuse_matches_twin},
     {"checkpoint round trip, every architecture", checkpoint_round_trip},
     {"parameter counts = facts sheet = torch", param_counts},
     {"state_dict names and shapes = torch", state_dict_names_and_shapes},

@@ -195,10 +195,16 @@ int nb_net_forward(nb_net *net, const float *x, int n, char *err);
  * into that convolution's weights and bias (w * s, (b - mean) * s + beta,
  * s = gamma / sqrt(var + eps)). Outputs equal nb_net_forward's in
  * evaluation mode up to float rounding; the folded convolutions' own
- * outputs are not computed (read inner activations through taps, which
- * are never folded), and nb_net_backward refuses to follow it.
+ * outputs are not computed, and nb_net_backward refuses to follow it.
+ * Only the output's and the taps' values are kept (read inner activations
+ * through taps, which are never folded): every other node's buffer comes
+ * from a pool and goes back once its last reader has run, so the pass
+ * holds the activations in flight, not all of them.
  */
 int nb_net_forward_infer(nb_net *net, const float *x, int n, char *err);
+/* nb_net_forward_infer's buffer reuse, on by default; off, every node
+ * writes its own buffer (the twin the tests compare against). */
+void nb_net_set_infer_reuse(nb_net *net, int on);
 /* The output of a node for the last forward: (n, c, h, w). */
 float *nb_net_output(nb_net *net, int node);
 /*
