@@ -171,6 +171,14 @@ static void node_free_buffers(nb_node *n)
 	n->argmax = NULL;
 }
 
+/* Frees every buffer of a pool (gradients, or inference outputs). */
+static void pool_clear(struct grad_buf *pool, int *n_pool)
+{
+	for (int i = 0; i < *n_pool; i++)
+		free(pool[i].buf);
+	*n_pool = 0;
+}
+
 void nb_net_free(nb_net *net)
 {
 	if (!net)
@@ -182,11 +190,9 @@ void nb_net_free(nb_net *net)
 	free(net->param_ptrs);
 	free(net->counters);
 	free(net->taps);
-	for (int i = 0; i < net->n_pool; i++)
-		free(net->pool[i].buf);
+	pool_clear(net->pool, &net->n_pool);
 	free(net->pool);
-	for (int i = 0; i < net->n_ipool; i++)
-		free(net->ipool[i].buf);
+	pool_clear(net->ipool, &net->n_ipool);
 	free(net->ipool);
 	free(net->iroot);
 	free(net->ilast);
@@ -929,20 +935,12 @@ static int can_share(const nb_net *net, int i, int j)
 	       (nd->kind == NB_NODE_RELU || nd->kind == NB_NODE_RELU6);
 }
 
-/* Frees every pooled gradient buffer. */
-static void pool_clear(nb_net *net)
-{
-	for (int i = 0; i < net->n_pool; i++)
-		free(net->pool[i].buf);
-	net->n_pool = 0;
-}
-
 /* Makes sure every forward buffer holds n samples. */
 static int ensure_buffers(nb_net *net, int n, char *err)
 {
 	if (n <= net->alloc_n)
 		return 0;
-	pool_clear(net);
+	pool_clear(net->pool, &net->n_pool);
 	if (!net->pool) {
 		net->pool = calloc((size_t)net->n_nodes, sizeof *net->pool);
 		if (!net->pool)
@@ -1248,9 +1246,43 @@ static int folded_conv_forward(nb_net *net, nb_node *nd, nb_node *bn, int N,
 	return 0;
 }
 
-struct grad_buf;
+/*
+ * A buffer of at least `elems` floats from a pool (gradients, or inference
+ * outputs): the smallest pooled one that is big enough, else a new one
+ * (freeing the largest pooled buffer that is too small first, so that the
+ * pool never holds more than the most buffers in flight at once).
+ */
 static float *pool_take(struct grad_buf *pool, int *n_pool, size_t elems,
-			size_t *cap);
+			size_t *cap)
+{
+	int best = -1, small = -1;
+	for (int i = 0; i < *n_pool; i++) {
+		size_t c = pool[i].cap;
+		if (c >= elems) {
+			if (best < 0 || c < pool[best].cap)
+				best = i;
+		} else if (small < 0 || c > pool[small].cap) {
+			small = i;
+		}
+	}
+	int drop = best >= 0 ? best : small;
+	float *buf = NULL;
+	if (best >= 0) {
+		buf = pool[best].buf;
+		*cap = pool[best].cap;
+	} else if (small >= 0) {
+		free(pool[small].buf);
+	}
+	if (drop >= 0)
+		pool[drop] = pool[--*n_pool];
+	if (buf)
+		return buf;
+	if (posix_memalign((void **)&buf, 64,
+			   (elems ? elems : 16) * sizeof(float)) != 0)
+		return NULL;
+	*cap = elems;
+	return buf;
+}
 
 void nb_net_set_infer_reuse(nb_net *net, int on)
 {
@@ -1419,44 +1451,6 @@ float *nb_net_output(nb_net *net, int node)
 }
 
 /* ---- backward ---------------------------------------------------------------- */
-
-/*
- * A gradient buffer of at least `elems` floats: the smallest pooled one that
- * is big enough, else a new one (freeing the largest pooled buffer that is
- * too small first, so that the pool never holds more than the most buffers
- * in flight at once).
- */
-static float *pool_take(struct grad_buf *pool, int *n_pool, size_t elems,
-			size_t *cap)
-{
-	int best = -1, small = -1;
-	for (int i = 0; i < *n_pool; i++) {
-		size_t c = pool[i].cap;
-		if (c >= elems) {
-			if (best < 0 || c < pool[best].cap)
-				best = i;
-		} else if (small < 0 || c > pool[small].cap) {
-			small = i;
-		}
-	}
-	int drop = best >= 0 ? best : small;
-	float *buf = NULL;
-	if (best >= 0) {
-		buf = pool[best].buf;
-		*cap = pool[best].cap;
-	} else if (small >= 0) {
-		free(pool[small].buf);
-	}
-	if (drop >= 0)
-		pool[drop] = pool[--*n_pool];
-	if (buf)
-		return buf;
-	if (posix_memalign((void **)&buf, 64,
-			   (elems ? elems : 16) * sizeof(float)) != 0)
-		return NULL;
-	*cap = elems;
-	return buf;
-}
 
 static float *grad_take(nb_net *net, size_t elems, size_t *cap)
 {
