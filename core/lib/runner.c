@@ -50,8 +50,10 @@
  * 3: small maps in panel products of several images, the input gradient
  * of strided convolutions on the packed kernels, chunks capped by size.
  * 4: rows of 10 to 28 outputs on the implicit kernels in padded rows
- * (LeNet-5's input gradient of its second convolution changes path). */
-#define NB_NUMERICS_VERSION 4
+ * (LeNet-5's input gradient of its second convolution changes path).
+ * 5: BatchNorm's per-channel sums taken per slice of the batch and the
+ * slices added up in order. */
+#define NB_NUMERICS_VERSION 5
 
 enum job_state { J_PENDING, J_RUNNING, J_DONE, J_FAILED };
 
