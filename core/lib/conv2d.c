@@ -886,9 +886,14 @@ static int packed_forward(float *out, const float *in, const float *w,
 		/* columns past those written are computed but never stored */
 		if (col)
 			zero_panel_tail(col, CRSg, cols);
-			/* units are independent: threads take them as they
-			 * come free */
-#pragma omp for schedule(dynamic, 1)
+			/* units are independent; each thread takes one
+			 * contiguous run of them. Handed out one at a time as
+			 * threads come free, neighbouring images alternate
+			 * between the two cores and the 2-thread forward ran
+			 * 5-25 % slower (ResNet-18's 64-channel 3x3 at batch
+			 * 32: 7.7 -> 6.2 ms, preresnet20's 64-channel one at
+			 * batch 128: 1.9 -> 1.6 ms). */
+#pragma omp for schedule(static)
 		for (int u = 0; u < NU; u++) {
 			const int n0 = u * B, nb = N - n0 < B ? N - n0 : B;
 			for (int g = 0; g < G; g++) {
@@ -1165,9 +1170,9 @@ static int packed_backward(float *din, float *dw, float *db, const float *dout,
 	const size_t dw_n = dw ? pad16(dwT_g * G) : 0;
 	const size_t db_n = db ? pad16((size_t)K) : 0;
 	/* The units of B images go in NCH fixed chunks, each with its own
-	 * partial dw and db, which threads take as they come free (the
-	 * cores of a shared machine do not run at one speed); the partials
-	 * are then reduced in chunk order, so a result depends on N and the
+	 * partial dw and db, each thread taking a contiguous run of chunks
+	 * (as the forward's units, and as much faster); the partials are
+	 * then reduced in chunk order, so a result depends on N and the
 	 * thread count only. */
 	const int T = nb_workspace_threads();
 	const size_t part_n = dw_n + db_n;
@@ -1214,7 +1219,7 @@ static int packed_backward(float *din, float *dw, float *db, const float *dout,
 		if (sc.colg)
 			zero_panel_tail(sc.colg, Kg, cols);
 
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(static)
 		for (int ch = 0; ch < NCH; ch++) {
 			float *dwp = dw ? parts + part_n * ch : NULL;
 			float *dbp = db ? parts + part_n * ch + dw_n : NULL;
