@@ -4,9 +4,9 @@
  *
  * Numerics follow PyTorch's CPU kernel: per-channel statistics accumulated
  * in double, normalisation with the biased batch variance, eps inside the
- * square root, running variance updated with the unbiased variance. Each
- * channel is one unit of work, so the parallel split over channels gives
- * bit-identical results for any thread count.
+ * square root, running variance updated with the unbiased variance. The
+ * sums are taken per fixed slice of the batch and added in slice order
+ * (below), so the results are bit-identical for any thread count.
  *
  * Speed: every per-channel sum runs in NB_BN_LANES independent double
  * lanes (element l of a plane goes to lane l % NB_BN_LANES, the lanes are
@@ -151,17 +151,22 @@ static void slice_stats(const float *in, int n0, int n1, int C, int L,
 	}
 }
 
+/* Block channel j's sum over the whole batch: its slices' sums p[s][j]
+ * added in slice order */
+static double slices_sum(double p[][NB_BN_BLOCK], int j)
+{
+	double S = 0;
+	for (int s = 0; s < NB_BN_SLICES; s++)
+		S += p[s][j];
+	return S;
+}
+
 /* Mean and biased variance of block channel j from its slices' sums */
 static void slices_stats(double s1[][NB_BN_BLOCK], double s2[][NB_BN_BLOCK],
 			 int j, double K, double M, double *mean, double *var)
 {
-	double S1 = 0, S2 = 0;
-	for (int s = 0; s < NB_BN_SLICES; s++) {
-		S1 += s1[s][j];
-		S2 += s2[s][j];
-	}
-	const double d = S1 / M;
-	const double v = S2 / M - d * d;
+	const double d = slices_sum(s1, j) / M;
+	const double v = slices_sum(s2, j) / M - d * d;
 	*mean = K + d;
 	*var = v < 0.0 ? 0.0 : v; /* NaN stays NaN */
 }
@@ -539,12 +544,9 @@ static void backward_train(float *din, float *dgamma, float *dbeta,
 #pragma omp single
 		for (int j = 0; j < b.nc; j++) {
 			const int c = b.c0 + j;
-			double sum_dy = 0, sum_dx = 0, sum_dy_dx = 0;
-			for (int s = 0; s < NB_BN_SLICES; s++) {
-				sum_dy += p_dy[s][j];
-				sum_dx += p_dx[s][j];
-				sum_dy_dx += p_dydx[s][j];
-			}
+			const double sum_dy = slices_sum(p_dy, j),
+				     sum_dx = slices_sum(p_dx, j),
+				     sum_dy_dx = slices_sum(p_dydx, j);
 			double invstd = save_invstd[c];
 			double delta = sum_dx / M; /* exact mean - m0 */
 			mean[j] = m0[j] + delta;
@@ -560,10 +562,10 @@ static void backward_train(float *din, float *dgamma, float *dbeta,
 			/* per unit of (x - mean) */
 			proj[j] = sum_dy_xhat / M * invstd;
 		}
+		/* the terms and sums are written again only after the next
+		 * block's sums, whose loop ends in a barrier */
 		if (!din)
 			continue;
-			/* the terms and sums are written again only after the
-			 * next block's sums, whose loop ends in a barrier */
 #pragma omp for schedule(static) nowait
 		for (int s = 0; s < NB_BN_SLICES; s++)
 			for (int n = slice_begin(N, s);
@@ -639,11 +641,8 @@ void nb_batchnorm_backward_eval(float *din, float *dgamma, float *dbeta,
 						p_dydx[s]);
 #pragma omp single
 			for (int j = 0; j < b.nc; j++) {
-				double sum_dy = 0, sum_dy_dx = 0;
-				for (int s = 0; s < NB_BN_SLICES; s++) {
-					sum_dy += p_dy[s][j];
-					sum_dy_dx += p_dydx[s][j];
-				}
+				const double sum_dy = slices_sum(p_dy, j),
+					     sum_dy_dx = slices_sum(p_dydx, j);
 				if (dbeta)
 					dbeta[b.c0 + j] += (float)sum_dy;
 				if (dgamma)
@@ -651,10 +650,10 @@ void nb_batchnorm_backward_eval(float *din, float *dgamma, float *dbeta,
 					    (float)(sum_dy_dx * invstd[j]);
 			}
 		}
+		/* p_* are written again only after the next block's sums'
+		 * barrier */
 		if (!din)
 			continue;
-			/* p_* are written again only after the next block's
-			 * sums' barrier */
 #pragma omp for schedule(static) nowait
 		for (int s = 0; s < NB_BN_SLICES; s++)
 			for (int n = slice_begin(N, s);
