@@ -955,6 +955,18 @@ static int packed_forward(float *out, const float *in, const float *w,
 	return NB_OK;
 }
 
+/*
+ * The weight gradient with positions on the lanes (nb_gp_wgrad_lanes) where
+ * a group has at most 16 output channels: with one vector of channels,
+ * nb_gp_wgrad loads a broadcast per multiply-add. Its vectors of positions
+ * need rows of whole vectors.
+ */
+static int wgrad_on_lanes(const nb_conv2d_shape *s)
+{
+	return s->groups == 1 && s->K <= 16 && s->Q % 16 == 0 &&
+	       s->stride_h == 1 && s->stride_w == 1;
+}
+
 /* What packed_backward's threads share: the shape's derived sizes, the
  * packed weights for din and the tap-offset tables. */
 typedef struct pb_plan {
@@ -962,6 +974,7 @@ typedef struct pb_plan {
 	int Cg, Kg, CRSg, KRSg, PQ, HW, Hp, Wp;
 	int gph, gpw, Pp, Qp; /* dout's padding and padded size for din */
 	int Mp;		      /* Kg rounded up to whole vectors of 16 */
+	int lanes;	      /* the weight gradient on nb_gp_wgrad_lanes */
 	int implicit_d;
 	int Wv;	   /* implicit_d: its product's row length (> W: padded rows) */
 	int store; /* din is written, not added to (see
@@ -979,6 +992,7 @@ typedef struct pb_plan {
 typedef struct pb_scratch {
 	float *xp;	    /* x's view (padded planes or phases) */
 	float *gT;	    /* dout of one group transposed, (B*PQ, Mp) */
+	float *wl;	    /* lanes: the partial sums (CRSg, Kg, 16) */
 	float *gpad;	    /* padded dout planes (implicit_d) */
 	float *colg, *dcol; /* dout's panels and din's im2col matrix */
 	float *dxp;	    /* padded din planes for col2im */
@@ -999,8 +1013,13 @@ static void pb_wgrad(const pb_plan *pl, pb_scratch *sc, float *dwT,
 		    in + ((size_t)n * s->C + (size_t)g * pl->Cg) * pl->HW;
 		const float *gg =
 		    dout + ((size_t)n * s->K + (size_t)g * pl->Kg) * PQ;
-		nb_gp_transpose_pad(sc->gT, pl->Mp, gg, pl->Kg, PQ, PQ);
 		const float *x = view_planes(&pl->xv, sc->xp, xg, s, pl->Cg);
+		if (pl->lanes) {
+			nb_gp_wgrad_lanes(sc->wl, pl->Kg, pl->CRSg, PQ, gg, PQ,
+					  x, pl->offx, s->Q, pl->xv.Wh);
+			continue;
+		}
+		nb_gp_transpose_pad(sc->gT, pl->Mp, gg, pl->Kg, PQ, PQ);
 		nb_gp_wgrad(dwT, pl->Mp, pl->CRSg, PQ, sc->gT, x, pl->offx,
 			    s->Q, pl->xv.Wh);
 	}
@@ -1126,6 +1145,7 @@ static int packed_backward(float *din, float *dw, float *db, const float *dout,
 	pl.Pp = s->P + 2 * pl.gph;
 	pl.Qp = s->Q + 2 * pl.gpw;
 	pl.Mp = (pl.Kg + 15) / 16 * 16;
+	pl.lanes = dw && wgrad_on_lanes(s);
 	const int PQ = pl.PQ;
 	const int B = images_per_product(N, PQ), NU = (N + B - 1) / B,
 		  cols = B * PQ;
@@ -1151,7 +1171,8 @@ static int packed_backward(float *din, float *dw, float *db, const float *dout,
 	 * then per chunk the partial dw (transposed) and db */
 	const int cols_d = din && !pl.implicit_d;
 	const size_t xp_n = dw ? pl.xv.n : 0;
-	const size_t gT_n = dw ? pad16((size_t)PQ * pl.Mp) : 0;
+	const size_t gT_n = dw && !pl.lanes ? pad16((size_t)PQ * pl.Mp) : 0;
+	const size_t wl_n = pl.lanes ? pad16((size_t)CRSg * Kg * 16) : 0;
 	/* (padded rows read up to Wv - W floats past the padded planes) */
 	const size_t gpad_n =
 	    pl.implicit_d && (pl.gph || pl.gpw || pl.Wv > s->W)
@@ -1165,7 +1186,7 @@ static int packed_backward(float *din, float *dw, float *db, const float *dout,
 	const size_t dxp_n =
 	    cols_d && padded ? pad16((size_t)Cg * pl.Hp * pl.Wp) : 0;
 	const size_t work_n =
-	    xp_n + gT_n + gpad_n + colg_n + dcol_n + dxp_n + drows_n;
+	    xp_n + gT_n + wl_n + gpad_n + colg_n + dcol_n + dxp_n + drows_n;
 	const size_t dwT_g = (size_t)CRSg * pl.Mp; /* per group */
 	const size_t dw_n = dw ? pad16(dwT_g * G) : 0;
 	const size_t db_n = db ? pad16((size_t)K) : 0;
@@ -1201,11 +1222,11 @@ static int packed_backward(float *din, float *dw, float *db, const float *dout,
 	{
 		float *at = scratch + work_n * omp_get_thread_num();
 		pb_scratch sc = {0};
-		float **slot[] = {&sc.xp,   &sc.gT,  &sc.gpad, &sc.colg,
-				  &sc.dcol, &sc.dxp, &sc.drows};
-		const size_t len[] = {xp_n,   gT_n,  gpad_n, colg_n,
-				      dcol_n, dxp_n, drows_n};
-		for (int i = 0; i < 7; i++) {
+		float **slot[] = {&sc.xp,   &sc.gT,   &sc.wl,  &sc.gpad,
+				  &sc.colg, &sc.dcol, &sc.dxp, &sc.drows};
+		const size_t len[] = {xp_n,   gT_n,   wl_n,  gpad_n,
+				      colg_n, dcol_n, dxp_n, drows_n};
+		for (int i = 0; i < 8; i++) {
 			*slot[i] = len[i] ? at : NULL;
 			at += len[i];
 		}
@@ -1214,6 +1235,8 @@ static int packed_backward(float *din, float *dw, float *db, const float *dout,
 		 * (col2im zeroes its dxp itself) */
 		if (sc.xp)
 			memset(sc.xp, 0, sizeof(float) * xp_n);
+		if (sc.wl) /* and zeroed again by each chunk's sum */
+			memset(sc.wl, 0, sizeof(float) * wl_n);
 		if (sc.gpad)
 			memset(sc.gpad, 0, sizeof(float) * gpad_n);
 		if (sc.colg)
@@ -1248,6 +1271,9 @@ static int packed_backward(float *din, float *dw, float *db, const float *dout,
 							 n0, nb, g);
 				}
 			}
+			if (pl.lanes)
+				nb_gp_wgrad_lanes_sum(dwp, pl.Mp, sc.wl, Kg,
+						      CRSg);
 		}
 
 		/* dw[g][k][i] += the chunks' dwT[g][i][k], in chunk order:

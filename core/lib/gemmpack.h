@@ -78,6 +78,19 @@ void nb_gp_gemm_x(float *c, size_t ldc, int M, int N, int Kd, const float *ap,
 void nb_gp_wgrad(float *cT, int Mp, int Kd, int N, const float *gT,
 		 const float *x, const int *off, int Q, size_t ldx);
 
+/*
+ * The same weight gradient with positions on the lanes, for few output
+ * channels (with 16, nb_gp_wgrad loads a broadcast per multiply-add):
+ * S (Kd x M x 16 lanes) += per-lane partial sums over positions n < N of
+ * X(i, n) * g[m * ldg + n], X as for nb_gp_gemm_x with Q a multiple of 16.
+ * nb_gp_wgrad_lanes_sum then adds each element's 16 lanes (in a fixed
+ * order) to cT (Kd x Mp) and zeroes S, so one S gathers many images.
+ */
+void nb_gp_wgrad_lanes(float *S, int M, int Kd, int N, const float *g,
+		       size_t ldg, const float *x, const int *off, int Q,
+		       size_t ldx);
+void nb_gp_wgrad_lanes_sum(float *cT, int Mp, float *S, int M, int Kd);
+
 /* gT (N x Mp) <- g (M x N, rows ldg apart) transposed, lanes M..Mp zero. */
 void nb_gp_transpose_pad(float *gT, int Mp, const float *g, int M, int N,
 			 int ldg);

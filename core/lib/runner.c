@@ -52,8 +52,10 @@
  * 4: rows of 10 to 28 outputs on the implicit kernels in padded rows
  * (LeNet-5's input gradient of its second convolution changes path).
  * 5: BatchNorm's per-channel sums taken per slice of the batch and the
- * slices added up in order. */
-#define NB_NUMERICS_VERSION 5
+ * slices added up in order.
+ * 6: the weight gradient of convolutions with at most 16 output channels
+ * on rows of 16 or 32 positions summed with positions on the lanes. */
+#define NB_NUMERICS_VERSION 6
 
 enum job_state { J_PENDING, J_RUNNING, J_DONE, J_FAILED };
 

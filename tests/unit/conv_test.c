@@ -238,6 +238,11 @@ static const conv_case conv_cases[] = {
      * groups, and an input gradient that cannot be implicit (W = 18) */
     {2, 8, 16, 16, 12, 3, 3, 1, 1, 1, 1, 1, 1},
     {1, 4, 4, 32, 8, 3, 3, 1, 1, 1, 1, 1, 0},
+    /* the weight gradient with positions on the lanes (at most 16 output
+     * channels, rows of 32): PreResNet's 16-channel stage and its stem on
+     * several images */
+    {3, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1, 1, 0},
+    {4, 3, 32, 32, 16, 3, 3, 1, 1, 1, 1, 1, 1},
     {2, 6, 5, 16, 10, 3, 3, 1, 1, 1, 1, 1, 1},
     {2, 8, 3, 16, 8, 1, 1, 1, 1, 0, 0, 1, 1},
     {1, 3, 10, 18, 5, 3, 3, 1, 1, 0, 0, 1, 1},
