@@ -323,38 +323,41 @@ void nb_gp_gemm_x(float *c, size_t ldc, int M, int N, int Kd, const float *ap,
  */
 static inline __attribute__((always_inline)) void
 wg_tile(float *cT, int Mp, int v0, const int KV, const int TT, int i0, int Kd,
-	int N, const float *gT, const float *x, const int *off, int Q,
-	size_t ldx)
+	int N, int nimg, const float *gT, const float *x, size_t xs,
+	const int *off, int Q, size_t ldx)
 {
 	/* fixed sizes (not TT, KV), so that they live in registers */
 	v16f acc[8][4];
 	const float *xt[8];
 #pragma GCC unroll 8
-	for (int t = 0; t < TT; t++) {
-		xt[t] = x + off[i0 + t < Kd ? i0 + t : Kd - 1];
+	for (int t = 0; t < TT; t++)
 #pragma GCC unroll 4
 		for (int v = 0; v < KV; v++)
 			acc[t][v] = (v16f){0};
-	}
 	const float *g = gT + (size_t)v0 * 16;
-	for (int n = 0; n < N; n += Q) {
-		const int len = N - n < Q ? N - n : Q;
-		for (int q = 0; q < len; q++, g += Mp) {
-			v16f gv[4];
-#pragma GCC unroll 4
-			for (int v = 0; v < KV; v++)
-				gv[v] = *(const v16f *)(g + 16 * v);
-#pragma GCC unroll 8
-			for (int t = 0; t < TT; t++) {
-				const float xv = xt[t][q];
-#pragma GCC unroll 4
-				for (int v = 0; v < KV; v++)
-					acc[t][v] += xv * gv[v];
-			}
-		}
+	for (int b = 0; b < nimg; b++) {
 #pragma GCC unroll 8
 		for (int t = 0; t < TT; t++)
-			xt[t] += ldx;
+			xt[t] = x + b * xs + off[i0 + t < Kd ? i0 + t : Kd - 1];
+		for (int n = 0; n < N; n += Q) {
+			const int len = N - n < Q ? N - n : Q;
+			for (int q = 0; q < len; q++, g += Mp) {
+				v16f gv[4];
+#pragma GCC unroll 4
+				for (int v = 0; v < KV; v++)
+					gv[v] = *(const v16f *)(g + 16 * v);
+#pragma GCC unroll 8
+				for (int t = 0; t < TT; t++) {
+					const float xv = xt[t][q];
+#pragma GCC unroll 4
+					for (int v = 0; v < KV; v++)
+						acc[t][v] += xv * gv[v];
+				}
+			}
+#pragma GCC unroll 8
+			for (int t = 0; t < TT; t++)
+				xt[t] += ldx;
+		}
 	}
 #pragma GCC unroll 8
 	for (int t = 0; t < TT; t++)
@@ -370,19 +373,20 @@ wg_tile(float *cT, int Mp, int v0, const int KV, const int TT, int i0, int Kd,
 /* every tile of lane blocks v0..v0+KV and taps i0..i1, TT at a time */
 static inline __attribute__((always_inline)) void
 wg_tiles(float *cT, int Mp, int v0, const int KV, const int TT, int i0, int i1,
-	 int Kd, int N, const float *gT, const float *x, const int *off, int Q,
-	 size_t ldx)
+	 int Kd, int N, int nimg, const float *gT, const float *x, size_t xs,
+	 const int *off, int Q, size_t ldx)
 {
 	for (int i = i0; i < i1; i += TT)
-		wg_tile(cT, Mp, v0, KV, TT, i, Kd, N, gT, x, off, Q, ldx);
+		wg_tile(cT, Mp, v0, KV, TT, i, Kd, N, nimg, gT, x, xs, off, Q,
+			ldx);
 }
 
 /* Taps per block of nb_gp_wgrad: a multiple of both tile heights (8, 6). */
 #define WG_TAPS 48
 
 GP_CLONES
-void nb_gp_wgrad(float *cT, int Mp, int Kd, int N, const float *gT,
-		 const float *x, const int *off, int Q, size_t ldx)
+void nb_gp_wgrad(float *cT, int Mp, int Kd, int N, int nimg, const float *gT,
+		 const float *x, size_t xs, const int *off, int Q, size_t ldx)
 {
 	const int V = Mp / 16;
 	/* Blocks of taps outermost: a block's rows of X stay in cache while
@@ -396,23 +400,23 @@ void nb_gp_wgrad(float *cT, int Mp, int Kd, int N, const float *gT,
 			 * 6 x 4 */
 			switch (V - v0) {
 			case 1:
-				wg_tiles(cT, Mp, v0, 1, 8, i0, i1, Kd, N, gT, x,
-					 off, Q, ldx);
+				wg_tiles(cT, Mp, v0, 1, 8, i0, i1, Kd, N, nimg,
+					 gT, x, xs, off, Q, ldx);
 				v0 += 1;
 				break;
 			case 2:
-				wg_tiles(cT, Mp, v0, 2, 8, i0, i1, Kd, N, gT, x,
-					 off, Q, ldx);
+				wg_tiles(cT, Mp, v0, 2, 8, i0, i1, Kd, N, nimg,
+					 gT, x, xs, off, Q, ldx);
 				v0 += 2;
 				break;
 			case 3:
-				wg_tiles(cT, Mp, v0, 3, 8, i0, i1, Kd, N, gT, x,
-					 off, Q, ldx);
+				wg_tiles(cT, Mp, v0, 3, 8, i0, i1, Kd, N, nimg,
+					 gT, x, xs, off, Q, ldx);
 				v0 += 3;
 				break;
 			default:
-				wg_tiles(cT, Mp, v0, 4, 6, i0, i1, Kd, N, gT, x,
-					 off, Q, ldx);
+				wg_tiles(cT, Mp, v0, 4, 6, i0, i1, Kd, N, nimg,
+					 gT, x, xs, off, Q, ldx);
 				v0 += 4;
 				break;
 			}

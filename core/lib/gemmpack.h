@@ -67,16 +67,17 @@ void nb_gp_gemm_x(float *c, size_t ldc, int M, int N, int Kd, const float *ap,
 
 /*
  * A convolution's weight gradient with the output channels on the vector
- * lanes: cT (Kd x Mp) += sum over positions n < N of X(i, n) * gT[n][..],
- * where gT holds N rows of Mp floats (Mp a multiple of 16, the output
- * gradient transposed, lanes past the channel count zero) and
- * X(i, n) = x[off[i] + (n / Q) * ldx + n % Q]: the implicit im2col of
- * nb_gp_gemm_x (any Q here), or packed panels with Q = NB_GP_NR,
- * ldx = Kd * NB_GP_NR, off[i] = i * NB_GP_NR. No horizontal sums: every
- * lane is one channel.
+ * lanes: cT (Kd x Mp) += sum over images b < nimg and positions n < N of
+ * X_b(i, n) * gT[b * N + n][..], where gT holds nimg * N rows of Mp floats
+ * (Mp a multiple of 16, the output gradient transposed, lanes past the
+ * channel count zero) and X_b(i, n) = x[b * xs + off[i] + (n / Q) * ldx +
+ * n % Q]: the implicit im2col of nb_gp_gemm_x (any Q here), or packed
+ * panels with Q = NB_GP_NR, ldx = Kd * NB_GP_NR, off[i] = i * NB_GP_NR. No
+ * horizontal sums: every lane is one channel. Several images in one call
+ * add up in registers, so cT is read and written once for all of them.
  */
-void nb_gp_wgrad(float *cT, int Mp, int Kd, int N, const float *gT,
-		 const float *x, const int *off, int Q, size_t ldx);
+void nb_gp_wgrad(float *cT, int Mp, int Kd, int N, int nimg, const float *gT,
+		 const float *x, size_t xs, const int *off, int Q, size_t ldx);
 
 /*
  * The same weight gradient with positions on the lanes, for few output
