@@ -136,6 +136,39 @@ static void im2col(float *restrict col, float *restrict xp, const float *im,
 			}
 }
 
+/* Stride 2 phases: where padded column w + pw of a row lands. Even input
+ * columns go to phase pw % 2 from column pw / 2 on, odd ones to phase
+ * (pw + 1) % 2 from (pw + 1) / 2 on; a phase no tap reads (b >= nb, a 1x1
+ * kernel) is NULL. */
+static void phase_cols2(float *const d[2], int nb, int pw, float **even,
+			float **odd)
+{
+	const int be = pw % 2, bo = (pw + 1) % 2;
+	*even = be < nb ? d[be] + pw / 2 : NULL;
+	*odd = bo < nb ? d[bo] + (pw + 1) / 2 : NULL;
+}
+
+/* e[j] = x[2j], o[j] = x[2j + 1] for j < n (vectorised: two loads, two
+ * permutes) */
+static void split_pairs(float *restrict e, float *restrict o,
+			const float *restrict x, int n)
+{
+	for (int j = 0; j < n; j++) {
+		e[j] = x[2 * j];
+		o[j] = x[2 * j + 1];
+	}
+}
+
+/* the adjoint: x[2j] += e[j], x[2j + 1] += o[j] for j < n */
+static void join_pairs_add(float *restrict x, const float *restrict e,
+			   const float *restrict o, int n)
+{
+	for (int j = 0; j < n; j++) {
+		x[2 * j] += e[j];
+		x[2 * j + 1] += o[j];
+	}
+}
+
 /* The adjoint of im2col: im (C,H,W) += col (C*R*S, P*Q; rows ldcol floats
  * apart) scattered back. With padding, the scatter goes into dxp
  * (C,Hp,Wp), zeroed here, and only its interior is added to im. */
@@ -184,6 +217,84 @@ static void col2im_add(float *im, float *restrict dxp,
 			for (int i = 0; i < W; i++)
 				o[i] += e[i];
 		}
+}
+
+/* Floats of col2im_add_phases2's planes: (C, na, nb, Hh, Wh) as the
+ * input's view of a stride-2 convolution. */
+static size_t phases2_floats(int C, int H, int W, int R, int S, int ph, int pw)
+{
+	const int na = R < 2 ? R : 2, nb = S < 2 ? S : 2;
+	return (size_t)C * na * nb * ((H + 2 * ph + 1) / 2) *
+	       ((W + 2 * pw + 1) / 2);
+}
+
+/*
+ * col2im_add for stride 2 x 2: tap (r,t) scatters into phase (r % 2,
+ * t % 2) of dxp (phases2_floats, zeroed here) from row r / 2, column
+ * t / 2 on, so every row is a contiguous add; then each row of im takes
+ * its even and odd columns from the two phase rows that hold them. (With a
+ * stride the scatter and the final add went element by element: a fifth
+ * of a strided 3x3 convolution's time.)
+ */
+static void col2im_add_phases2(float *im, float *restrict dxp,
+			       const float *restrict col, size_t ldcol, int C,
+			       int H, int W, int R, int S, int ph, int pw,
+			       int P, int Q)
+{
+	const int na = R < 2 ? R : 2, nb = S < 2 ? S : 2;
+	const int Hh = (H + 2 * ph + 1) / 2, Wh = (W + 2 * pw + 1) / 2;
+	const size_t plane = (size_t)Hh * Wh;
+	memset(dxp, 0, sizeof(float) * phases2_floats(C, H, W, R, S, ph, pw));
+	for (int c = 0; c < C; c++)
+		for (int r = 0; r < R; r++)
+			for (int t = 0; t < S; t++) {
+				const float *d =
+				    col + ((size_t)(c * R + r) * S + t) * ldcol;
+				float *base =
+				    dxp +
+				    ((size_t)(c * na + r % 2) * nb + t % 2) *
+					plane +
+				    (size_t)(r / 2) * Wh + t / 2;
+				for (int p = 0; p < P; p++) {
+					float *restrict x =
+					    base + (size_t)p * Wh;
+					const float *restrict g =
+					    d + (size_t)p * Q;
+#pragma omp simd
+					for (int q = 0; q < Q; q++)
+						x[q] += g[q];
+				}
+			}
+	for (int c = 0; c < C; c++)
+		for (int h = 0; h < H; h++) {
+			const int a = (h + ph) % 2, u = (h + ph) / 2;
+			if (a >= na) /* rows no tap reaches */
+				continue;
+			float *row = dxp + (size_t)(c * na + a) * nb * plane +
+				     (size_t)u * Wh;
+			float *const d[2] = {row, row + plane};
+			float *e, *o;
+			phase_cols2(d, nb, pw, &e, &o);
+			float *x = im + ((size_t)c * H + h) * W;
+			if (e && o) {
+				join_pairs_add(x, e, o, W / 2);
+				if (W % 2)
+					x[W - 1] += e[W / 2];
+			} else if (e) {
+				for (int j = 0; j < (W + 1) / 2; j++)
+					x[2 * j] += e[j];
+			} else {
+				for (int j = 0; j < W / 2; j++)
+					x[2 * j + 1] += o[j];
+			}
+		}
+}
+
+/* col2im through phases where taps overlap (a 1x1 kernel scatters each
+ * element once: directly is faster) */
+static int col2im_phased(const nb_conv2d_shape *s)
+{
+	return s->stride_h == 2 && s->stride_w == 2 && s->R > 1 && s->S > 1;
 }
 
 /* sum of x[0..n) in 16 independent lanes, so that it vectorises without
@@ -655,6 +766,44 @@ static xview input_view(const nb_conv2d_shape *s, int Cg, int slack)
 	return v;
 }
 
+/*
+ * view_planes for stride 2 x 2: each input row is read once and its even
+ * and odd columns written to the two phase rows that hold them. Only
+ * interiors are written: the borders stay zero from the caller's zeroing
+ * of buf, as for pad_planes. (Gathering each phase row with a stride, and
+ * writing its zeros every time, cost as much as the forward's product.)
+ */
+static void view_phases2(const xview *v, float *restrict buf, const float *im,
+			 const nb_conv2d_shape *s, int Cg)
+{
+	const int H = s->H, W = s->W, ph = s->pad_h, pw = s->pad_w;
+	const size_t plane = (size_t)v->Hh * v->Wh;
+	for (int c = 0; c < Cg; c++)
+		for (int h = 0; h < H; h++) {
+			const int a = (h + ph) % 2, u = (h + ph) / 2;
+			if (a >= v->na)
+				continue;
+			float *row = buf +
+				     (size_t)(c * v->na + a) * v->nb * plane +
+				     (size_t)u * v->Wh;
+			float *const d[2] = {row, row + plane};
+			float *e, *o;
+			phase_cols2(d, v->nb, pw, &e, &o);
+			const float *x = im + ((size_t)c * H + h) * W;
+			if (e && o) {
+				split_pairs(e, o, x, W / 2);
+				if (W % 2)
+					e[W / 2] = x[W - 1];
+			} else if (e) {
+				for (int j = 0; j < (W + 1) / 2; j++)
+					e[j] = x[2 * j];
+			} else {
+				for (int j = 0; j < W / 2; j++)
+					o[j] = x[2 * j + 1];
+			}
+		}
+}
+
 /* The view of planes im (Cg of them) in buf (v->n floats; for stride 1 its
  * border stays zero from the caller's zeroing, as for pad_planes). */
 static const float *view_planes(const xview *v, float *restrict buf,
@@ -669,6 +818,10 @@ static const float *view_planes(const xview *v, float *restrict buf,
 	if (!v->phased)
 		return pad_planes(buf, im, Cg, H, W, ph, pw);
 	const int sh = s->stride_h, sw = s->stride_w, Wh = v->Wh;
+	if (sh == 2 && sw == 2) {
+		view_phases2(v, buf, im, s, Cg);
+		return buf;
+	}
 	for (int c = 0; c < Cg; c++)
 		for (int a = 0; a < v->na; a++)
 			for (int b = 0; b < v->nb; b++) {
@@ -1111,13 +1264,20 @@ static void pb_dgrad(const pb_plan *pl, pb_scratch *sc, float *din,
 	const size_t ld = (size_t)nb * PQ;
 	nb_gp_gemm(sc->dcol, ld, pl->CRSg, nb * PQ, pl->Kg, ag, sc->colg, NULL,
 		   0);
-	for (int j = 0; j < nb; j++)
-		col2im_add(din +
-			       (((size_t)n0 + j) * s->C + (size_t)g * pl->Cg) *
-				   pl->HW,
-			   sc->dxp, sc->dcol + (size_t)j * PQ, ld, pl->Cg, s->H,
-			   s->W, s->R, s->S, s->stride_h, s->stride_w, s->pad_h,
-			   s->pad_w, s->P, s->Q);
+	for (int j = 0; j < nb; j++) {
+		float *dxg =
+		    din +
+		    (((size_t)n0 + j) * s->C + (size_t)g * pl->Cg) * pl->HW;
+		const float *dc = sc->dcol + (size_t)j * PQ;
+		if (col2im_phased(s))
+			col2im_add_phases2(dxg, sc->dxp, dc, ld, pl->Cg, s->H,
+					   s->W, s->R, s->S, s->pad_h, s->pad_w,
+					   s->P, s->Q);
+		else
+			col2im_add(dxg, sc->dxp, dc, ld, pl->Cg, s->H, s->W,
+				   s->R, s->S, s->stride_h, s->stride_w,
+				   s->pad_h, s->pad_w, s->P, s->Q);
+	}
 }
 
 /*
@@ -1210,8 +1370,12 @@ static int packed_backward(float *din, float *dw, float *db, const float *dout,
 				   : 0;
 	const size_t colg_n = cols_d ? pad16(nb_gp_b_floats(Kg, cols)) : 0;
 	const size_t dcol_n = cols_d ? pad16((size_t)CRSg * cols) : 0;
-	const size_t dxp_n =
-	    cols_d && padded ? pad16((size_t)Cg * pl.Hp * pl.Wp) : 0;
+	const size_t dxp_n = !cols_d ? 0
+			     : col2im_phased(s)
+				 ? pad16(phases2_floats(Cg, s->H, s->W, R, S,
+							s->pad_h, s->pad_w))
+			     : padded ? pad16((size_t)Cg * pl.Hp * pl.Wp)
+				      : 0;
 	const size_t work_n =
 	    xp_n + gT_n + wl_n + gpad_n + colg_n + dcol_n + dxp_n + drows_n;
 	const size_t dwT_g = (size_t)CRSg * pl.Mp; /* per group */

@@ -56,7 +56,8 @@
  * 6: the weight gradient of convolutions with at most 16 output channels
  * on rows of 16 or 32 positions summed with positions on the lanes; on
  * maps under 128 positions, the images of a unit summed in registers
- * before they are added to the chunk's partial. */
+ * before they are added to the chunk's partial; a strided 3x3 input
+ * gradient without padding gathered in phase planes before it is added. */
 #define NB_NUMERICS_VERSION 6
 
 enum job_state { J_PENDING, J_RUNNING, J_DONE, J_FAILED };

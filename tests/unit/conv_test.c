@@ -270,6 +270,12 @@ static const conv_case conv_cases[] = {
     {1, 4, 16, 16, 6, 3, 3, 2, 1, 1, 1, 1, 1},
     {2, 8, 16, 16, 8, 3, 3, 2, 2, 1, 1, 2, 0},
     {1, 3, 32, 32, 4, 5, 5, 2, 2, 2, 2, 1, 1},
+    /* stride 2 x 2 through the phases of the input and of col2im: odd
+     * sizes without padding, a 2x2 kernel, a 5x5 one with odd padding */
+    {2, 5, 9, 11, 7, 3, 3, 2, 2, 0, 0, 1, 1},
+    {1, 4, 10, 12, 6, 2, 2, 2, 2, 0, 0, 1, 0},
+    {1, 3, 13, 15, 5, 5, 5, 2, 2, 1, 1, 1, 1},
+    {2, 3, 6, 7, 4, 1, 1, 2, 2, 1, 1, 1, 1}, /* 1x1, odd columns only */
     /* rows of 10 to 28: the implicit kernels on rows padded to whole
      * vectors (LeNet-5's 28 and 10, the input gradient's 14; 1x1 without
      * padding, whose view is a copy with slack; groups; stride 2) */
