@@ -459,8 +459,12 @@ wl_tile(float *S, int M, const int MT, const int TT, int m0, int i0, int Kd,
 				/* one load into a register: folded into each
 				 * multiply-add instead, an unaligned load
 				 * (two cache lines) per multiply-add halves
-				 * the speed */
+				 * the speed. (Only where the whole build is
+				 * AVX-512: a generic build's baseline clone
+				 * has no register for 64 bytes.) */
+#ifdef __AVX512F__
 				__asm__("" : "+v"(xv));
+#endif
 #pragma GCC unroll 4
 				for (int k = 0; k < MT; k++)
 					acc[t][k] += xv * gv[k];
