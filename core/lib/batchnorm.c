@@ -31,12 +31,13 @@
  *
  * What this file deliberately does not do: allocate anything (the caller
  * owns save_mean/save_invstd), track num_batches_tracked or support
- * momentum=None (cumulative averaging). The _relu variants are BatchNorm
- * followed by ReLU in one pass, bit-identical to the two ops one after the
- * other (the network uses them when the ReLU works in place); the relu
- * backward masks the ReLU's gradient in its first pass, recomputing the
- * forward's values from in (preresnet20's training step, batch 128:
- * BatchNorm + ReLU backward 21 -> 16.5 ms at 1 thread, 19 -> 16 ms at 2).
+ * momentum=None (cumulative averaging). The _relu and _relu6 variants are
+ * BatchNorm followed by ReLU or ReLU6 in one pass, bit-identical to the
+ * two ops one after the other (the network uses them when the activation
+ * works in place); their backward masks the activation's gradient in its
+ * first pass, recomputing the forward's values from in (preresnet20's
+ * training step, batch 128: BatchNorm + ReLU backward 21 -> 16.5 ms at 1
+ * thread, 19 -> 16 ms at 2).
  * The _store variant of the backward writes din instead of adding to it.
  */
 #include <math.h>
@@ -202,17 +203,38 @@ static inline float bn_value(float x, bn_affine a)
 	return ((x - a.hi) - a.lo) * a.s + a.b;
 }
 
-/* g masked by the fused ReLU's derivative at x: out > 0 exactly when
- * bn_value(x) > 0 (out = v < 0 ? 0 : v; NaN and -0 are not > 0); + 0.0f
- * turns -0 into +0, as adding the masked value to a zeroed gradient does.
+/* The activation fused after the normalisation: none, ReLU or ReLU6
+ * (clamp to [0, 6]). A constant in every inlined call, so that each loop
+ * is straight-line. */
+enum { ACT_NONE, ACT_RELU, ACT_RELU6 };
+
+/* v activated: nb_relu_forward's / nb_relu6_forward's select on v */
+static inline float act_value(float v, const int act)
+{
+	if (act == ACT_RELU6)
+		return v < 0.0f ? 0.0f : (v > 6.0f ? 6.0f : v);
+	if (act == ACT_RELU)
+		return v < 0.0f ? 0.0f : v;
+	return v;
+}
+
+/* g masked by the fused activation's derivative at x: for ReLU out > 0
+ * exactly when bn_value(x) > 0 (out = v < 0 ? 0 : v; NaN and -0 are not
+ * > 0), for ReLU6 0 < out < 6 exactly when 0 < v < 6 (torch's
+ * hardtanh_backward reads the output the same way); + 0.0f turns -0 into
+ * +0, as adding the masked value to a zeroed gradient does.
  * The mask is an AND on g's bits: GCC 12 leaves a float select feeding
  * double arithmetic as a branch (the loops stay scalar and mispredict the
  * mask every other element, 25x slower), and vectorises this. */
-static inline float relu_masked(float g, float x, bn_affine a)
+static inline float act_masked(float g, float x, bn_affine a, const int act)
 {
 	uint32_t u;
 	memcpy(&u, &g, sizeof u);
-	u &= -(uint32_t)(bn_value(x, a) > 0.0f);
+	const float v = bn_value(x, a);
+	if (act == ACT_RELU6)
+		u &= -(uint32_t)((v > 0.0f) & (v < 6.0f));
+	else
+		u &= -(uint32_t)(v > 0.0f);
 	float r;
 	memcpy(&r, &u, sizeof r);
 	return r + 0.0f;
@@ -233,23 +255,23 @@ static bn_affine affine_get(const float *p)
 	return a;
 }
 
-/* One plane's share of slice_grad_sums' sums. If relu, dy = g masked by
- * the ReLU of a, and the masked values are written back to g (relu is a
- * constant in every call, so that each loop is straight-line and
- * vectorises). */
+/* One plane's share of slice_grad_sums' sums. If act (ACT_RELU or
+ * ACT_RELU6), dy = g masked by that activation of a, and the masked values
+ * are written back to g (act is a constant in every call, so that each
+ * loop is straight-line and vectorises). */
 static inline __attribute__((always_inline)) void
 plane_grad_sums_t(double *restrict ady, double *restrict adx,
 		  double *restrict adydx, double *rest, float *g,
 		  const float *restrict x, int L, double m, bn_affine a,
-		  const int relu)
+		  const int act)
 {
 	int l = 0;
 	for (; l + NB_BN_LANES <= L; l += NB_BN_LANES)
 #pragma omp simd
 		for (int k = 0; k < NB_BN_LANES; k++) {
 			float gm = g[l + k];
-			if (relu) {
-				gm = relu_masked(gm, x[l + k], a);
+			if (act) {
+				gm = act_masked(gm, x[l + k], a, act);
 				g[l + k] = gm;
 			}
 			double dy = gm;
@@ -260,8 +282,8 @@ plane_grad_sums_t(double *restrict ady, double *restrict adx,
 		}
 	for (; l < L; l++) {
 		float gm = g[l];
-		if (relu) {
-			gm = relu_masked(gm, x[l], a);
+		if (act) {
+			gm = act_masked(gm, x[l], a, act);
 			g[l] = gm;
 		}
 		double dy = gm;
@@ -277,12 +299,12 @@ plane_grad_sums_t(double *restrict ady, double *restrict adx,
  * (one slice), with m0[j] a float-valued reference point (the saved or
  * running mean): sum_dy = sum dy, sum_dx = sum (x - m0), sum_dy_dx =
  * sum dy * (x - m0), each x - m0 exact in double. dy is dout as it is, or,
- * if relu is not NULL, masked by the ReLU of relu[j]: then the masked dy
- * is written to masked (dout itself, or NULL when relu is).
+ * if act is ACT_RELU or ACT_RELU6, masked by that activation of aff[j]:
+ * then the masked dy is written to masked (dout itself).
  */
 static void slice_grad_sums(const float *dout, float *masked, int n0, int n1,
 			    int C, int L, const float *in, bn_block b,
-			    const bn_affine *relu, const double *m0,
+			    const bn_affine *aff, int act, const double *m0,
 			    double *sum_dy, double *sum_dx, double *sum_dy_dx)
 {
 	double a_dy[NB_BN_BLOCK][NB_BN_LANES] = {{0}},
@@ -292,11 +314,16 @@ static void slice_grad_sums(const float *dout, float *masked, int n0, int n1,
 	for (int n = n0; n < n1; n++)
 		for (int j = 0; j < b.nc; j++) {
 			const float *x = PLANE(in, n, b.c0 + j);
-			if (relu)
+			if (act == ACT_RELU)
 				plane_grad_sums_t(a_dy[j], a_dx[j], a_dydx[j],
 						  rest[j],
 						  PLANE(masked, n, b.c0 + j), x,
-						  L, m0[j], relu[j], 1);
+						  L, m0[j], aff[j], ACT_RELU);
+			else if (act == ACT_RELU6)
+				plane_grad_sums_t(a_dy[j], a_dx[j], a_dydx[j],
+						  rest[j],
+						  PLANE(masked, n, b.c0 + j), x,
+						  L, m0[j], aff[j], ACT_RELU6);
 			else /* not written: the cast only shares the code */
 				plane_grad_sums_t(
 				    a_dy[j], a_dx[j], a_dydx[j], rest[j],
@@ -311,15 +338,16 @@ static void slice_grad_sums(const float *dout, float *masked, int n0, int n1,
 }
 
 static void plane_apply(float *restrict y, const float *restrict x, int L,
-			bn_affine a, int relu)
+			bn_affine a, int act)
 {
-	if (relu) {
-		/* nb_relu_forward's select on the same value */
+	if (act == ACT_RELU) {
 #pragma omp simd
-		for (int l = 0; l < L; l++) {
-			float v = bn_value(x[l], a);
-			y[l] = v < 0.0f ? 0.0f : v;
-		}
+		for (int l = 0; l < L; l++)
+			y[l] = act_value(bn_value(x[l], a), ACT_RELU);
+	} else if (act == ACT_RELU6) {
+#pragma omp simd
+		for (int l = 0; l < L; l++)
+			y[l] = act_value(bn_value(x[l], a), ACT_RELU6);
 	} else {
 #pragma omp simd
 		for (int l = 0; l < L; l++)
@@ -329,25 +357,25 @@ static void plane_apply(float *restrict y, const float *restrict x, int L,
 
 /* out = the block normalised by a[], image by image over [n0, n1) */
 static void block_apply(float *out, const float *in, int n0, int n1, int C,
-			int L, bn_block b, const bn_affine *a, int relu)
+			int L, bn_block b, const bn_affine *a, int act)
 {
 	for (int n = n0; n < n1; n++)
 		for (int j = 0; j < b.nc; j++)
 			plane_apply(PLANE(out, n, b.c0 + j),
-				    PLANE(in, n, b.c0 + j), L, a[j], relu);
+				    PLANE(in, n, b.c0 + j), L, a[j], act);
 }
 
 /*
- * in, out (N,C,L); gamma, beta, save_*, running_* (C) or NULL; relu: a
- * ReLU applied to out in the same pass. Block by block: the threads sum
- * their slices, one thread turns the sums into the normalisation (and
- * the saved and running statistics), the threads normalise their slices.
+ * in, out (N,C,L); gamma, beta, save_*, running_* (C) or NULL; act: a
+ * ReLU or ReLU6 applied to out in the same pass (ACT_*). Block by block: the
+ * threads sum their slices, one thread turns the sums into the normalisation
+ * (and the saved and running statistics), the threads normalise their slices.
  */
 static int forward_train(float *out, float *save_mean, float *save_invstd,
 			 float *save_affine, float *running_mean,
 			 float *running_var, const float *in,
 			 const float *gamma, const float *beta, int N, int C,
-			 int L, float momentum, float eps, int relu)
+			 int L, float momentum, float eps, int act)
 {
 	if (N <= 0 || C <= 0 || L <= 0 || (long long)N * L <= 1)
 		return NB_EINVAL;
@@ -395,7 +423,7 @@ static int forward_train(float *out, float *save_mean, float *save_invstd,
 #pragma omp for schedule(static) nowait
 		for (int s = 0; s < NB_BN_SLICES; s++)
 			block_apply(out, in, slice_begin(N, s),
-				    slice_begin(N, s + 1), C, L, b, a, relu);
+				    slice_begin(N, s + 1), C, L, b, a, act);
 	}
 	return NB_OK;
 }
@@ -408,7 +436,7 @@ int nb_batchnorm_forward_train(float *out, float *save_mean, float *save_invstd,
 {
 	return forward_train(out, save_mean, save_invstd, NULL, running_mean,
 			     running_var, in, gamma, beta, N, C, L, momentum,
-			     eps, 0);
+			     eps, ACT_NONE);
 }
 
 int nb_batchnorm_relu_forward_train(float *out, float *save_mean,
@@ -420,14 +448,26 @@ int nb_batchnorm_relu_forward_train(float *out, float *save_mean,
 {
 	return forward_train(out, save_mean, save_invstd, save_affine,
 			     running_mean, running_var, in, gamma, beta, N, C,
-			     L, momentum, eps, 1);
+			     L, momentum, eps, ACT_RELU);
+}
+
+int nb_batchnorm_relu6_forward_train(float *out, float *save_mean,
+				     float *save_invstd, float *save_affine,
+				     float *running_mean, float *running_var,
+				     const float *in, const float *gamma,
+				     const float *beta, int N, int C, int L,
+				     float momentum, float eps)
+{
+	return forward_train(out, save_mean, save_invstd, save_affine,
+			     running_mean, running_var, in, gamma, beta, N, C,
+			     L, momentum, eps, ACT_RELU6);
 }
 
 /* in, out (N,C,L); gamma, beta (C) or NULL; running_mean, running_var (C). */
 static void forward_eval(float *out, const float *in, const float *gamma,
 			 const float *beta, const float *running_mean,
 			 const float *running_var, int N, int C, int L,
-			 float eps, int relu)
+			 float eps, int act)
 {
 	size_t total = (size_t)N * C * L;
 #pragma omp parallel if (total >= NB_BN_PAR_MIN)
@@ -445,7 +485,7 @@ static void forward_eval(float *out, const float *in, const float *gamma,
 #pragma omp for schedule(static) nowait
 		for (int s = 0; s < NB_BN_SLICES; s++)
 			block_apply(out, in, slice_begin(N, s),
-				    slice_begin(N, s + 1), C, L, b, a, relu);
+				    slice_begin(N, s + 1), C, L, b, a, act);
 	}
 }
 
@@ -455,7 +495,7 @@ void nb_batchnorm_forward_eval(float *out, const float *in, const float *gamma,
 			       float eps)
 {
 	forward_eval(out, in, gamma, beta, running_mean, running_var, N, C, L,
-		     eps, 0);
+		     eps, ACT_NONE);
 }
 
 void nb_batchnorm_relu_forward_eval(float *out, const float *in,
@@ -465,7 +505,17 @@ void nb_batchnorm_relu_forward_eval(float *out, const float *in,
 				    int L, float eps)
 {
 	forward_eval(out, in, gamma, beta, running_mean, running_var, N, C, L,
-		     eps, 1);
+		     eps, ACT_RELU);
+}
+
+void nb_batchnorm_relu6_forward_eval(float *out, const float *in,
+				     const float *gamma, const float *beta,
+				     const float *running_mean,
+				     const float *running_var, int N, int C,
+				     int L, float eps)
+{
+	forward_eval(out, in, gamma, beta, running_mean, running_var, N, C, L,
+		     eps, ACT_RELU6);
 }
 
 /* d = (or, unless store, +=) k * (dy - mean_dy - (x - mean) * proj) over
@@ -499,21 +549,22 @@ static void plane_din(float *restrict d, const float *restrict dy,
  * has this error). So the pass that sums dout also sums x - save_mean in
  * double, which recovers the exact mean as save_mean + that sum / M.
  *
- * save_affine (4*C floats, or NULL): the forward had a ReLU fused, dout
- * is the gradient of the ReLU's output and masked is dout itself; the
- * first pass masks each element by the ReLU's derivative, recomputed from
- * in, as it reads it and writes it back, so that the second pass reads
- * the BatchNorm's own output gradient. Against a masking pass of its own
- * (read the ReLU's output and dout, write dout) that saves reading the
- * ReLU's output and dout once; recomputing the mask in the second pass
+ * save_affine (4*C floats, or NULL): the forward had act (ACT_RELU or
+ * ACT_RELU6) fused, dout is the gradient of the activation's output and
+ * masked is dout itself; the first pass masks each element by the
+ * activation's derivative, recomputed from in, as it reads it and writes
+ * it back, so that the second pass reads the BatchNorm's own output
+ * gradient. Against a masking pass of its own (read the activation's
+ * output and dout, write dout) that saves reading the output and dout
+ * once; recomputing the mask in the second pass
  * too instead of writing it back costs more arithmetic than the store
  * saves (measured: a third slower at 1 thread).
  */
 static void backward_train(float *din, float *dgamma, float *dbeta,
 			   const float *dout, float *masked, const float *in,
 			   const float *save_mean, const float *save_invstd,
-			   const float *save_affine, const float *gamma, int N,
-			   int C, int L, int store)
+			   const float *save_affine, int act,
+			   const float *gamma, int N, int C, int L, int store)
 {
 	size_t total = (size_t)N * C * L;
 	double M = (double)N * L;
@@ -528,7 +579,6 @@ static void backward_train(float *din, float *dgamma, float *dbeta,
 		const bn_block b = block_at(c0, C);
 		double m0[NB_BN_BLOCK];
 		bn_affine aff[NB_BN_BLOCK];
-		const bn_affine *relu = save_affine ? aff : NULL;
 		for (int j = 0; j < b.nc; j++) {
 			m0[j] = save_mean[b.c0 + j];
 			aff[j] = save_affine
@@ -539,8 +589,9 @@ static void backward_train(float *din, float *dgamma, float *dbeta,
 #pragma omp for schedule(static)
 		for (int s = 0; s < NB_BN_SLICES; s++)
 			slice_grad_sums(dout, masked, slice_begin(N, s),
-					slice_begin(N, s + 1), C, L, in, b,
-					relu, m0, p_dy[s], p_dx[s], p_dydx[s]);
+					slice_begin(N, s + 1), C, L, in, b, aff,
+					save_affine ? act : ACT_NONE, m0,
+					p_dy[s], p_dx[s], p_dydx[s]);
 #pragma omp single
 		for (int j = 0; j < b.nc; j++) {
 			const int c = b.c0 + j;
@@ -586,7 +637,7 @@ void nb_batchnorm_backward_train(float *din, float *dgamma, float *dbeta,
 				 int N, int C, int L)
 {
 	backward_train(din, dgamma, dbeta, dout, NULL, in, save_mean,
-		       save_invstd, NULL, gamma, N, C, L, 0);
+		       save_invstd, NULL, ACT_NONE, gamma, N, C, L, 0);
 }
 
 void nb_batchnorm_backward_train_store(float *din, float *dgamma, float *dbeta,
@@ -596,7 +647,7 @@ void nb_batchnorm_backward_train_store(float *din, float *dgamma, float *dbeta,
 				       const float *gamma, int N, int C, int L)
 {
 	backward_train(din, dgamma, dbeta, dout, NULL, in, save_mean,
-		       save_invstd, NULL, gamma, N, C, L, 1);
+		       save_invstd, NULL, ACT_NONE, gamma, N, C, L, 1);
 }
 
 void nb_batchnorm_relu_backward_train(
@@ -605,7 +656,18 @@ void nb_batchnorm_relu_backward_train(
     const float *gamma, int N, int C, int L, int store)
 {
 	backward_train(din, dgamma, dbeta, dout, dout, in, save_mean,
-		       save_invstd, save_affine, gamma, N, C, L, store);
+		       save_invstd, save_affine, ACT_RELU, gamma, N, C, L,
+		       store);
+}
+
+void nb_batchnorm_relu6_backward_train(
+    float *din, float *dgamma, float *dbeta, float *dout, const float *in,
+    const float *save_mean, const float *save_invstd, const float *save_affine,
+    const float *gamma, int N, int C, int L, int store)
+{
+	backward_train(din, dgamma, dbeta, dout, dout, in, save_mean,
+		       save_invstd, save_affine, ACT_RELU6, gamma, N, C, L,
+		       store);
 }
 
 /*
@@ -637,8 +699,8 @@ void nb_batchnorm_backward_eval(float *din, float *dgamma, float *dbeta,
 			for (int s = 0; s < NB_BN_SLICES; s++)
 				slice_grad_sums(dout, NULL, slice_begin(N, s),
 						slice_begin(N, s + 1), C, L, in,
-						b, NULL, mean, p_dy[s], p_dx[s],
-						p_dydx[s]);
+						b, NULL, ACT_NONE, mean,
+						p_dy[s], p_dx[s], p_dydx[s]);
 #pragma omp single
 			for (int j = 0; j < b.nc; j++) {
 				const double sum_dy = slices_sum(p_dy, j),

@@ -24,10 +24,11 @@
  * soon as its node's backward has run, and later nodes take theirs from the
  * pool (best fit), so a backward holds only the gradients in flight, not
  * one per node; nothing is allocated per batch once the pool is warm.
- * A BatchNorm whose ReLU works in place applies the ReLU in its own pass
- * (nb_batchnorm_relu_forward_*, bit-identical to the two ops), and in
- * training its backward masks the ReLU's gradient in its own first pass
- * (nb_batchnorm_relu_backward_train, relu_hand_over).
+ * A BatchNorm whose ReLU or ReLU6 works in place applies it in its own
+ * pass (nb_batchnorm_relu_forward_*, nb_batchnorm_relu6_forward_*,
+ * bit-identical to the two ops), and in training its backward masks the
+ * activation's gradient in its own first pass
+ * (nb_batchnorm_relu_backward_train and _relu6_, relu_hand_over).
  *
  * What it deliberately does not do: schedule ops out of order, free
  * activations early, or fuse other ops.
@@ -40,6 +41,9 @@
 #include "error.h"
 #include "net.h"
 #include "dist.h"
+
+/* the activation a BatchNorm applies in its own pass (fuse_act) */
+enum { FUSE_NONE, FUSE_RELU, FUSE_RELU6 };
 
 typedef struct nb_node {
 	enum nb_node_kind kind;
@@ -65,14 +69,16 @@ typedef struct nb_node {
 	size_t grad_cap; /* floats grad holds */
 	int grad_live;
 	int inplace;   /* out is the (sole) input's out buffer, shared */
-	int fuse_relu; /* batchnorm: applies its in-place ReLU consumer too */
+	int fuse_act;  /* batchnorm: applies its in-place ReLU or ReLU6
+			  consumer too (FUSE_RELU, FUSE_RELU6), or 0 */
 	int fold_bn;   /* conv: index of the BatchNorm that is its only
 			  consumer (nb_net_forward_infer folds it), or 0 */
-	int fused;     /* relu: done by its input's forward (fuse_relu) */
+	int fused;     /* relu, relu6: done by its input's forward (fuse_act) */
 	float *save_mean, *save_invstd; /* batchnorm (C) */
 	float *save_affine;             /* batchnorm (4C), for grad_relu */
 	int affine_live; /* batchnorm: the last forward kept save_affine */
-	int grad_relu;   /* batchnorm: grad is its fused ReLU's, unmasked */
+	int grad_relu;   /* batchnorm: grad is its fused activation's,
+			    unmasked */
 	int32_t *argmax;                /* maxpool */
 	float *mask;                    /* dropout */
 	int needs_grad;                 /* set at each backward */
@@ -953,7 +959,7 @@ static int ensure_buffers(nb_net *net, int n, char *err)
 			nd->out = NULL;
 			nd->inplace = 0;
 		}
-		nd->fuse_relu = nd->fused = 0;
+		nd->fuse_act = nd->fused = 0;
 		/* the buffer to work in: the input's (ReLU), or either
 		 * addend's (add) */
 		int from = -1;
@@ -967,10 +973,15 @@ static int ensure_buffers(nb_net *net, int n, char *err)
 			free(nd->out);
 			nd->out = src->out;
 			nd->inplace = 1;
-			/* BatchNorm + ReLU in one pass */
+			/* BatchNorm + ReLU (or ReLU6) in one pass */
 			if (src->kind == NB_NODE_BATCHNORM &&
-			    nd->kind == NB_NODE_RELU)
-				src->fuse_relu = nd->fused = 1;
+			    (nd->kind == NB_NODE_RELU ||
+			     nd->kind == NB_NODE_RELU6)) {
+				src->fuse_act = nd->kind == NB_NODE_RELU
+						    ? FUSE_RELU
+						    : FUSE_RELU6;
+				nd->fused = 1;
+			}
 		} else {
 			/* flatten and the input could alias, but a copy keeps
 			 * the ownership rules simple; they are small next to
@@ -1048,6 +1059,17 @@ static float *pdata(nb_net *net, int idx)
 	return idx >= 0 ? net->params[idx].data : NULL;
 }
 
+/* The activation a BatchNorm fuses (fuse_act), applied in place to its
+ * output by itself: where the BatchNorm's own pass could not (the group's
+ * statistics, a folded inference). */
+static void fused_act_forward(nb_node *bn, size_t n)
+{
+	if (bn->fuse_act == FUSE_RELU)
+		nb_relu_forward(bn->out, bn->out, n);
+	else if (bn->fuse_act == FUSE_RELU6)
+		nb_relu6_forward(bn->out, bn->out, n);
+}
+
 static int node_forward(nb_net *net, nb_node *nd, int N, char *err)
 {
 	const nb_node *src = &net->nodes[nd->in[0]];
@@ -1089,11 +1111,12 @@ static int node_forward(nb_net *net, nb_node *nd, int N, char *err)
 					return nb_errorf(err, rc,
 							 "batchnorm %s: the group's sums failed",
 							 nd->name);
-				if (rc >= 0 && nd->fuse_relu)
-					nb_relu_forward(nd->out, nd->out,
-							n_elems);
-			} else if (nd->fuse_relu) {
-				rc = nb_batchnorm_relu_forward_train(
+				if (rc >= 0 && nd->fuse_act)
+					fused_act_forward(nd, n_elems);
+			} else if (nd->fuse_act) {
+				rc = (nd->fuse_act == FUSE_RELU
+					  ? nb_batchnorm_relu_forward_train
+					  : nb_batchnorm_relu6_forward_train)(
 				    nd->out, nd->save_mean, nd->save_invstd,
 				    nd->save_affine, pdata(net, nd->p_rmean),
 				    pdata(net, nd->p_rvar), x,
@@ -1116,8 +1139,11 @@ static int node_forward(nb_net *net, nb_node *nd, int N, char *err)
 						 nd->name, N, nd->h, nd->w);
 			net->counters[nd->counter].value++;
 		} else {
-			(nd->fuse_relu ? nb_batchnorm_relu_forward_eval
-				       : nb_batchnorm_forward_eval)(
+			(nd->fuse_act == FUSE_RELU
+			     ? nb_batchnorm_relu_forward_eval
+			 : nd->fuse_act == FUSE_RELU6
+			     ? nb_batchnorm_relu6_forward_eval
+			     : nb_batchnorm_forward_eval)(
 			    nd->out, x, pdata(net, nd->p_weight),
 			    pdata(net, nd->p_bias), pdata(net, nd->p_rmean),
 			    pdata(net, nd->p_rvar), N, nd->c, L, nd->eps);
@@ -1129,7 +1155,8 @@ static int node_forward(nb_net *net, nb_node *nd, int N, char *err)
 			nb_relu_forward(nd->out, x, n_elems);
 		return 0;
 	case NB_NODE_RELU6:
-		nb_relu6_forward(nd->out, x, n_elems);
+		if (!nd->fused)
+			nb_relu6_forward(nd->out, x, n_elems);
 		return 0;
 	case NB_NODE_LEAKY_RELU:
 		nb_leaky_relu_forward(nd->out, x, n_elems, nd->slope);
@@ -1433,8 +1460,8 @@ int nb_net_forward_infer(nb_net *net, const float *x, int n, char *err)
 			rc = folded_conv_forward(net, nd, bn, n, err);
 		for (int k = i + 1; rc >= 0 && k < nd->fold_bn; k++)
 			rc = node_forward(net, &net->nodes[k], n, err);
-		if (rc >= 0 && bn->fuse_relu)
-			nb_relu_forward(bn->out, bn->out, (size_t)n * bn->size);
+		if (rc >= 0 && bn->fuse_act)
+			fused_act_forward(bn, (size_t)n * bn->size);
 		i = nd->fold_bn;
 		infer_release(net, i);
 	}
@@ -1632,7 +1659,9 @@ static int node_backward(nb_net *net, nb_node *nd, int N, char *err)
 						 "batchnorm %s: the group's sums failed",
 						 nd->name);
 		} else if (net->training && nd->grad_relu)
-			nb_batchnorm_relu_backward_train(
+			(nd->fuse_act == FUSE_RELU
+			     ? nb_batchnorm_relu_backward_train
+			     : nb_batchnorm_relu6_backward_train)(
 				dx, pgrad(net, nd->p_weight),
 				pgrad(net, nd->p_bias), nd->grad, x,
 				nd->save_mean, nd->save_invstd, nd->save_affine,
@@ -1759,9 +1788,10 @@ static void hand_over_grad(nb_net *net, nb_node *nd, nb_node *to)
 }
 
 /*
- * The backward of a ReLU fused with its BatchNorm input (fuse_relu): when
- * nothing else has written the BatchNorm's gradient, that gradient would be
- * 0 + (out > 0 ? dy : 0), so the ReLU's own gradient buffer is masked in
+ * The backward of a ReLU or ReLU6 fused with its BatchNorm input
+ * (fuse_act): when nothing else has written the BatchNorm's gradient, that
+ * gradient would be 0 + (out > 0 ? dy : 0) (ReLU6: 0 < out < 6), so the
+ * activation's own gradient buffer is masked in
  * place and handed over as the BatchNorm's, saving the zeroing and a pass
  * (same bits: + 0.0f turns -0 into +0 as the addition to zero does).
  * When the BatchNorm's training forward kept its normalisation
@@ -1782,9 +1812,15 @@ static int relu_hand_over(nb_net *net, nb_node *nd, int N)
 	float *g = nd->grad;
 	const float *y = nd->out;
 	const size_t n = (size_t)N * nd->size;
+	if (nd->kind == NB_NODE_RELU6) {
 #pragma omp parallel for simd schedule(static) if (n >= 65536)
-	for (size_t i = 0; i < n; i++)
-		g[i] = y[i] > 0.0f ? g[i] + 0.0f : 0.0f;
+		for (size_t i = 0; i < n; i++)
+			g[i] = y[i] > 0.0f && y[i] < 6.0f ? g[i] + 0.0f : 0.0f;
+	} else {
+#pragma omp parallel for simd schedule(static) if (n >= 65536)
+		for (size_t i = 0; i < n; i++)
+			g[i] = y[i] > 0.0f ? g[i] + 0.0f : 0.0f;
+	}
 	hand_over_grad(net, nd, bn);
 	return 1;
 }

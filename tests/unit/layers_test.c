@@ -1037,10 +1037,59 @@ static void dropout_edge_p(void)
 	CU_ASSERT_EQUAL(nb_rng_u64(&r), nb_rng_u64(&ref));
 }
 
-/* BatchNorm + ReLU in one pass against its twin, BatchNorm then ReLU:
- * the same bits in both modes, running statistics included. */
-static void bn_relu_fused_matches_twin(void)
+/* The fused activations' ops: ReLU (relu6 = 0) or ReLU6 */
+typedef struct bn_act_ops {
+	void (*act)(float *, const float *, size_t);
+	void (*act_backward)(float *, const float *, const float *, size_t);
+	int (*train)(float *, float *, float *, float *, float *, float *,
+		     const float *, const float *, const float *, int, int, int,
+		     float, float);
+	void (*eval)(float *, const float *, const float *, const float *,
+		     const float *, const float *, int, int, int, float);
+	void (*backward)(float *, float *, float *, float *, const float *,
+			 const float *, const float *, const float *,
+			 const float *, int, int, int, int);
+	float gscale; /* gamma's scale: ReLU6 needs outputs past 6 */
+} bn_act_ops;
+
+static bn_act_ops act_ops(int relu6)
 {
+	bn_act_ops o = {nb_relu_forward,
+			nb_relu_backward,
+			nb_batchnorm_relu_forward_train,
+			nb_batchnorm_relu_forward_eval,
+			nb_batchnorm_relu_backward_train,
+			1.0f};
+	if (relu6) {
+		o.act = nb_relu6_forward;
+		o.act_backward = nb_relu6_backward;
+		o.train = nb_batchnorm_relu6_forward_train;
+		o.eval = nb_batchnorm_relu6_forward_eval;
+		o.backward = nb_batchnorm_relu6_backward_train;
+		o.gscale = 8.0f;
+	}
+	return o;
+}
+
+/* outputs at 0 and (ReLU6) at 6: both between 1/20 and 3/4 of n */
+static void assert_act_clamps(const float *y, size_t n, int relu6)
+{
+	size_t zeros = 0, sixes = 0;
+	for (size_t i = 0; i < n; i++) {
+		zeros += y[i] == 0.0f;
+		sixes += y[i] == 6.0f;
+	}
+	CU_ASSERT(zeros > n / 20 && zeros < 3 * n / 4);
+	if (relu6)
+		CU_ASSERT(sixes > n / 20 && sixes < 3 * n / 4);
+}
+
+/* BatchNorm + ReLU (ReLU6) in one pass against its twin, BatchNorm then
+ * the activation: the same bits in both modes, running statistics
+ * included. */
+static void bn_act_fused_matches_twin(int relu6)
+{
+	const bn_act_ops o = act_ops(relu6);
 	const int N = 3, C = 5, L = 37; /* L: not a whole vector */
 	const size_t n = (size_t)N * C * L;
 	float *x = malloc(n * sizeof(float)), *a = malloc(n * sizeof(float)),
@@ -1050,6 +1099,8 @@ static void bn_relu_fused_matches_twin(void)
 	tu_fill_normal(x, n, 2.0f, 901);
 	tu_fill_uniform(g, C, 0.5f, 1.5f, 902);
 	tu_fill_uniform(be, C, -0.5f, 0.5f, 903);
+	for (int c = 0; c < C; c++)
+		g[c] *= o.gscale;
 	for (int k = 0; k < 2; k++)
 		for (int c = 0; c < C; c++) {
 			rm[k][c] = 0.1f * c;
@@ -1059,37 +1110,44 @@ static void bn_relu_fused_matches_twin(void)
 						   rv[0], x, g, be, N, C, L,
 						   0.1f, 1e-5f),
 			0);
-	nb_relu_forward(a, a, n);
-	CU_ASSERT_EQUAL(nb_batchnorm_relu_forward_train(b, sm[1], si[1], NULL,
-							rm[1], rv[1], x, g, be,
-							N, C, L, 0.1f, 1e-5f),
+	o.act(a, a, n);
+	CU_ASSERT_EQUAL(o.train(b, sm[1], si[1], NULL, rm[1], rv[1], x, g, be,
+				N, C, L, 0.1f, 1e-5f),
 			0);
 	CU_ASSERT_EQUAL(memcmp(a, b, n * sizeof(float)), 0);
 	CU_ASSERT_EQUAL(memcmp(sm[0], sm[1], sizeof sm[0]), 0);
 	CU_ASSERT_EQUAL(memcmp(si[0], si[1], sizeof si[0]), 0);
 	CU_ASSERT_EQUAL(memcmp(rm[0], rm[1], sizeof rm[0]), 0);
 	CU_ASSERT_EQUAL(memcmp(rv[0], rv[1], sizeof rv[0]), 0);
-	size_t zeros = 0;
-	for (size_t i = 0; i < n; i++)
-		zeros += b[i] == 0.0f;
-	CU_ASSERT(zeros > n / 4 && zeros < 3 * n / 4); /* the ReLU did act */
+	assert_act_clamps(b, n, relu6); /* the activation did act */
 	nb_batchnorm_forward_eval(a, x, g, be, rm[0], rv[0], N, C, L, 1e-5f);
-	nb_relu_forward(a, a, n);
-	nb_batchnorm_relu_forward_eval(b, x, g, be, rm[0], rv[0], N, C, L,
-				       1e-5f);
+	o.act(a, a, n);
+	o.eval(b, x, g, be, rm[0], rv[0], N, C, L, 1e-5f);
 	CU_ASSERT_EQUAL(memcmp(a, b, n * sizeof(float)), 0);
+	assert_act_clamps(b, n, relu6);
 	free(x);
 	free(a);
 	free(b);
 }
 
-/* The BatchNorm + ReLU backward, masking in its first pass, against its
- * twin: the ReLU's backward into a zeroed buffer, then the BatchNorm's.
- * Same bits for din (added to and stored), dgamma, dbeta and the masked
- * gradient left in dout, at 1 and 3 threads; one channel has gamma = beta = 0
- * (every output 0: all masked), one a mean far from 0. */
-static void bn_relu_backward_matches_twin(void)
+static void bn_relu_fused_matches_twin(void)
 {
+	bn_act_fused_matches_twin(0);
+}
+
+static void bn_relu6_fused_matches_twin(void)
+{
+	bn_act_fused_matches_twin(1);
+}
+
+/* The BatchNorm + ReLU (ReLU6) backward, masking in its first pass, against
+ * its twin: the activation's backward into a zeroed buffer, then the
+ * BatchNorm's. Same bits for din (added to and stored), dgamma, dbeta and
+ * the masked gradient left in dout, at 1 and 3 threads; one channel has
+ * gamma = beta = 0 (every output 0: all masked), one a mean far from 0. */
+static void bn_act_backward_matches_twin(int relu6)
+{
+	const bn_act_ops o = act_ops(relu6);
 	enum { N = 4, C = 6, L = 37 };
 	const size_t n = (size_t)N * C * L;
 	float *x = zalloc(n), *dy = zalloc(n), *out = zalloc(n),
@@ -1100,6 +1158,8 @@ static void bn_relu_backward_matches_twin(void)
 	tu_fill_normal(dy, n, 1.0f, 931);
 	tu_fill_uniform(g, C, 0.5f, 1.5f, 932);
 	tu_fill_uniform(be, C, -0.5f, 0.5f, 933);
+	for (int c = 0; c < C; c++)
+		g[c] *= o.gscale;
 	g[2] = be[2] = 0.0f;
 	for (int i = 0; i < N; i++)
 		for (int l = 0; l < L; l++)
@@ -1111,17 +1171,12 @@ static void bn_relu_backward_matches_twin(void)
 	const int keep = omp_get_max_threads();
 	for (int threads = 1; threads <= 3; threads += 2) {
 		omp_set_num_threads(threads);
-		CU_ASSERT_EQUAL_FATAL(nb_batchnorm_relu_forward_train(
-					  out, m, s, aff, NULL, NULL, x, g, be,
-					  N, C, L, 0.1f, 1e-5f),
+		CU_ASSERT_EQUAL_FATAL(o.train(out, m, s, aff, NULL, NULL, x, g,
+					      be, N, C, L, 0.1f, 1e-5f),
 				      NB_OK);
-		size_t zeros = 0;
-		for (size_t i = 0; i < n; i++) {
-			masked[i] = 0.0f;
-			masked[i] += out[i] > 0.0f ? dy[i] : 0.0f;
-			zeros += out[i] == 0.0f;
-		}
-		CU_ASSERT(zeros > n / 4 && zeros < 3 * n / 4);
+		memset(masked, 0, n * sizeof(float));
+		o.act_backward(masked, dy, out, n);
+		assert_act_clamps(out, n, relu6);
 		for (int k = 0; k < 2; k++) {
 			for (int c = 0; c < C; c++)
 				dg[k][c] = db[k][c] = 0.25f;
@@ -1135,9 +1190,8 @@ static void bn_relu_backward_matches_twin(void)
 		for (int st = 0; st < 2; st++) {
 			/* dout is overwritten with the masked gradient */
 			memcpy(work, dy, n * sizeof(float));
-			nb_batchnorm_relu_backward_train(d[1][st], dg[1], db[1],
-							 work, x, m, s, aff, g,
-							 N, C, L, st);
+			o.backward(d[1][st], dg[1], db[1], work, x, m, s, aff,
+				   g, N, C, L, st);
 			CU_ASSERT_EQUAL(
 			    memcmp(d[0][st], d[1][st], n * sizeof(float)), 0);
 			CU_ASSERT_EQUAL(memcmp(work, masked, n * sizeof(float)),
@@ -1160,6 +1214,16 @@ static void bn_relu_backward_matches_twin(void)
 			free(d[k][st]);
 }
 
+static void bn_relu_backward_matches_twin(void)
+{
+	bn_act_backward_matches_twin(0);
+}
+
+static void bn_relu6_backward_matches_twin(void)
+{
+	bn_act_backward_matches_twin(1);
+}
+
 static const nb_test_entry tests[] = {
     {"batchnorm matches PyTorch (train, running stats, eval, backward)",
      bn_golden_all},
@@ -1179,6 +1243,11 @@ static const nb_test_entry tests[] = {
     {"batchnorm + relu backward masks in its first pass (same bits as the "
      "twin)",
      bn_relu_backward_matches_twin},
+    {"batchnorm + ReLU6 in one pass: same bits as the two ops",
+     bn_relu6_fused_matches_twin},
+    {"batchnorm + relu6 backward masks in its first pass (same bits as the "
+     "twin)",
+     bn_relu6_backward_matches_twin},
     {"activations match PyTorch incl. kinks", act_golden},
     {"activations gradcheck", act_gradcheck},
     {"activations parallel == serial", act_large_matches_small},

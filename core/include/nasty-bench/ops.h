@@ -142,6 +142,18 @@ void nb_batchnorm_relu_forward_eval(float *out, const float *in,
 				    const float *running_mean,
 				    const float *running_var, int N, int C,
 				    int L, float eps);
+/* The same with ReLU6 (nb_relu6_forward) in place of ReLU. */
+int nb_batchnorm_relu6_forward_train(float *out, float *save_mean,
+				     float *save_invstd, float *save_affine,
+				     float *running_mean, float *running_var,
+				     const float *in, const float *gamma,
+				     const float *beta, int N, int C, int L,
+				     float momentum, float eps);
+void nb_batchnorm_relu6_forward_eval(float *out, const float *in,
+				     const float *gamma, const float *beta,
+				     const float *running_mean,
+				     const float *running_var, int N, int C,
+				     int L, float eps);
 /* Backward of the training-mode forward (batch statistics depend on in). */
 void nb_batchnorm_backward_train(float *din, float *dgamma, float *dbeta,
 				 const float *dout, const float *in,
@@ -168,6 +180,15 @@ void nb_batchnorm_relu_backward_train(float *din, float *dgamma,
 				      const float *save_affine,
 				      const float *gamma, int N, int C, int L,
 				      int store);
+/* The same for nb_batchnorm_relu6_forward_train: the mask is
+ * 0 < out < 6 (nb_relu6_backward's). */
+void nb_batchnorm_relu6_backward_train(float *din, float *dgamma,
+				       float *dbeta, float *dout,
+				       const float *in, const float *save_mean,
+				       const float *save_invstd,
+				       const float *save_affine,
+				       const float *gamma, int N, int C, int L,
+				       int store);
 /* Backward of the eval-mode forward (running statistics are constants). */
 void nb_batchnorm_backward_eval(float *din, float *dgamma, float *dbeta,
 				const float *dout, const float *in,
