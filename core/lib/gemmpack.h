@@ -59,7 +59,8 @@ void nb_gp_gemm(float *c, size_t ldc, int M, int N, int Kd, const float *ap,
  * (off[i] says where tap i, im2col's row i, starts; n = p * Q + q is an
  * output position). Q must be a multiple of 16, so that the 16 positions
  * one vector holds never cross a row, or 8 with N a multiple of 16 (a
- * vector is then two rows). No im2col matrix is written.
+ * vector is then two rows), or N itself (a single row; the last vector
+ * reads up to 15 floats past it). No im2col matrix is written.
  */
 void nb_gp_gemm_x(float *c, size_t ldc, int M, int N, int Kd, const float *ap,
 		  const float *x, const int *off, int Q, size_t ldx,

@@ -284,6 +284,12 @@ static const conv_case conv_cases[] = {
     {1, 4, 12, 12, 8, 1, 1, 1, 1, 0, 0, 1, 0},
     {2, 8, 14, 14, 8, 3, 3, 1, 1, 1, 1, 2, 1},
     {1, 4, 21, 21, 6, 3, 3, 2, 2, 1, 1, 1, 1},
+    /* 1x1 on rows that suit neither vectors nor padded rows: each plane
+     * read as one row (MobileNetV2's 17-wide maps, 289 positions; padded
+     * 7x7 -> 9x9; 5x5 with groups) */
+    {2, 24, 17, 17, 20, 1, 1, 1, 1, 0, 0, 1, 1},
+    {2, 6, 7, 7, 10, 1, 1, 1, 1, 1, 1, 1, 0},
+    {3, 8, 5, 5, 12, 1, 1, 1, 1, 0, 0, 2, 1},
     /* depthwise on MobileNetV2's 5x5 maps: every row a partial tile */
     {3, 16, 5, 5, 16, 3, 3, 1, 1, 1, 1, 16, 1},
     /* a kernel over the whole input: a linear layer */
