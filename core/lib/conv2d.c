@@ -1176,10 +1176,11 @@ typedef struct pb_plan {
 	int Mp;		      /* Kg rounded up to whole vectors of 16 */
 	int lanes;	      /* the weight gradient on nb_gp_wgrad_lanes */
 	int implicit_d;
-	int Wv;	   /* implicit_d: its product's row length (> W: padded rows) */
-	int store; /* din is written, not added to (see
-		      nb_conv2d_backward_store) */
-	xview xv;  /* how the weight gradient reads x */
+	int Wv; /* implicit_d: its product's row length (> W: padded rows) */
+	int flat_d; /* implicit_d on each plane as one row (pointwise_flat) */
+	int store;  /* din is written, not added to (see
+		       nb_conv2d_backward_store) */
+	xview xv;   /* how the weight gradient reads x */
 	/* din's weights, an floats per group: flipped (implicit_d) or
 	 * transposed (through im2col columns) */
 	const float *ap;
@@ -1249,6 +1250,22 @@ static void pb_dgrad(const pb_plan *pl, pb_scratch *sc, float *din,
 		const size_t n = (size_t)n0 + j;
 		float *dxg = din + (n * s->C + (size_t)g * pl->Cg) * pl->HW;
 		const float *gg = dout + (n * s->K + (size_t)g * pl->Kg) * PQ;
+		if (pl->flat_d) {
+			/* the planes as one row each, copied for the slack
+			 * the last vector reads; din += a product made
+			 * first, so that the bits are the im2col path's */
+			const size_t n_d = (size_t)pl->Cg * pl->HW;
+			const float *x =
+			    memcpy(sc->gpad, gg, sizeof(float) * pl->Kg * PQ);
+			float *d = pl->store ? dxg : sc->drows;
+			nb_gp_gemm_x(d, pl->HW, pl->Cg, pl->HW, pl->KRSg, ag, x,
+				     pl->offg, pl->HW, pl->Qp, NULL, 0);
+			if (!pl->store)
+#pragma omp simd
+				for (size_t i = 0; i < n_d; i++)
+					dxg[i] += d[i];
+			continue;
+		}
 		if (pl->implicit_d && pl->Wv == s->W) {
 			const float *x = pad_planes(sc->gpad, gg, pl->Kg, s->P,
 						    s->Q, pl->gph, pl->gpw);
@@ -1371,7 +1388,10 @@ static int packed_backward(float *din, float *dw, float *db, const float *dout,
 	/* the input gradient as a forward convolution only where that needs
 	 * no im2col: otherwise its im2col matrix (K*R*S x H*W) is larger
 	 * than col2im's (C*R*S x P*Q) wherever C <= K */
-	pl.Wv = din && dgrad_as_forward(s) ? implicit_rows(s->H, s->W) : 0;
+	pl.flat_d = din && dgrad_as_forward(s) && pointwise_flat(s);
+	pl.Wv = pl.flat_d		     ? s->W
+		: din && dgrad_as_forward(s) ? implicit_rows(s->H, s->W)
+					     : 0;
 	pl.implicit_d = pl.Wv > 0;
 	const int Cg = pl.Cg, Kg = pl.Kg, CRSg = pl.CRSg;
 	const int padded = s->pad_h || s->pad_w;
@@ -1392,12 +1412,15 @@ static int packed_backward(float *din, float *dw, float *db, const float *dout,
 	const size_t wl_n = pl.lanes ? pad16((size_t)CRSg * Kg * 16) : 0;
 	/* (padded rows read up to Wv - W floats past the padded planes) */
 	const size_t gpad_n =
-	    pl.implicit_d && (pl.gph || pl.gpw || pl.Wv > s->W)
+	    pl.flat_d ? pad16((size_t)Kg * PQ + 15) /* a copy with slack */
+	    : pl.implicit_d && (pl.gph || pl.gpw || pl.Wv > s->W)
 		? pad16((size_t)Kg * pl.Pp * pl.Qp + pl.Wv - s->W)
 		: 0;
-	const size_t drows_n = pl.implicit_d && pl.Wv > s->W
-				   ? pad16((size_t)Cg * s->H * pl.Wv)
-				   : 0;
+	/* (flat_d adding to din: the product first, as the im2col path) */
+	const size_t drows_n =
+	    pl.implicit_d && (pl.Wv > s->W || (pl.flat_d && !store))
+		? pad16((size_t)Cg * s->H * pl.Wv)
+		: 0;
 	const size_t colg_n = cols_d ? pad16(nb_gp_b_floats(Kg, cols)) : 0;
 	const size_t dcol_n = cols_d ? pad16((size_t)CRSg * cols) : 0;
 	const size_t dxp_n = !cols_d ? 0
