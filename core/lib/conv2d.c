@@ -31,6 +31,7 @@
 #include <cblas.h>
 #include <omp.h>
 
+#include "dwconv.h"
 #include "error.h"
 #include "gemmpack.h"
 #include "ops.h"
@@ -648,6 +649,19 @@ nb_conv_kernels nb_conv2d_kernels(void)
 static int packed_suits(const nb_conv2d_shape *s)
 {
 	return s->P * s->Q >= NB_GP_NR / 2;
+}
+
+/*
+ * Depthwise convolutions with the channels on the lanes (dwconv.c) or on
+ * the plane kernels above (their twin, and the path of builds without
+ * 512-bit vectors).
+ */
+static int use_dw_cl(const nb_conv2d_shape *s)
+{
+	(void)s;
+	if (conv_kernels == NB_CONV_AUTO)
+		return nb_dw_cl_available();
+	return conv_kernels == NB_CONV_PACKED;
 }
 
 static int use_packed(const nb_conv2d_shape *s)
@@ -1588,7 +1602,8 @@ int nb_conv2d_forward(float *out, const float *in, const float *w,
 	const size_t CRSg = (size_t)Cg * R * S;
 
 	if (is_depthwise(s))
-		return depthwise_forward(out, in, w, b, s, ws);
+		return use_dw_cl(s) ? nb_dw_cl_forward(out, in, w, b, s, ws)
+				    : depthwise_forward(out, in, w, b, s, ws);
 	if (is_whole_plane(s)) {
 		nb_linear_forward(out, in, w, b, N, C * H * W, K);
 		return NB_OK;
@@ -1673,6 +1688,17 @@ static int conv2d_backward(float *din, float *dw, float *db, const float *dout,
 		nb_linear_backward(din, dw, db, dout, in, w, s->N,
 				   s->C * s->H * s->W, s->K);
 		return NB_OK;
+	}
+	if (is_depthwise(s) && use_dw_cl(s)) {
+		/* the bias gradient as blas_backward takes it, first: the
+		 * depthwise path does not take it */
+		if (db) {
+			int rc = blas_backward(NULL, NULL, db, dout, in, w, s,
+					       ws, 0);
+			if (rc < 0)
+				return rc;
+		}
+		return nb_dw_cl_backward(din, dw, dout, in, w, s, ws, store);
 	}
 	if (!use_packed(s))
 		return blas_backward(din, dw, db, dout, in, w, s, ws, store);

@@ -57,8 +57,10 @@
  * on rows of 16 or 32 positions summed with positions on the lanes; on
  * maps under 128 positions, the images of a unit summed in registers
  * before they are added to the chunk's partial; a strided 3x3 input
- * gradient without padding gathered in phase planes before it is added. */
-#define NB_NUMERICS_VERSION 6
+ * gradient without padding gathered in phase planes before it is added.
+ * 7: the weight gradient of depthwise convolutions summed with the
+ * channels on the lanes, position after position (dwconv.c). */
+#define NB_NUMERICS_VERSION 7
 
 enum job_state { J_PENDING, J_RUNNING, J_DONE, J_FAILED };
 

@@ -1187,6 +1187,77 @@ static void test_conv_deterministic(void)
 	on_both_kernels(test_conv_deterministic_once);
 }
 
+/* The depthwise convolutions with channels on the lanes (the packed
+ * kernels' choice) against the plane kernels (the BLAS choice), MobileNetV2's
+ * small maps and strides among them, channel counts off whole vectors, at
+ * 1 and 3 threads: the forward and the input gradient (written and added
+ * to) the same bits, the weight and bias gradients within rounding. */
+static void test_depthwise_twins(void)
+{
+	static const conv_case cases[] = {
+	    /* N C  H  W   K R S sh sw ph pw  G bias */
+	    {3, 20, 5, 5, 20, 3, 3, 1, 1, 1, 1, 20, 1},
+	    {2, 32, 9, 9, 32, 3, 3, 2, 2, 1, 1, 32, 0},
+	    {2, 17, 17, 17, 17, 3, 3, 1, 1, 1, 1, 17, 1},
+	    {4, 16, 12, 10, 16, 3, 3, 2, 2, 1, 1, 16, 1},
+	    {2, 5, 7, 8, 5, 5, 5, 1, 1, 2, 2, 5, 0},
+	    {3, 24, 11, 9, 24, 3, 3, 1, 2, 0, 1, 24, 1},
+	};
+	const int keep = omp_get_max_threads();
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+		for (int threads = 1; threads <= 3; threads += 2) {
+			omp_set_num_threads(threads);
+			conv_bufs cb;
+			conv_bufs_init(&cb, &cases[i], 4000 + i);
+			const nb_conv2d_shape *s = &cb.s;
+			const size_t ni = n_in(s), nw = n_w(s), no = n_out(s);
+			float *o[2], *d[2][2], *dw[2], *db[2];
+			for (int k = 0; k < 2; k++) {
+				nb_conv2d_set_kernels(k ? NB_CONV_PACKED
+							: NB_CONV_BLAS);
+				o[k] = fzeros(no);
+				d[k][0] = fzeros(ni);
+				d[k][1] = fzeros(ni);
+				dw[k] = fzeros(nw);
+				db[k] = fzeros(s->K);
+				tu_fill_uniform(d[k][0], ni, -1, 1, 77);
+				CU_ASSERT_EQUAL(nb_conv2d_forward(o[k], cb.in,
+								  cb.w, cb.b, s,
+								  &cb.ws),
+						NB_OK);
+				CU_ASSERT_EQUAL(
+				    nb_conv2d_backward(d[k][0], dw[k], db[k],
+						       cb.r, cb.in, cb.w, s,
+						       &cb.ws),
+				    NB_OK);
+				CU_ASSERT_EQUAL(nb_conv2d_backward_store(
+						    d[k][1], NULL, NULL, cb.r,
+						    cb.in, cb.w, s, &cb.ws),
+						NB_OK);
+			}
+			nb_conv2d_set_kernels(NB_CONV_AUTO);
+			CU_ASSERT_EQUAL(memcmp(o[0], o[1], no * sizeof(float)),
+					0);
+			CU_ASSERT_EQUAL(
+			    memcmp(d[0][0], d[1][0], ni * sizeof(float)), 0);
+			CU_ASSERT_EQUAL(
+			    memcmp(d[0][1], d[1][1], ni * sizeof(float)), 0);
+			check_close("depthwise dw", (int)i, dw[1], dw[0], nw,
+				    1e-4);
+			check_close("depthwise db", (int)i, db[1], db[0], s->K,
+				    1e-4);
+			for (int k = 0; k < 2; k++) {
+				free(o[k]);
+				free(d[k][0]);
+				free(d[k][1]);
+				free(dw[k]);
+				free(db[k]);
+			}
+			conv_bufs_free(&cb);
+		}
+	omp_set_num_threads(keep);
+}
+
 static const nb_test_entry tests[] = {
     {"conv2d shape_finish", test_conv_shape_finish},
     {"conv2d BLAS and packed paths match the reference",
@@ -1197,6 +1268,8 @@ static const nb_test_entry tests[] = {
     {"conv2d backward_store writes din, the same values",
      test_conv_store},
     {"conv2d deterministic across runs and threads", test_conv_deterministic},
+    {"depthwise on the lanes: forward and din bits as the plane kernels",
+     test_depthwise_twins},
     {"linear matches the reference, accumulates",
      test_linear_matches_reference},
     {"linear gradcheck", test_linear_gradcheck},
