@@ -81,13 +81,16 @@ int nb_conv2d_backward_store(float *din, float *dw, float *db,
 			     nb_workspace *ws);
 
 /*
- * The kernels behind the two calls above for every convolution that is not
- * depthwise: NB_CONV_AUTO (the default) takes the engine's packed kernels
- * where they were compiled for 512-bit vectors and the shape suits them (at
- * least 16 output positions per image), im2col + BLAS elsewhere; NB_CONV_BLAS and
- * NB_CONV_PACKED force one of them for every such convolution (the tests
- * run both against a plain-loop reference; `nasty-bench bench --conv`
- * compares their speed). Process-wide; set it before any convolution runs.
+ * The kernels behind the two calls above: NB_CONV_AUTO (the default) takes
+ * the engine's packed kernels where they were compiled for 512-bit vectors
+ * and the shape suits them (at least 16 output positions per image),
+ * im2col + BLAS elsewhere, and for depthwise convolutions the kernels with
+ * channels on the lanes where compiled for 512-bit vectors, the plane
+ * kernels elsewhere; NB_CONV_BLAS and NB_CONV_PACKED force one side for
+ * every convolution (BLAS: im2col + BLAS and the depthwise plane kernels;
+ * the tests run both against a plain-loop reference; `nasty-bench bench
+ * --conv` compares their speed). Process-wide; set it before any
+ * convolution runs.
  */
 typedef enum { NB_CONV_AUTO, NB_CONV_BLAS, NB_CONV_PACKED } nb_conv_kernels;
 void nb_conv2d_set_kernels(nb_conv_kernels k);
