@@ -391,11 +391,15 @@ static inline void store8(float *o, v8f v, int n, int accumulate)
 }
 
 /*
+ * (This and dw_plane_scatter are cloned like dwconv.c's kernels, so that
+ * in a generic build both sides of the twin contract the same
+ * multiply-adds and give the same bits.)
  * out (P,Q) (= or, if accumulate, +=) bias + the sum over taps (r,s) of
  * w[r,s] * xp[p*sh + r][q*sw + s], with xp rows Wp floats apart. The same
  * kernel serves the forward pass and, with flipped taps, the stride-1 input
  * gradient.
  */
+NB_GP_CLONES
 static void dw_plane_conv(float *restrict out, int accumulate,
 			  const float *restrict xp, const float *w, float bias,
 			  int Wp, int R, int S, int sh, int sw, int P, int Q)
@@ -499,6 +503,7 @@ static void dw_plane_wgrad(float *dw, const float *restrict g,
 
 /* dxp (Hp,Wp) += g (P,Q) scattered through each tap w[r,s]: the input
  * gradient for strides other than 1, in padded coordinates. */
+NB_GP_CLONES
 static void dw_plane_scatter(float *restrict dxp, const float *restrict g,
 			     const float *w, int Wp, int R, int S, int sh,
 			     int sw, int P, int Q)
@@ -653,15 +658,14 @@ static int packed_suits(const nb_conv2d_shape *s)
 
 /*
  * Depthwise convolutions with the channels on the lanes (dwconv.c) or on
- * the plane kernels above (their twin, and the path of builds without
- * 512-bit vectors).
+ * the plane kernels above (their twin, and the path of machines without
+ * 512-bit vectors): under NB_CONV_AUTO as nb_conv2d_kernels() reports
+ * (which goes into the artefact key).
  */
 static int use_dw_cl(const nb_conv2d_shape *s)
 {
 	(void)s;
-	if (conv_kernels == NB_CONV_AUTO)
-		return nb_dw_cl_available();
-	return conv_kernels == NB_CONV_PACKED;
+	return nb_conv2d_kernels() == NB_CONV_PACKED;
 }
 
 static int use_packed(const nb_conv2d_shape *s)

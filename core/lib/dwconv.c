@@ -90,15 +90,6 @@ static dw_geom geom(const nb_conv2d_shape *s)
 	return g;
 }
 
-int nb_dw_cl_available(void)
-{
-#if defined(__AVX512F__)
-	return 1;
-#else
-	return 0; /* correct anywhere, but only worth it with 512 bits */
-#endif
-}
-
 /* wt (RS x Cp) <- w (C, RS) transposed, taps reversed if flip, channels
  * past C zero */
 static void taps_t(float *wt, const float *w, const dw_geom *g, int flip)
@@ -211,6 +202,7 @@ cl_conv_t(float *restrict o, const float *restrict x, const float *wt,
 			}
 }
 
+NB_GP_CLONES
 static void cl_conv(float *o, const float *x, const float *wt,
 		    const float *init, int Cp, int Wp, int R, int S, int sh,
 		    int sw, int P, int Q)
@@ -359,6 +351,7 @@ cl_wgrad_t(float *restrict dwp, const float *restrict gt,
 	}
 }
 
+NB_GP_CLONES
 static void cl_wgrad(float *dwp, const float *gt, const float *x, int Cp,
 		     int Wp, int R, int S, int sh, int sw, int P, int Q)
 {
@@ -374,6 +367,7 @@ static void cl_wgrad(float *dwp, const float *gt, const float *x, int Cp,
  * tap by tap, positions q along the row (conv2d.c's dw_plane_scatter
  * order).
  */
+NB_GP_CLONES
 static void cl_scatter(float *restrict gp, const float *restrict gt,
 		       const float *wt, const dw_geom *g)
 {

@@ -16,10 +16,6 @@
 
 #include "ops.h"
 
-/* 1 where this path was compiled for 512-bit vectors (where it is worth
- * choosing); it computes the same results everywhere. */
-int nb_dw_cl_available(void);
-
 int nb_dw_cl_forward(float *out, const float *in, const float *w,
 		     const float *b, const nb_conv2d_shape *s,
 		     nb_workspace *ws);

@@ -69,25 +69,13 @@ static inline __attribute__((always_inline)) v16f load_b(const float *p,
 				       11, 12, 13, 14, 15);
 }
 
-/*
- * A build for a generic x86-64 (./configure --disable-native, a distribution
- * package) compiles the kernels twice, for x86-64-v4 (AVX-512) and for the
- * baseline, and the loader picks one on the machine it runs on.
- */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&         \
-    !defined(__AVX512F__)
-#define GP_CLONES __attribute__((target_clones("arch=x86-64-v4", "default")))
-#define GP_RUNTIME_CHECK 1
-#else
-#define GP_CLONES
-#define GP_RUNTIME_CHECK 0
-#endif
+#define GP_CLONES NB_GP_CLONES
 
 int nb_gp_available(void)
 {
 #if defined(__AVX512F__)
 	return 1;
-#elif GP_RUNTIME_CHECK
+#elif NB_GP_RUNTIME_CHECK
 	__builtin_cpu_init();
 	return __builtin_cpu_supports("x86-64-v4");
 #else

@@ -19,8 +19,25 @@
 #define NB_GP_MR 8  /* rows of A per register tile */
 #define NB_GP_NR 32 /* columns of B per panel: two 16-float vectors */
 
-/* 1 if the packed kernels were compiled for 512-bit vectors (the only case
- * in which conv2d.c prefers them over the BLAS). */
+/*
+ * A build for a generic x86-64 (./configure --disable-native, a distribution
+ * package) compiles the kernels (functions marked NB_GP_CLONES, here and in
+ * dwconv.c) twice, for x86-64-v4 (AVX-512) and for the baseline, and the
+ * loader picks one on the machine it runs on.
+ */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&         \
+    !defined(__AVX512F__)
+#define NB_GP_CLONES __attribute__((target_clones("arch=x86-64-v4", "default")))
+#define NB_GP_RUNTIME_CHECK 1
+#else
+#define NB_GP_CLONES
+#define NB_GP_RUNTIME_CHECK 0
+#endif
+
+/* 1 if the packed kernels run on 512-bit vectors here (compiled for them,
+ * or cloned and on a machine that has them): the only case in which
+ * conv2d.c prefers them over the BLAS, and dwconv.c's depthwise kernels
+ * over the plane ones. */
 int nb_gp_available(void);
 
 /* Floats a packed A (M x Kd) or B (Kd x N) takes. */

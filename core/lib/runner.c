@@ -59,7 +59,8 @@
  * before they are added to the chunk's partial; a strided 3x3 input
  * gradient without padding gathered in phase planes before it is added.
  * 7: the weight gradient of depthwise convolutions summed with the
- * channels on the lanes, position after position (dwconv.c). */
+ * channels on the lanes, position after position (dwconv.c); in a generic
+ * build the depthwise plane kernels' multiply-adds fused on AVX-512. */
 #define NB_NUMERICS_VERSION 7
 
 enum job_state { J_PENDING, J_RUNNING, J_DONE, J_FAILED };
