@@ -1041,9 +1041,26 @@ static int images_per_product(int N, int PQ)
 	return b > N ? N : b;
 }
 
+/* o[0..n) through ReLU or ReLU6 in place (NB_ACT_*), with
+ * nb_relu_forward's and nb_relu6_forward's selects */
+static void act_inplace(float *o, size_t n, int act)
+{
+	if (act == NB_ACT_RELU) {
+#pragma omp simd
+		for (size_t i = 0; i < n; i++)
+			o[i] = o[i] < 0.0f ? 0.0f : o[i];
+	} else if (act == NB_ACT_RELU6) {
+#pragma omp simd
+		for (size_t i = 0; i < n; i++) {
+			const float x = o[i];
+			o[i] = x < 0.0f ? 0.0f : (x > 6.0f ? 6.0f : x);
+		}
+	}
+}
+
 static int packed_forward(float *out, const float *in, const float *w,
 			  const float *b, const nb_conv2d_shape *s,
-			  nb_workspace *ws)
+			  nb_workspace *ws, int act)
 {
 	const int N = s->N, C = s->C, H = s->H, W = s->W, K = s->K, R = s->R,
 		  S = s->S, P = s->P, Q = s->Q, G = s->groups;
@@ -1168,6 +1185,9 @@ static int packed_forward(float *out, const float *in, const float *w,
 							   (size_t)j * PQ,
 						       sizeof(float) * PQ);
 			}
+			/* the unit's maps are still in cache */
+			act_inplace(out + (size_t)n0 * K * PQ,
+				    (size_t)nb * K * PQ, act);
 		}
 	}
 	return NB_OK;
@@ -1593,9 +1613,41 @@ static int packed_backward(float *din, float *dw, float *db, const float *dout,
 
 /* ---- forward ------------------------------------------------------------
  * in (N,C,H,W), w (K,C/G,R,S), b (K) or NULL -> out (N,K,P,Q). */
+static int conv2d_forward(float *out, const float *in, const float *w,
+			  const float *b, const nb_conv2d_shape *s,
+			  nb_workspace *ws);
+
 int nb_conv2d_forward(float *out, const float *in, const float *w,
 		      const float *b, const nb_conv2d_shape *s,
 		      nb_workspace *ws)
+{
+	return conv2d_forward(out, in, w, b, s, ws);
+}
+
+int nb_conv2d_forward_act(float *out, const float *in, const float *w,
+			  const float *b, const nb_conv2d_shape *s,
+			  nb_workspace *ws, int act)
+{
+	if (act == NB_ACT_NONE)
+		return conv2d_forward(out, in, w, b, s, ws);
+	if (act != NB_ACT_RELU && act != NB_ACT_RELU6)
+		return NB_EINVAL;
+	if (!is_depthwise(s) && !is_whole_plane(s) && use_packed(s))
+		return packed_forward(out, in, w, b, s, ws, act);
+	const int rc = conv2d_forward(out, in, w, b, s, ws);
+	if (rc < 0)
+		return rc;
+	const size_t n = (size_t)s->N * s->K * s->P * s->Q;
+	if (act == NB_ACT_RELU)
+		nb_relu_forward(out, out, n);
+	else
+		nb_relu6_forward(out, out, n);
+	return NB_OK;
+}
+
+static int conv2d_forward(float *out, const float *in, const float *w,
+			  const float *b, const nb_conv2d_shape *s,
+			  nb_workspace *ws)
 {
 	const int N = s->N, C = s->C, H = s->H, W = s->W, K = s->K, R = s->R,
 		  S = s->S, P = s->P, Q = s->Q, G = s->groups;
@@ -1613,7 +1665,7 @@ int nb_conv2d_forward(float *out, const float *in, const float *w,
 		return NB_OK;
 	}
 	if (use_packed(s))
-		return packed_forward(out, in, w, b, s, ws);
+		return packed_forward(out, in, w, b, s, ws, NB_ACT_NONE);
 
 	/* per-thread scratch: [col (CRSg,PQ)] [xp (Cg,Hp,Wp) if padded] */
 	const int direct = is_pointwise(s);

@@ -1061,7 +1061,7 @@ static float *pdata(nb_net *net, int idx)
 
 /* The activation a BatchNorm fuses (fuse_act), applied in place to its
  * output by itself: where the BatchNorm's own pass could not (the group's
- * statistics, a folded inference). */
+ * statistics). */
 static void fused_act_forward(nb_node *bn, size_t n)
 {
 	if (bn->fuse_act == FUSE_RELU)
@@ -1266,8 +1266,12 @@ static int folded_conv_forward(nb_net *net, nb_node *nd, nb_node *bn, int N,
 	}
 	nb_conv2d_shape s = nd->conv;
 	s.N = N;
-	int rc = nb_conv2d_forward(bn->out, net->nodes[nd->in[0]].out, w2, b2,
-				   &s, &net->ws);
+	/* the BatchNorm's fused activation too, image by image in cache */
+	const int act = bn->fuse_act == FUSE_RELU    ? NB_ACT_RELU
+			: bn->fuse_act == FUSE_RELU6 ? NB_ACT_RELU6
+						     : NB_ACT_NONE;
+	int rc = nb_conv2d_forward_act(bn->out, net->nodes[nd->in[0]].out, w2,
+				       b2, &s, &net->ws, act);
 	if (rc < 0)
 		return nb_errorf(err, rc, "conv %s: out of memory", nd->name);
 	return 0;
@@ -1452,7 +1456,7 @@ int nb_net_forward_infer(nb_net *net, const float *x, int n, char *err)
 			continue;
 		}
 		/* the conv's own output stays unwritten; the BatchNorm is
-		 * done, but not the ReLU it would have applied */
+		 * done, with the ReLU it would have applied */
 		for (int k = i + 1; rc >= 0 && k <= nd->fold_bn; k++)
 			rc = infer_acquire(net, k, n, err);
 		nb_node *bn = &net->nodes[nd->fold_bn];
@@ -1460,8 +1464,6 @@ int nb_net_forward_infer(nb_net *net, const float *x, int n, char *err)
 			rc = folded_conv_forward(net, nd, bn, n, err);
 		for (int k = i + 1; rc >= 0 && k < nd->fold_bn; k++)
 			rc = node_forward(net, &net->nodes[k], n, err);
-		if (rc >= 0 && bn->fuse_act)
-			fused_act_forward(bn, (size_t)n * bn->size);
 		i = nd->fold_bn;
 		infer_release(net, i);
 	}

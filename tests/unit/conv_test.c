@@ -1258,6 +1258,63 @@ static void test_depthwise_twins(void)
 	omp_set_num_threads(keep);
 }
 
+/* The forward with its ReLU / ReLU6 applied per unit of images against
+ * the two calls, on both kernels: the same bits; another act refused. */
+static void test_conv_forward_act(void)
+{
+	static const conv_case cases[] = {
+	    {3, 16, 8, 8, 24, 3, 3, 1, 1, 1, 1, 1, 1}, /* implicit */
+	    {9, 24, 4, 4, 17, 3, 3, 1, 1, 1, 1, 1, 1}, /* panels, units */
+	    {2, 6, 7, 7, 10, 1, 1, 1, 1, 1, 1, 1, 0},  /* flat 1x1 */
+	    {2, 8, 9, 9, 8, 3, 3, 2, 2, 1, 1, 8, 1},   /* depthwise */
+	};
+	for (int k = 0; k < 2; k++) {
+		nb_conv2d_set_kernels(k ? NB_CONV_PACKED : NB_CONV_BLAS);
+		for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+			conv_bufs cb;
+			conv_bufs_init(&cb, &cases[i], 5000 + i);
+			const nb_conv2d_shape *s = &cb.s;
+			const size_t no = n_out(s);
+			/* weights scaled up so that some outputs pass 6 */
+			for (size_t j = 0; j < n_w(s); j++)
+				cb.w[j] *= 8.0f;
+			float *want = fzeros(no), *got = fzeros(no);
+			for (int act = NB_ACT_RELU; act <= NB_ACT_RELU6; act++) {
+				CU_ASSERT_EQUAL(nb_conv2d_forward(want, cb.in,
+								  cb.w, cb.b, s,
+								  &cb.ws),
+						NB_OK);
+				(act == NB_ACT_RELU ? nb_relu_forward
+						    : nb_relu6_forward)(want,
+									want,
+									no);
+				CU_ASSERT_EQUAL(nb_conv2d_forward_act(
+						    got, cb.in, cb.w, cb.b, s,
+						    &cb.ws, act),
+						NB_OK);
+				CU_ASSERT_EQUAL(
+				    memcmp(want, got, no * sizeof(float)), 0);
+				size_t zeros = 0, sixes = 0;
+				for (size_t j = 0; j < no; j++) {
+					zeros += got[j] == 0.0f;
+					sixes += got[j] == 6.0f;
+				}
+				CU_ASSERT(zeros > 0);
+				if (act == NB_ACT_RELU6)
+					CU_ASSERT(sixes > 0);
+			}
+			CU_ASSERT_EQUAL(nb_conv2d_forward_act(got, cb.in, cb.w,
+							      cb.b, s, &cb.ws,
+							      7),
+					NB_EINVAL);
+			free(want);
+			free(got);
+			conv_bufs_free(&cb);
+		}
+	}
+	nb_conv2d_set_kernels(NB_CONV_AUTO);
+}
+
 static const nb_test_entry tests[] = {
     {"conv2d shape_finish", test_conv_shape_finish},
     {"conv2d BLAS and packed paths match the reference",
@@ -1270,6 +1327,8 @@ static const nb_test_entry tests[] = {
     {"conv2d deterministic across runs and threads", test_conv_deterministic},
     {"depthwise on the lanes: forward and din bits as the plane kernels",
      test_depthwise_twins},
+    {"conv2d forward with ReLU / ReLU6: same bits as the two calls",
+     test_conv_forward_act},
     {"linear matches the reference, accumulates",
      test_linear_matches_reference},
     {"linear gradcheck", test_linear_gradcheck},

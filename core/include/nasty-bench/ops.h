@@ -68,6 +68,16 @@ int nb_conv2d_shape_finish(nb_conv2d_shape *s);
 int nb_conv2d_forward(float *out, const float *in, const float *w,
 		      const float *b, const nb_conv2d_shape *s,
 		      nb_workspace *ws);
+/* The activations a convolution's forward can apply to its own output. */
+enum { NB_ACT_NONE, NB_ACT_RELU, NB_ACT_RELU6 };
+/* nb_conv2d_forward followed by nb_relu_forward (act NB_ACT_RELU) or
+ * nb_relu6_forward (NB_ACT_RELU6) on out, with the same bits; where the
+ * packed kernels run, each unit of images is activated while its maps are
+ * still in cache (the inference path's folded BatchNorm + ReLU). NB_EINVAL
+ * for another act. */
+int nb_conv2d_forward_act(float *out, const float *in, const float *w,
+			  const float *b, const nb_conv2d_shape *s,
+			  nb_workspace *ws, int act);
 /* din (N,C,H,W), dw (K,C/groups,R,S), db (K); each may be NULL. */
 int nb_conv2d_backward(float *din, float *dw, float *db, const float *dout,
 		       const float *in, const float *w,
