@@ -606,6 +606,18 @@ static inline __attribute__((always_inline)) void transpose16(v16f m[16])
 }
 
 GP_CLONES
+void nb_gp_add_transposed16(float *d, size_t ldd, const float *s, size_t lds)
+{
+	v16f blk[16];
+	for (int r = 0; r < 16; r++)
+		blk[r] = loadu16(s + (size_t)r * lds);
+	transpose16(blk);
+	for (int r = 0; r < 16; r++)
+		*(v16f_u *)(d + (size_t)r * ldd) =
+		    loadu16(d + (size_t)r * ldd) + blk[r];
+}
+
+GP_CLONES
 void nb_gp_transpose_pad(float *gT, int Mp, const float *g, int M, int N,
 			 int ldg)
 {

@@ -110,6 +110,10 @@ void nb_gp_wgrad_lanes(float *S, int M, int Kd, int N, const float *g,
 		       size_t ldx);
 void nb_gp_wgrad_lanes_sum(float *cT, int Mp, float *S, int M, int Kd);
 
+/* d (16 x 16, rows ldd apart) += s (16 x 16, rows lds apart) transposed:
+ * one add per element, so the bits are an element-wise loop's. */
+void nb_gp_add_transposed16(float *d, size_t ldd, const float *s, size_t lds);
+
 /* gT (N x Mp) <- g (M x N, rows ldg apart) transposed, lanes M..Mp zero. */
 void nb_gp_transpose_pad(float *gT, int Mp, const float *g, int M, int N,
 			 int ldg);
