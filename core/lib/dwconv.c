@@ -101,6 +101,18 @@ static void taps_t(float *wt, const float *w, const dw_geom *g, int flip)
 			    w[(size_t)c * g->RS + (flip ? g->RS - 1 - i : i)];
 }
 
+/* The rows of t (h x w positions x Cp) into buf at rows of wb positions,
+ * from (oy, ox) on */
+static const float *place_rows(float *buf, const float *t, const dw_geom *g,
+			       int h, int w, int wb, int oy, int ox)
+{
+	const size_t rowf = (size_t)w * g->Cp;
+	for (int y = 0; y < h; y++)
+		memcpy(buf + ((size_t)(y + oy) * wb + ox) * g->Cp,
+		       t + (size_t)y * rowf, sizeof(float) * rowf);
+	return buf;
+}
+
 /*
  * The image x (C, h, w) into buf as positions x Cp at rows of wb
  * positions, from (oy, ox) on (the interior of a zero-bordered buffer):
@@ -111,16 +123,12 @@ static const float *to_cl(float *buf, float *tr, const float *x,
 			  const dw_geom *g, int h, int w, int wb, int oy,
 			  int ox)
 {
-	const size_t rowf = (size_t)w * g->Cp;
 	if (oy == 0 && ox == 0 && wb == w) {
 		nb_gp_transpose_pad(buf, g->Cp, x, g->C, h * w, h * w);
 		return buf;
 	}
 	nb_gp_transpose_pad(tr, g->Cp, x, g->C, h * w, h * w);
-	for (int y = 0; y < h; y++)
-		memcpy(buf + ((size_t)(y + oy) * wb + ox) * g->Cp,
-		       tr + (size_t)y * rowf, sizeof(float) * rowf);
-	return buf;
+	return place_rows(buf, tr, g, h, w, wb, oy, ox);
 }
 
 /* how from_cl writes out: =, += or = 0 + (an input gradient written
@@ -456,9 +464,14 @@ int nb_dw_cl_backward(float *din, float *dw, const float *dout, const float *in,
 			if (unit) {
 				/* a forward convolution of dout padded by
 				 * R-1, S-1 with the flipped taps; its output
-				 * lands in tr */
-				to_cl(gp, tr, gn, &g, g.P, g.Q, g.Qg, g.R - 1,
-				      g.S - 1);
+				 * lands in tr (dout is transposed in gt
+				 * already if dw was taken) */
+				if (dw)
+					place_rows(gp, gt, &g, g.P, g.Q, g.Qg,
+						   g.R - 1, g.S - 1);
+				else
+					to_cl(gp, tr, gn, &g, g.P, g.Q, g.Qg,
+					      g.R - 1, g.S - 1);
 				cl_conv(tr,
 					gp +
 					    ((size_t)g.ph * g.Qg + g.pw) * g.Cp,
