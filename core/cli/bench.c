@@ -40,7 +40,7 @@ typedef struct bench_cfg {
 	int c, h, w, classes;
 	int warmup, min_steps;
 	double seconds;
-	const char *conv; /* --conv as given: auto, packed or blas */
+	const char *conv; /* --conv as given: auto, winograd, packed or blas */
 } bench_cfg;
 
 /* `--arch all`: every architecture of the paper (not convstack, not the
@@ -75,8 +75,8 @@ static void bench_usage(FILE *f)
 	    "  --seconds S        timed seconds per configuration (default 3)\n"
 	    "  --warmup N         untimed steps before timing (default 2)\n"
 	    "  --min-steps N      timed steps at least (default 3)\n"
-	    "  --conv K           convolution kernels: auto (default), packed "
-	    "or blas\n",
+	    "  --conv K           convolution kernels: auto (default), "
+	    "winograd, packed or blas\n",
 	    f);
 }
 
@@ -284,10 +284,12 @@ int cmd_bench(int argc, char **argv)
 				nb_conv2d_set_kernels(NB_CONV_PACKED);
 			else if (!strcmp(v, "blas"))
 				nb_conv2d_set_kernels(NB_CONV_BLAS);
+			else if (!strcmp(v, "winograd"))
+				nb_conv2d_set_kernels(NB_CONV_WINOGRAD);
 			else {
-				cli_error(
-				    "--conv: '%s' is not auto, packed or blas",
-				    v);
+				cli_error("--conv: '%s' is not auto, packed, "
+					  "winograd or blas",
+					  v);
 				return 2;
 			}
 		} else if (!strcmp(k, "input")) {

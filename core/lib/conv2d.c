@@ -35,6 +35,7 @@
 #include "error.h"
 #include "gemmpack.h"
 #include "ops.h"
+#include "winograd.h"
 
 int nb_conv2d_shape_finish(nb_conv2d_shape *s)
 {
@@ -640,7 +641,14 @@ nb_conv_kernels nb_conv2d_kernels(void)
 {
 	if (conv_kernels != NB_CONV_AUTO)
 		return conv_kernels;
-	return nb_gp_available() ? NB_CONV_PACKED : NB_CONV_BLAS;
+	return nb_gp_available() ? NB_CONV_WINOGRAD : NB_CONV_BLAS;
+}
+
+const char *nb_conv_kernels_name(nb_conv_kernels k)
+{
+	static const char *const names[] = {"auto", "blas", "packed",
+					    "winograd"};
+	return k >= NB_CONV_AUTO && k <= NB_CONV_WINOGRAD ? names[k] : "?";
 }
 
 /*
@@ -665,7 +673,7 @@ static int packed_suits(const nb_conv2d_shape *s)
 static int use_dw_cl(const nb_conv2d_shape *s)
 {
 	(void)s;
-	return nb_conv2d_kernels() == NB_CONV_PACKED;
+	return nb_conv2d_kernels() != NB_CONV_BLAS;
 }
 
 static int use_packed(const nb_conv2d_shape *s)
@@ -674,7 +682,23 @@ static int use_packed(const nb_conv2d_shape *s)
 		return 0;
 	if (conv_kernels == NB_CONV_AUTO)
 		return nb_gp_available() && packed_suits(s);
-	return conv_kernels == NB_CONV_PACKED;
+	return conv_kernels != NB_CONV_BLAS;
+}
+
+/*
+ * Winograd's F(2x2, 3x3) (winograd.c) for a 3x3 convolution of stride 1
+ * and padding 1: forced, or under NB_CONV_AUTO where the packed kernels run
+ * and the channel counts are whole vectors of at most 128 (its transformed
+ * weights and per-thread weight-gradient sums take 16 x C x K floats).
+ */
+static int use_wino(const nb_conv2d_shape *s)
+{
+	if (is_depthwise(s) || !nb_wino_fits(s))
+		return 0;
+	if (conv_kernels == NB_CONV_WINOGRAD)
+		return 1;
+	return conv_kernels == NB_CONV_AUTO && nb_gp_available() &&
+	       s->C % 16 == 0 && s->K % 16 == 0 && s->C <= 128 && s->K <= 128;
 }
 
 /* the input gradient as a forward convolution (see above) */
@@ -1643,6 +1667,8 @@ int nb_conv2d_forward_act(float *out, const float *in, const float *w,
 		return conv2d_forward(out, in, w, b, s, ws);
 	if (act != NB_ACT_RELU && act != NB_ACT_RELU6)
 		return NB_EINVAL;
+	if (use_wino(s))
+		return nb_wino_forward(out, in, w, b, s, ws, act);
 	if (!is_depthwise(s) && !is_whole_plane(s) && use_packed(s))
 		return packed_forward(out, in, w, b, s, ws, act);
 	const int rc = conv2d_forward(out, in, w, b, s, ws);
@@ -1675,6 +1701,8 @@ static int conv2d_forward(float *out, const float *in, const float *w,
 		nb_linear_forward(out, in, w, b, N, C * H * W, K);
 		return NB_OK;
 	}
+	if (use_wino(s))
+		return nb_wino_forward(out, in, w, b, s, ws, NB_ACT_NONE);
 	if (use_packed(s))
 		return packed_forward(out, in, w, b, s, ws, NB_ACT_NONE);
 
@@ -1766,6 +1794,16 @@ static int conv2d_backward(float *din, float *dw, float *db, const float *dout,
 				return rc;
 		}
 		return nb_dw_cl_backward(din, dw, dout, in, w, s, ws, store);
+	}
+	if (use_wino(s)) {
+		/* the bias gradient as blas_backward takes it, first */
+		if (db) {
+			int rc = blas_backward(NULL, NULL, db, dout, in, w, s,
+					       ws, 0);
+			if (rc < 0)
+				return rc;
+		}
+		return nb_wino_backward(din, dw, dout, in, w, s, ws, store);
 	}
 	if (!use_packed(s))
 		return blas_backward(din, dw, db, dout, in, w, s, ws, store);

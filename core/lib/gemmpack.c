@@ -645,3 +645,77 @@ void nb_gp_transpose_pad(float *gT, int Mp, const float *g, int M, int N,
 		}
 	}
 }
+
+typedef int v16i __attribute__((vector_size(64)));
+
+/* v with the operation op (see nb_gp_untranspose) applied to one of its
+ * rows; every element as the scalar loops of conv2d.c take it (ReLU keeps
+ * -0 and NaN, as x < 0 ? 0 : x does) */
+static inline __attribute__((always_inline)) v16f put_op(v16f v, v16f old,
+							 int op)
+{
+	switch (op) {
+	case NB_GP_PUT_ADD:
+		return old + v;
+	case NB_GP_PUT_STORE:
+		return v + 0.0f;
+	case NB_GP_PUT_RELU:
+		return (v16f)((v16i)v & ~(v16i)(v < 0.0f));
+	case NB_GP_PUT_RELU6: {
+		const v16f r = (v16f)((v16i)v & ~(v16i)(v < 0.0f));
+		const v16i gt = (v16i)(r > 6.0f);
+		const v16f six = (v16f){0} + 6.0f;
+		return (v16f)(((v16i)r & ~gt) | ((v16i)six & gt));
+	}
+	default:
+		return v;
+	}
+}
+
+static inline float put_op1(float v, float old, int op)
+{
+	switch (op) {
+	case NB_GP_PUT_ADD:
+		return old + v;
+	case NB_GP_PUT_STORE:
+		return v + 0.0f;
+	case NB_GP_PUT_RELU:
+		return v < 0.0f ? 0.0f : v;
+	case NB_GP_PUT_RELU6:
+		return v < 0.0f ? 0.0f : (v > 6.0f ? 6.0f : v);
+	default:
+		return v;
+	}
+}
+
+GP_CLONES
+void nb_gp_untranspose(float *out, size_t ldo, const float *s, size_t lds,
+		       int M, int n, int op)
+{
+	for (int p0 = 0; p0 < n; p0 += 16) {
+		const int np = n - p0 < 16 ? n - p0 : 16;
+		for (int m0 = 0; m0 < M; m0 += 16) {
+			const int nm = M - m0 < 16 ? M - m0 : 16;
+			v16f blk[16];
+			for (int r = 0; r < 16; r++)
+				blk[r] =
+				    r < np
+					? loadu16(s + (size_t)(p0 + r) * lds +
+						  m0)
+					: (v16f){0};
+			transpose16(blk);
+			for (int c = 0; c < nm; c++) {
+				float *o = out + (size_t)(m0 + c) * ldo + p0;
+				if (np == 16) {
+					const v16f old = op == NB_GP_PUT_ADD
+							     ? loadu16(o)
+							     : (v16f){0};
+					*(v16f_u *)o = put_op(blk[c], old, op);
+					continue;
+				}
+				for (int p = 0; p < np; p++)
+					o[p] = put_op1(blk[c][p], o[p], op);
+			}
+		}
+	}
+}

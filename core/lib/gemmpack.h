@@ -114,6 +114,22 @@ void nb_gp_wgrad_lanes_sum(float *cT, int Mp, float *S, int M, int Kd);
  * one add per element, so the bits are an element-wise loop's. */
 void nb_gp_add_transposed16(float *d, size_t ldd, const float *s, size_t lds);
 
+/*
+ * out (M x n, rows ldo apart, any alignment) op the first M columns of s
+ * (n rows lds apart, lds a multiple of 16) transposed, op one of:
+ * =, +=, = s + 0 (-0 becomes +0, as adding to a zeroed buffer), = ReLU(s),
+ * = ReLU6(s) (as x < 0 ? 0 : x and its clamp at 6: -0 and NaN kept).
+ */
+enum {
+	NB_GP_PUT_COPY,
+	NB_GP_PUT_ADD,
+	NB_GP_PUT_STORE,
+	NB_GP_PUT_RELU,
+	NB_GP_PUT_RELU6
+};
+void nb_gp_untranspose(float *out, size_t ldo, const float *s, size_t lds,
+		       int M, int n, int op);
+
 /* gT (N x Mp) <- g (M x N, rows ldg apart) transposed, lanes M..Mp zero. */
 void nb_gp_transpose_pad(float *gT, int Mp, const float *g, int M, int N,
 			 int ldg);

@@ -60,8 +60,11 @@
  * gradient without padding gathered in phase planes before it is added.
  * 7: the weight gradient of depthwise convolutions summed with the
  * channels on the lanes, position after position (dwconv.c); in a generic
- * build the depthwise plane kernels' multiply-adds fused on AVX-512. */
-#define NB_NUMERICS_VERSION 7
+ * build the depthwise plane kernels' multiply-adds fused on AVX-512.
+ * 8: 3x3 convolutions of stride 1 and padding 1 with whole vectors of up
+ * to 128 channels through Winograd's F(2x2, 3x3) (winograd.c); the key
+ * names the kernels "winograd" where they run. */
+#define NB_NUMERICS_VERSION 8
 
 enum job_state { J_PENDING, J_RUNNING, J_DONE, J_FAILED };
 
@@ -450,7 +453,7 @@ static void describe(runner *R, job *j)
 	d[0] = 0;
 	appendf(d, len, "nasty-bench model, numerics %d, conv kernels %s\n",
 		NB_NUMERICS_VERSION,
-		nb_conv2d_kernels() == NB_CONV_PACKED ? "packed" : "blas");
+		nb_conv_kernels_name(nb_conv2d_kernels()));
 	appendf(d, len, "data %s %s train=%d test=%d classes=%d input=%dx%dx%d\n",
 		s->dataset, R->fingerprint, R->n_train, R->n_test, R->classes,
 		R->in_c, R->in_h, R->in_w);

@@ -94,19 +94,32 @@ int nb_conv2d_backward_store(float *din, float *dw, float *db,
  * The kernels behind the two calls above: NB_CONV_AUTO (the default) takes
  * the engine's packed kernels where they were compiled for 512-bit vectors
  * and the shape suits them (at least 16 output positions per image),
- * im2col + BLAS elsewhere, and for depthwise convolutions the kernels with
- * channels on the lanes where compiled for 512-bit vectors, the plane
- * kernels elsewhere; NB_CONV_BLAS and NB_CONV_PACKED force one side for
+ * im2col + BLAS elsewhere; with the packed kernels, 3x3 convolutions of
+ * stride 1 and padding 1 whose channel counts are whole vectors (16, 32,
+ * ... up to 128) go through Winograd's F(2x2, 3x3) (2.25x fewer
+ * multiply-adds; results to rounding), and depthwise convolutions through
+ * the kernels with channels on the lanes (the plane kernels elsewhere).
+ * NB_CONV_BLAS, NB_CONV_PACKED and NB_CONV_WINOGRAD force one side for
  * every convolution (BLAS: im2col + BLAS and the depthwise plane kernels;
- * the tests run both against a plain-loop reference; `nasty-bench bench
- * --conv` compares their speed). Process-wide; set it before any
- * convolution runs.
+ * PACKED: the packed kernels, never Winograd; WINOGRAD: Winograd for every
+ * 3x3 / stride 1 / padding 1 / ungrouped convolution, the packed kernels
+ * for the rest). The tests run each against a plain-loop reference;
+ * `nasty-bench bench --conv` compares their speed. Process-wide; set it
+ * before any convolution runs.
  */
-typedef enum { NB_CONV_AUTO, NB_CONV_BLAS, NB_CONV_PACKED } nb_conv_kernels;
+typedef enum {
+	NB_CONV_AUTO,
+	NB_CONV_BLAS,
+	NB_CONV_PACKED,
+	NB_CONV_WINOGRAD
+} nb_conv_kernels;
 void nb_conv2d_set_kernels(nb_conv_kernels k);
-/* NB_CONV_PACKED if the packed kernels are in use here (for the shapes
- * that suit them, under NB_CONV_AUTO), else NB_CONV_BLAS. */
+/* What is in use here: under NB_CONV_AUTO NB_CONV_WINOGRAD where the
+ * packed kernels run (Winograd for the shapes that suit it), else
+ * NB_CONV_BLAS; otherwise what was set. */
 nb_conv_kernels nb_conv2d_kernels(void);
+/* "auto", "blas", "packed" or "winograd" */
+const char *nb_conv_kernels_name(nb_conv_kernels k);
 
 /* ---- linear -------------------------------------------------------------
  * in (N,In), w (Out,In) as PyTorch stores it, b (Out) or NULL, out (N,Out):

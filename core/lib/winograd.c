@@ -1,0 +1,689 @@
+/*
+ * winograd.c - 3x3 convolutions of stride 1 by Winograd's F(2x2, 3x3)
+ * (see winograd.h).
+ *
+ * A 2x2 block of outputs of a 3x3 convolution needs 36 multiply-adds per
+ * pair of channels taken directly; F(2x2, 3x3) takes it as 16 products of
+ * transformed values (Lavin and Gray, "Fast algorithms for convolutional
+ * neural networks", 2016):
+ *
+ *   Y = A^T [ (G g G^T) . (B^T d B) ] A
+ *
+ * with d the 4x4 input patch of the block, g the 3x3 filter, "." the
+ * element-wise product and
+ *
+ *   B^T = | 1  0 -1  0 |   G = | 1    0    0   |   A^T = | 1  1  1  0 |
+ *         | 0  1  1  0 |       | 1/2  1/2  1/2 |         | 0  1 -1 -1 |
+ *         | 0 -1  1  0 |       | 1/2 -1/2  1/2 |
+ *         | 0  1  0 -1 |       | 0    0    1   |
+ *
+ * Summed over input channels, each of the 16 positions xi of the 4x4
+ * transformed block is a matrix product: M_xi (tiles x K) = V_xi (tiles x
+ * C) U_xi (C x K). So a convolution becomes a transform of the input, 16
+ * products with 2.25x fewer multiply-adds than the direct convolution's,
+ * and a transform of the output; the products are where the time goes,
+ * and they run on short, wide register tiles with the channels on the
+ * vector lanes (every transform is then a handful of vector adds per tile,
+ * whatever the map's size).
+ *
+ * The backward pass:
+ *  - input gradient: a forward convolution of dout (padded by 1) with the
+ *    filters flipped and their channel roles exchanged, the same code;
+ *  - weight gradient: the gradient of the formula above,
+ *      dg = G^T [ sum over tiles (A dY A^T) . (B^T d B) ] G,
+ *    i.e. for each xi the product dU_xi (C x K) += V_xi^T Z_xi over the
+ *    tiles, Z the transformed output gradient. Its sums run per thread,
+ *    the partials added in thread order (as dwconv.c's).
+ *
+ * Each image is first transposed to positions x channels (channels padded
+ * to whole vectors) into a zero-bordered buffer, and the output transposed
+ * back. Images go in units of several (a unit's tiles are the rows of the
+ * 16 products: enough rows for the register tiles, few enough for the
+ * unit's transformed data to stay in the L2 cache).
+ *
+ * Accuracy: the transforms' coefficients are 0, +-1 and +-1/2, so the
+ * rounding is that of a sum taken in another order (F(4x4, 3x3), with 2x
+ * fewer products still, has coefficients up to 8 and errors 10-100x
+ * larger in fp32; it is not used).
+ */
+#include <string.h>
+
+#include <omp.h>
+
+#include "error.h"
+#include "gemmpack.h"
+#include "winograd.h"
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+
+typedef float v16f __attribute__((vector_size(64)));
+
+#define XI 16 /* positions of a transformed 4x4 block */
+
+static size_t pad16(size_t n)
+{
+	return (n + 15) & ~(size_t)15;
+}
+
+int nb_wino_fits(const nb_conv2d_shape *s)
+{
+	return s->R == 3 && s->S == 3 && s->stride_h == 1 && s->stride_w == 1 &&
+	       s->pad_h == 1 && s->pad_w == 1 && s->groups == 1;
+}
+
+/* the shape's derived sizes */
+typedef struct wg_geom {
+	int N, C, K, Cp, Kp; /* channels, and rounded up to whole vectors */
+	int H, W;
+	int th, tw, T; /* tiles of 2x2 outputs: rows, columns, per image */
+	int Hb, Wb;    /* the zero-bordered buffer: (2 th + 2) x (2 tw + 2) */
+	int nimg, NU;  /* images per unit, units */
+	int rows;      /* a unit's rows of the products: nimg * T */
+	int rb;	       /* rows of the products per block */
+	size_t HW, n16;
+} wg_geom;
+
+static wg_geom geom(const nb_conv2d_shape *s)
+{
+	wg_geom g = {.N = s->N,
+		     .C = s->C,
+		     .K = s->K,
+		     .Cp = (s->C + 15) / 16 * 16,
+		     .Kp = (s->K + 15) / 16 * 16,
+		     .H = s->H,
+		     .W = s->W};
+	g.th = (g.H + 1) / 2;
+	g.tw = (g.W + 1) / 2;
+	g.T = g.th * g.tw;
+	g.Hb = 2 * g.th + 2;
+	g.Wb = 2 * g.tw + 2;
+	g.HW = (size_t)g.H * g.W;
+	g.n16 = pad16(g.HW);
+	/* a unit's transformed input (16 x rows x channels) near 256 KB */
+	const int cmax = g.Cp > g.Kp ? g.Cp : g.Kp;
+	const int want = 4096 / cmax > 16 ? 4096 / cmax : 16;
+	g.nimg = want / g.T > 1 ? want / g.T : 1;
+	if (g.nimg > g.N)
+		g.nimg = g.N;
+	g.NU = (g.N + g.nimg - 1) / g.nimg;
+	g.rows = g.nimg * g.T;
+	/* the products go through a unit in blocks of rb rows: with 16 or
+	 * 32 channels a block's V and M (16 x 16 x 32 floats each at most)
+	 * stay in the L1 cache between the transforms and the products;
+	 * with more, longer blocks read U fewer times (measured) */
+	g.rb = cmax <= 32 ? 16 : 64;
+	if (g.rb > g.rows)
+		g.rb = g.rows;
+	return g;
+}
+
+/* ---- layouts ------------------------------------------------------------ */
+
+/* Floats between two of the 16 planes of transformed data (rows x lanes):
+ * a cache line more than they hold, so that the planes a transform reads
+ * or writes together do not all fall into one set of the L1 cache (their
+ * sizes are powers of two). */
+static size_t plane_floats(int rows, int lanes)
+{
+	return (size_t)rows * lanes + 16;
+}
+
+/*
+ * The image x (C x H x W) into buf (rows of Wb positions x Cp), its
+ * interior from (1, 1) on; the border is left as it is (zero). Rows of
+ * whole vectors are transposed in place, others through tr first.
+ */
+static void place_in(float *buf, float *tr, const float *x, int C, int Cp,
+		     const wg_geom *g)
+{
+	const int H = g->H, W = g->W, Wb = g->Wb;
+	if (W % 16 == 0) {
+		for (int y = 0; y < H; y++)
+			nb_gp_transpose_pad(
+			    buf + ((size_t)(y + 1) * Wb + 1) * Cp, Cp,
+			    x + (size_t)y * W, C, W, (int)g->HW);
+		return;
+	}
+	nb_gp_transpose_pad(tr, Cp, x, C, (int)g->HW, (int)g->HW);
+	for (int y = 0; y < H; y++)
+		memcpy(buf + ((size_t)(y + 1) * Wb + 1) * Cp,
+		       tr + (size_t)y * W * Cp, sizeof(float) * W * Cp);
+}
+
+/*
+ * out (K x H x W) op (NB_GP_PUT_*) the positions of ob (rows of 2 tw
+ * positions x Kp), transposed back; the rows gathered into gat first if
+ * they are not contiguous (an odd width).
+ */
+static void take_out(float *out, const float *ob, float *gat, int K, int Kp,
+		     const wg_geom *g, int op)
+{
+	const float *src = ob;
+	if (2 * g->tw != g->W) {
+		for (int y = 0; y < g->H; y++)
+			memcpy(gat + (size_t)y * g->W * Kp,
+			       ob + (size_t)y * 2 * g->tw * Kp,
+			       sizeof(float) * g->W * Kp);
+		src = gat;
+	}
+	nb_gp_untranspose(out, g->HW, src, Kp, K, (int)g->HW, op);
+}
+
+/* ---- transforms --------------------------------------------------------- */
+
+#define LD(p) (*(const v16f *)(p))
+#define ST(p, v) (*(v16f *)(p) = (v))
+
+/*
+ * The transforms take the rows r0..r1 of a unit: row r is tile t = r % T
+ * of the unit's image r / T, tile (t / tw, t % tw) of its map; each image
+ * has its buffer xs floats after the previous one's. Their results are
+ * rows 0.. of 16 planes vs floats apart, plane xi = 4 a + s holding
+ * position (a, s) of the 4x4 block.
+ */
+
+/* the 16 vectors of one tile, stored plane after plane */
+static inline __attribute__((always_inline)) void store16(float *p, size_t vs,
+							  const v16f o[16])
+{
+#pragma GCC unroll 16
+	for (int x = 0; x < 16; x++) {
+		ST(p, o[x]);
+		p += vs;
+	}
+}
+
+/* v <- B^T d B, d the 4x4 patch of the tile in its bordered input (rows of
+ * Wb positions x Cp, tile (i, j)'s patch from (2 i, 2 j) on) */
+NB_GP_CLONES
+static void in_tf(float *restrict v, size_t vs, const float *restrict x,
+		  size_t xs, int Cp, int Wb, int T, int tw, int r0, int r1)
+{
+	for (int r = r0; r < r1; r++) {
+		const int t = r % T, i = t / tw, j = t % tw;
+		const float *d = x + (size_t)(r / T) * xs +
+				 ((size_t)2 * i * Wb + (size_t)2 * j) * Cp;
+		for (int c0 = 0; c0 < Cp; c0 += 16) {
+			v16f q[4][4], o[16];
+			for (int a = 0; a < 4; a++) {
+				const float *row = d + (size_t)a * Wb * Cp + c0;
+				const v16f d0 = LD(row), d1 = LD(row + Cp),
+					   d2 = LD(row + 2 * Cp),
+					   d3 = LD(row + 3 * Cp);
+				q[a][0] = d0 - d2;
+				q[a][1] = d1 + d2;
+				q[a][2] = d2 - d1;
+				q[a][3] = d1 - d3;
+			}
+			for (int s = 0; s < 4; s++) {
+				o[0 + s] = q[0][s] - q[2][s];
+				o[4 + s] = q[1][s] + q[2][s];
+				o[8 + s] = q[2][s] - q[1][s];
+				o[12 + s] = q[1][s] - q[3][s];
+			}
+			store16(v + (size_t)(r - r0) * Cp + c0, vs, o);
+		}
+	}
+}
+
+/* z <- A dY A^T, dY the tile's 2x2 block of the output gradient in y (as
+ * x above with Kp lanes, the block from (2 i, 2 j) on; zero past the
+ * map) */
+NB_GP_CLONES
+static void z_tf(float *restrict z, size_t zs, const float *restrict y,
+		 size_t ys, int Kp, int Wb, int T, int tw, int r0, int r1)
+{
+	for (int r = r0; r < r1; r++) {
+		const int t = r % T, i = t / tw, j = t % tw;
+		const float *d = y + (size_t)(r / T) * ys +
+				 ((size_t)2 * i * Wb + (size_t)2 * j) * Kp;
+		for (int c0 = 0; c0 < Kp; c0 += 16) {
+			v16f q[2][4], o[16];
+			for (int a = 0; a < 2; a++) {
+				const float *row = d + (size_t)a * Wb * Kp + c0;
+				const v16f y0 = LD(row), y1 = LD(row + Kp);
+				q[a][0] = y0;
+				q[a][1] = y0 + y1;
+				q[a][2] = y0 - y1;
+				q[a][3] = -y1;
+			}
+			for (int s = 0; s < 4; s++) {
+				o[0 + s] = q[0][s];
+				o[4 + s] = q[0][s] + q[1][s];
+				o[8 + s] = q[0][s] - q[1][s];
+				o[12 + s] = -q[1][s];
+			}
+			store16(z + (size_t)(r - r0) * Kp + c0, zs, o);
+		}
+	}
+}
+
+/* the tile's 2x2 outputs (+ bias) <- A^T m A, into its image's output
+ * positions (rows of 2 tw positions x Kp, os floats per image) */
+NB_GP_CLONES
+static void out_tf(float *restrict o, size_t os, const float *restrict m,
+		   size_t ms, const float *bias, int Kp, int T, int tw, int r0,
+		   int r1)
+{
+	const size_t wo = (size_t)2 * tw;
+	for (int r = r0; r < r1; r++) {
+		const int t = r % T, i = t / tw, j = t % tw;
+		float *ot = o + (size_t)(r / T) * os +
+			    ((size_t)2 * i * wo + (size_t)2 * j) * Kp;
+		const float *mt = m + (size_t)(r - r0) * Kp;
+		for (int c0 = 0; c0 < Kp; c0 += 16) {
+			v16f mm[16], s0[4], s1[4];
+			const float *p = mt + c0;
+#pragma GCC unroll 16
+			for (int x = 0; x < 16; x++) {
+				mm[x] = LD(p);
+				p += ms;
+			}
+			for (int s = 0; s < 4; s++) {
+				s0[s] = mm[s] + mm[4 + s] + mm[8 + s];
+				s1[s] = mm[4 + s] - mm[8 + s] - mm[12 + s];
+			}
+			v16f y00 = s0[0] + s0[1] + s0[2],
+			     y01 = s0[1] - s0[2] - s0[3],
+			     y10 = s1[0] + s1[1] + s1[2],
+			     y11 = s1[1] - s1[2] - s1[3];
+			if (bias) {
+				const v16f bv = LD(bias + c0);
+				y00 += bv;
+				y01 += bv;
+				y10 += bv;
+				y11 += bv;
+			}
+			ST(ot + c0, y00);
+			ST(ot + Kp + c0, y01);
+			ST(ot + wo * Kp + c0, y10);
+			ST(ot + (wo + 1) * Kp + c0, y11);
+		}
+	}
+}
+
+/* ---- the products ------------------------------------------------------- */
+
+/*
+ * c (MR rows ldc apart x NV vectors) = (c if acc, else 0) + sum over i <
+ * nred of a[m * ams + i * ais] (broadcast) times the NV vectors at b + i *
+ * ldb. Inlined with MR, NV and AMS constants (AMS 0: ams as given), so
+ * that the sums stay in registers and the MR broadcasts of a step address
+ * off one pointer.
+ */
+static inline __attribute__((always_inline)) void
+tile(float *restrict c, size_t ldc, const float *restrict a, size_t ams,
+     size_t ais, const float *restrict b, size_t ldb, int nred, int acc,
+     const int MR, const int NV, const size_t AMS)
+{
+	const size_t as = AMS ? AMS : ams;
+	v16f s[16][4];
+#pragma GCC unroll 16
+	for (int m = 0; m < MR; m++)
+#pragma GCC unroll 4
+		for (int v = 0; v < NV; v++)
+			s[m][v] = acc ? LD(c + m * ldc + v * 16) : (v16f){0};
+	for (int i = 0; i < nred; i++) {
+		v16f bv[4];
+#pragma GCC unroll 4
+		for (int v = 0; v < NV; v++)
+			bv[v] = LD(b + v * 16);
+#pragma GCC unroll 16
+		for (int m = 0; m < MR; m++) {
+			const float am = a[m * as];
+#pragma GCC unroll 4
+			for (int v = 0; v < NV; v++)
+				s[m][v] += am * bv[v];
+		}
+		a += ais;
+		b += ldb;
+	}
+#pragma GCC unroll 16
+	for (int m = 0; m < MR; m++)
+#pragma GCC unroll 4
+		for (int v = 0; v < NV; v++)
+			ST(c + m * ldc + v * 16, s[m][v]);
+}
+
+/*
+ * Rows m0.. of a block of NV vectors: whole tiles of TM rows (16 for one
+ * vector, 8 for two or three, 4 for four), the rest in tiles of 8, 4, 2
+ * and 1 rows (the products' row counts are mostly multiples of 16).
+ */
+static inline __attribute__((always_inline)) void
+rows_nv(float *c, size_t ldc, const float *a, size_t ams, size_t ais,
+	const float *b, size_t ldb, int M, int nred, int acc, const int NV,
+	const size_t AMS)
+{
+	const int TM = NV == 1 ? 16 : NV == 4 ? 4 : 8;
+	const size_t as = AMS ? AMS : ams;
+	int m = 0;
+	for (; m + TM <= M; m += TM)
+		tile(c + (size_t)m * ldc, ldc, a + m * as, ams, ais, b, ldb,
+		     nred, acc, TM, NV, AMS);
+	if (TM > 8 && m + 8 <= M) {
+		tile(c + (size_t)m * ldc, ldc, a + m * as, ams, ais, b, ldb,
+		     nred, acc, 8, NV, AMS);
+		m += 8;
+	}
+	if (TM > 4 && m + 4 <= M) {
+		tile(c + (size_t)m * ldc, ldc, a + m * as, ams, ais, b, ldb,
+		     nred, acc, 4, NV, AMS);
+		m += 4;
+	}
+	if (m + 2 <= M) {
+		tile(c + (size_t)m * ldc, ldc, a + m * as, ams, ais, b, ldb,
+		     nred, acc, 2, NV, AMS);
+		m += 2;
+	}
+	if (m < M)
+		tile(c + (size_t)m * ldc, ldc, a + m * as, ams, ais, b, ldb,
+		     nred, acc, 1, NV, AMS);
+}
+
+/*
+ * c (M x 16 nvec, rows ldc apart) = (c if acc) + A B, A (M x nred) with
+ * element (m, i) at a[m * ams + i * ais], B (nred x 16 nvec, rows ldb
+ * apart); columns in blocks of up to four vectors. Every element sums over
+ * i in order. One copy per AMS (row strides the products use).
+ */
+#define GEMM_AMS(name, AMS)                                                    \
+	NB_GP_CLONES                                                           \
+	static void name(float *c, size_t ldc, const float *a, size_t ams,     \
+			 size_t ais, const float *b, size_t ldb, int M,        \
+			 int nvec, int nred, int acc)                          \
+	{                                                                      \
+		int v0 = 0;                                                    \
+		for (; v0 + 4 <= nvec; v0 += 4)                                \
+			rows_nv(c + v0 * 16, ldc, a, ams, ais, b + v0 * 16,    \
+				ldb, M, nred, acc, 4, AMS);                    \
+		if (nvec - v0 == 3)                                            \
+			rows_nv(c + v0 * 16, ldc, a, ams, ais, b + v0 * 16,    \
+				ldb, M, nred, acc, 3, AMS);                    \
+		else if (nvec - v0 == 2)                                       \
+			rows_nv(c + v0 * 16, ldc, a, ams, ais, b + v0 * 16,    \
+				ldb, M, nred, acc, 2, AMS);                    \
+		else if (nvec - v0 == 1)                                       \
+			rows_nv(c + v0 * 16, ldc, a, ams, ais, b + v0 * 16,    \
+				ldb, M, nred, acc, 1, AMS);                    \
+	}
+GEMM_AMS(gemm_a1, 1)
+GEMM_AMS(gemm_a16, 16)
+GEMM_AMS(gemm_a32, 32)
+GEMM_AMS(gemm_a64, 64)
+GEMM_AMS(gemm_a128, 128)
+GEMM_AMS(gemm_any, 0)
+#undef GEMM_AMS
+
+static void gemm(float *c, size_t ldc, const float *a, size_t ams, size_t ais,
+		 const float *b, size_t ldb, int M, int nvec, int nred, int acc)
+{
+	void (*f)(float *, size_t, const float *, size_t, size_t, const float *,
+		  size_t, int, int, int, int) = ams == 1     ? gemm_a1
+						: ams == 16  ? gemm_a16
+						: ams == 32  ? gemm_a32
+						: ams == 64  ? gemm_a64
+						: ams == 128 ? gemm_a128
+							     : gemm_any;
+	f(c, ldc, a, ams, ais, b, ldb, M, nvec, nred, acc);
+}
+
+/* ---- weights ------------------------------------------------------------ */
+
+/*
+ * u (16 planes of rows x lanes) <- G g G^T for each filter g = w[k][c]
+ * (K, C, 3, 3): at row c, lane k (the forward; rows Cp, lanes Kp), or with
+ * the taps reversed at row k, lane c (flip: the input gradient; rows Kp,
+ * lanes Cp). Padding rows and lanes zero. Filters split over the threads
+ * (call inside a parallel region).
+ */
+static void weights_tf(float *u, const float *w, const wg_geom *g, int flip)
+{
+	const int rows = flip ? g->Kp : g->Cp, lanes = flip ? g->Cp : g->Kp;
+	const size_t plane = (size_t)rows * lanes;
+#pragma omp for schedule(static)
+	for (int r = 0; r < rows; r++) {
+		for (int x = 0; x < XI; x++)
+			memset(u + x * plane + (size_t)r * lanes, 0,
+			       sizeof(float) * lanes);
+		const int nl = flip ? g->C : g->K;
+		for (int l = 0; (flip ? r < g->K : r < g->C) && l < nl; l++) {
+			const int k = flip ? r : l, c = flip ? l : r;
+			const float *f = w + ((size_t)k * g->C + c) * 9;
+			float gg[3][3], t[4][3];
+			for (int i = 0; i < 9; i++)
+				gg[i / 3][i % 3] = f[flip ? 8 - i : i];
+			for (int j = 0; j < 3; j++) {
+				t[0][j] = gg[0][j];
+				t[1][j] =
+				    (gg[0][j] + gg[1][j] + gg[2][j]) * 0.5f;
+				t[2][j] =
+				    (gg[0][j] - gg[1][j] + gg[2][j]) * 0.5f;
+				t[3][j] = gg[2][j];
+			}
+			for (int a = 0; a < 4; a++) {
+				float *ua = u + (size_t)r * lanes + l;
+				ua[(4 * a + 0) * plane] = t[a][0];
+				ua[(4 * a + 1) * plane] =
+				    (t[a][0] + t[a][1] + t[a][2]) * 0.5f;
+				ua[(4 * a + 2) * plane] =
+				    (t[a][0] - t[a][1] + t[a][2]) * 0.5f;
+				ua[(4 * a + 3) * plane] = t[a][2];
+			}
+		}
+	}
+}
+
+/* ---- forward ------------------------------------------------------------ */
+
+int nb_wino_forward(float *out, const float *in, const float *w, const float *b,
+		    const nb_conv2d_shape *s, nb_workspace *ws, int act)
+{
+	if (!nb_wino_fits(s))
+		return NB_EINVAL;
+	const wg_geom g = geom(s);
+	const int Cp = g.Cp, Kp = g.Kp;
+	const int op = act == NB_ACT_RELU    ? NB_GP_PUT_RELU
+		       : act == NB_ACT_RELU6 ? NB_GP_PUT_RELU6
+					     : NB_GP_PUT_COPY;
+	const size_t vs = plane_floats(g.rb, Cp), ms = plane_floats(g.rb, Kp);
+	/* shared: U (16 x Cp x Kp), the bias (Kp); per thread: the unit's
+	 * bordered inputs, tr (rows not whole vectors), a block's V and M,
+	 * the unit's output positions, an image's transpose */
+	const size_t u_n = pad16((size_t)XI * Cp * Kp), bias_n = pad16(Kp);
+	const size_t xb1 = pad16((size_t)g.Hb * g.Wb * Cp);
+	const size_t ob1 = pad16((size_t)4 * g.T * Kp);
+	const size_t xb_n = xb1 * g.nimg;
+	const size_t tr_n = g.W % 16 ? pad16(g.HW * (Cp > Kp ? Cp : Kp)) : 0;
+	const size_t v_n = pad16(XI * vs), m_n = pad16(XI * ms);
+	const size_t ob_n = ob1 * g.nimg;
+	const size_t slice = xb_n + tr_n + v_n + m_n + ob_n;
+	const int T = nb_workspace_threads();
+	float *base = nb_workspace_reserve(ws, u_n + bias_n + slice * T);
+	if (!base)
+		return NB_ENOMEM;
+	float *u = base, *bias = b ? base + u_n : NULL;
+	if (bias) {
+		memset(bias, 0, sizeof(float) * Kp);
+		memcpy(bias, b, sizeof(float) * g.K);
+	}
+#pragma omp parallel num_threads(T)
+	{
+		float *xb = base + u_n + bias_n + slice * omp_get_thread_num();
+		float *tr = tr_n ? xb + xb_n : NULL;
+		float *v = xb + xb_n + tr_n, *m = v + v_n, *ob = m + m_n;
+		memset(xb, 0, sizeof(float) * xb_n); /* the borders stay 0 */
+		weights_tf(u, w, &g, 0);	     /* ends in a barrier */
+#pragma omp for schedule(static)
+		for (int un = 0; un < g.NU; un++) {
+			const int n0 = un * g.nimg,
+				  nb = g.N - n0 < g.nimg ? g.N - n0 : g.nimg;
+			for (int i = 0; i < nb; i++)
+				place_in(xb + xb1 * i, tr,
+					 in + (size_t)(n0 + i) * g.C * g.HW,
+					 g.C, Cp, &g);
+			for (int r0 = 0; r0 < nb * g.T; r0 += g.rb) {
+				const int r1 =
+				    r0 + g.rb < nb * g.T ? r0 + g.rb : nb * g.T;
+				in_tf(v, vs, xb, xb1, Cp, g.Wb, g.T, g.tw, r0,
+				      r1);
+				for (int x = 0; x < XI; x++)
+					gemm(m + x * ms, Kp, v + x * vs, Cp, 1,
+					     u + (size_t)x * Cp * Kp, Kp,
+					     r1 - r0, Kp / 16, Cp, 0);
+				out_tf(ob, ob1, m, ms, bias, Kp, g.T, g.tw, r0,
+				       r1);
+			}
+			for (int i = 0; i < nb; i++)
+				take_out(out + (size_t)(n0 + i) * g.K * g.HW,
+					 ob + ob1 * i, tr, g.K, Kp, &g, op);
+		}
+	}
+	return NB_OK;
+}
+
+/* ---- backward ----------------------------------------------------------- */
+
+/* dw[k][c] += G^T dU G, dU the 16 values at du + x * xs (3x3 result) */
+static void add_filter_grad(float *dw, const float *du, size_t xs)
+{
+	float e[4][3], d[4][4];
+	for (int x = 0; x < XI; x++)
+		d[x / 4][x % 4] = du[x * xs];
+	for (int a = 0; a < 4; a++) {
+		const float h = (d[a][1] + d[a][2]) * 0.5f;
+		e[a][0] = d[a][0] + h;
+		e[a][1] = (d[a][1] - d[a][2]) * 0.5f;
+		e[a][2] = h + d[a][3];
+	}
+	for (int j = 0; j < 3; j++) {
+		const float h = (e[1][j] + e[2][j]) * 0.5f;
+		dw[0 * 3 + j] += e[0][j] + h;
+		dw[1 * 3 + j] += (e[1][j] - e[2][j]) * 0.5f;
+		dw[2 * 3 + j] += h + e[3][j];
+	}
+}
+
+int nb_wino_backward(float *din, float *dw, const float *dout, const float *in,
+		     const float *w, const nb_conv2d_shape *s, nb_workspace *ws,
+		     int store)
+{
+	if (!din && !dw)
+		return NB_OK;
+	if (!nb_wino_fits(s))
+		return NB_EINVAL;
+	const wg_geom g = geom(s);
+	const int Cp = g.Cp, Kp = g.Kp;
+	const size_t xs = plane_floats(g.rb, Cp), gs = plane_floats(g.rb, Kp);
+	/* shared: the flipped U (din). Per thread: the unit's bordered
+	 * inputs (dw) and output gradients, tr, a block's V of the input
+	 * (dw), V of the output gradient (din), Z (dw) and M (din), the
+	 * unit's din positions and an image's transpose (din), then the
+	 * partial dU (dw) */
+	const size_t uf_n = din ? pad16((size_t)XI * Kp * Cp) : 0;
+	const size_t xb1 = pad16((size_t)g.Hb * g.Wb * Cp);
+	const size_t gb1 = pad16((size_t)g.Hb * g.Wb * Kp);
+	const size_t ob1 = pad16((size_t)4 * g.T * Cp);
+	const size_t xb_n = dw ? xb1 * g.nimg : 0;
+	const size_t gb_n = gb1 * g.nimg;
+	const size_t tr_n = g.W % 16 ? pad16(g.HW * (Cp > Kp ? Cp : Kp)) : 0;
+	const size_t vx_n = dw ? pad16(XI * xs) : 0;
+	const size_t vg_n = din ? pad16(XI * gs) : 0;
+	const size_t z_n = dw ? pad16(XI * gs) : 0;
+	const size_t m_n = din ? pad16(XI * xs) : 0;
+	const size_t ob_n = din ? ob1 * g.nimg : 0;
+	const size_t du_n = dw ? pad16((size_t)XI * Cp * Kp) : 0;
+	const size_t work = xb_n + gb_n + tr_n + vx_n + vg_n + z_n + m_n + ob_n;
+	const size_t slice = work + du_n;
+	const int T = nb_workspace_threads();
+	float *base = nb_workspace_reserve(ws, uf_n + slice * T);
+	if (!base)
+		return NB_ENOMEM;
+	float *uf = base;
+	int used = 1;
+#pragma omp parallel num_threads(T)
+	{
+		float *at = base + uf_n + slice * omp_get_thread_num();
+		float *xb = xb_n ? at : NULL;
+		float *gb = at + xb_n;
+		float *tr = tr_n ? gb + gb_n : NULL;
+		float *vx = gb + gb_n + tr_n;
+		float *vg = vx + vx_n, *z = vg + vg_n, *m = z + z_n,
+		      *ob = m + m_n;
+		float *du = dw ? at + work : NULL;
+		if (xb)
+			memset(xb, 0, sizeof(float) * xb_n);
+		memset(gb, 0, sizeof(float) * gb_n);
+		if (du)
+			memset(du, 0, sizeof(float) * du_n);
+		if (din)
+			weights_tf(uf, w, &g, 1); /* ends in a barrier */
+#pragma omp single
+		used = omp_get_num_threads();
+#pragma omp for schedule(static)
+		for (int un = 0; un < g.NU; un++) {
+			const int n0 = un * g.nimg,
+				  nb = g.N - n0 < g.nimg ? g.N - n0 : g.nimg;
+			for (int i = 0; i < nb; i++) {
+				const size_t n = (size_t)(n0 + i);
+				if (dw)
+					place_in(xb + xb1 * i, tr,
+						 in + n * g.C * g.HW, g.C, Cp,
+						 &g);
+				place_in(gb + gb1 * i, tr,
+					 dout + n * g.K * g.HW, g.K, Kp, &g);
+			}
+			for (int r0 = 0; r0 < nb * g.T; r0 += g.rb) {
+				const int r1 =
+				    r0 + g.rb < nb * g.T ? r0 + g.rb : nb * g.T;
+				if (dw) {
+					in_tf(vx, xs, xb, xb1, Cp, g.Wb, g.T,
+					      g.tw, r0, r1);
+					z_tf(z, gs,
+					     gb + ((size_t)g.Wb + 1) * Kp, gb1,
+					     Kp, g.Wb, g.T, g.tw, r0, r1);
+					for (int x = 0; x < XI; x++)
+						gemm(du + (size_t)x * Cp * Kp,
+						     Kp, vx + x * xs, 1, Cp,
+						     z + x * gs, Kp, Cp,
+						     Kp / 16, r1 - r0, 1);
+				}
+				if (!din)
+					continue;
+				in_tf(vg, gs, gb, gb1, Kp, g.Wb, g.T, g.tw, r0,
+				      r1);
+				for (int x = 0; x < XI; x++)
+					gemm(m + x * xs, Cp, vg + x * gs, Kp, 1,
+					     uf + (size_t)x * Kp * Cp, Cp,
+					     r1 - r0, Cp / 16, Kp, 0);
+				out_tf(ob, ob1, m, xs, NULL, Cp, g.T, g.tw, r0,
+				       r1);
+			}
+			for (int i = 0; din && i < nb; i++)
+				take_out(din + (size_t)(n0 + i) * g.C * g.HW,
+					 ob + ob1 * i, tr, g.C, Cp, &g,
+					 store ? NB_GP_PUT_STORE
+					       : NB_GP_PUT_ADD);
+		}
+		/* the partials in thread order, then G^T dU G; the loop
+		 * above ends in a barrier */
+		if (dw) {
+			const size_t plane = (size_t)Cp * Kp;
+			float *du0 = base + uf_n + work;
+#pragma omp for schedule(static)
+			for (size_t i = 0; i < XI * plane; i += 16)
+				for (int t = 1; t < used; t++)
+					*(v16f *)(du0 + i) += *(
+					    const v16f *)(du0 + slice * t + i);
+#pragma omp for schedule(static)
+			for (int k = 0; k < g.K; k++)
+				for (int c = 0; c < g.C; c++)
+					add_filter_grad(
+					    dw + ((size_t)k * g.C + c) * 9,
+					    du0 + (size_t)c * Kp + k, plane);
+		}
+	}
+	return NB_OK;
+}

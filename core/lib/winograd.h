@@ -1,0 +1,30 @@
+/*
+ * winograd.h - 3x3 convolutions of stride 1 and padding 1 by Winograd's
+ * minimal filtering F(2x2, 3x3), with the channels on the vector lanes.
+ * Internal to the library; conv2d.c chooses it (see there) and keeps the
+ * direct kernels as its twin.
+ *
+ * Shapes as in ops.h, with R = S = 3, strides 1, padding 1, groups 1, any
+ * channel counts and map sizes. The forward writes out (+ bias, then the
+ * activation act, NB_ACT_*); the backward adds to dw, and writes din if
+ * store, else adds to it (either may be NULL); the bias gradient stays
+ * with conv2d.c. The results are the convolution's to rounding: every
+ * product is taken in the transformed domain, so the bits differ from the
+ * direct kernels' (the numerics version counts it).
+ */
+#ifndef NB_WINOGRAD_H
+#define NB_WINOGRAD_H
+
+#include "ops.h"
+
+/* 1 if the shape is one this file computes (3x3, stride 1, padding 1,
+ * groups 1) */
+int nb_wino_fits(const nb_conv2d_shape *s);
+
+int nb_wino_forward(float *out, const float *in, const float *w, const float *b,
+		    const nb_conv2d_shape *s, nb_workspace *ws, int act);
+int nb_wino_backward(float *din, float *dw, const float *dout, const float *in,
+		     const float *w, const nb_conv2d_shape *s, nb_workspace *ws,
+		     int store);
+
+#endif
