@@ -687,9 +687,10 @@ static int use_packed(const nb_conv2d_shape *s)
 
 /*
  * Winograd's F(2x2, 3x3) (winograd.c) for a 3x3 convolution of stride 1
- * and padding 1: forced, or under NB_CONV_AUTO where the packed kernels run
- * and the channel counts are whole vectors of at most 128 (its transformed
- * weights and per-thread weight-gradient sums take 16 x C x K floats).
+ * and padding 1: forced, or under NB_CONV_AUTO where the packed kernels
+ * would run and the channel counts are whole vectors of at most 512 (its
+ * transformed weights and per-thread weight-gradient sums take 16 x C x K
+ * floats: 16 MB each for 512 channels).
  */
 static int use_wino(const nb_conv2d_shape *s)
 {
@@ -698,7 +699,8 @@ static int use_wino(const nb_conv2d_shape *s)
 	if (conv_kernels == NB_CONV_WINOGRAD)
 		return 1;
 	return conv_kernels == NB_CONV_AUTO && nb_gp_available() &&
-	       s->C % 16 == 0 && s->K % 16 == 0 && s->C <= 128 && s->K <= 128;
+	       packed_suits(s) && s->C % 16 == 0 && s->K % 16 == 0 &&
+	       s->C <= 512 && s->K <= 512;
 }
 
 /* the input gradient as a forward convolution (see above) */

@@ -101,9 +101,11 @@ static wg_geom geom(const nb_conv2d_shape *s)
 	g.Wb = 2 * g.tw + 2;
 	g.HW = (size_t)g.H * g.W;
 	g.n16 = pad16(g.HW);
-	/* a unit's transformed input (16 x rows x channels) near 256 KB */
+	/* a unit: at least 64 rows (with many channels, U, 16 x C x K
+	 * floats, is read once per unit), and with few channels enough for
+	 * a transformed input (16 x rows x channels) of 256 KB */
 	const int cmax = g.Cp > g.Kp ? g.Cp : g.Kp;
-	const int want = 4096 / cmax > 16 ? 4096 / cmax : 16;
+	const int want = 4096 / cmax > 64 ? 4096 / cmax : 64;
 	g.nimg = want / g.T > 1 ? want / g.T : 1;
 	if (g.nimg > g.N)
 		g.nimg = g.N;
@@ -414,65 +416,103 @@ GEMM_AMS(gemm_a16, 16)
 GEMM_AMS(gemm_a32, 32)
 GEMM_AMS(gemm_a64, 64)
 GEMM_AMS(gemm_a128, 128)
+GEMM_AMS(gemm_a256, 256)
+GEMM_AMS(gemm_a512, 512)
 GEMM_AMS(gemm_any, 0)
 #undef GEMM_AMS
 
 static void gemm(float *c, size_t ldc, const float *a, size_t ams, size_t ais,
 		 const float *b, size_t ldb, int M, int nvec, int nred, int acc)
 {
-	void (*f)(float *, size_t, const float *, size_t, size_t, const float *,
-		  size_t, int, int, int, int) = ams == 1     ? gemm_a1
-						: ams == 16  ? gemm_a16
-						: ams == 32  ? gemm_a32
-						: ams == 64  ? gemm_a64
-						: ams == 128 ? gemm_a128
-							     : gemm_any;
+	typedef void (*gemm_fn)(float *, size_t, const float *, size_t, size_t,
+				const float *, size_t, int, int, int, int);
+	gemm_fn f = gemm_any;
+	switch (ams) {
+	case 1:
+		f = gemm_a1;
+		break;
+	case 16:
+		f = gemm_a16;
+		break;
+	case 32:
+		f = gemm_a32;
+		break;
+	case 64:
+		f = gemm_a64;
+		break;
+	case 128:
+		f = gemm_a128;
+		break;
+	case 256:
+		f = gemm_a256;
+		break;
+	case 512:
+		f = gemm_a512;
+		break;
+	default:
+		break;
+	}
 	f(c, ldc, a, ams, ais, b, ldb, M, nvec, nred, acc);
 }
 
 /* ---- weights ------------------------------------------------------------ */
 
+/* u (16) <- G g G^T for the 3x3 filter f (its taps reversed if flip) */
+static void filter_tf(float *u, const float *f, int flip)
+{
+	float gg[3][3], t[4][3];
+	for (int i = 0; i < 9; i++)
+		gg[i / 3][i % 3] = f[flip ? 8 - i : i];
+	for (int j = 0; j < 3; j++) {
+		t[0][j] = gg[0][j];
+		t[1][j] = (gg[0][j] + gg[1][j] + gg[2][j]) * 0.5f;
+		t[2][j] = (gg[0][j] - gg[1][j] + gg[2][j]) * 0.5f;
+		t[3][j] = gg[2][j];
+	}
+	for (int a = 0; a < 4; a++) {
+		u[4 * a + 0] = t[a][0];
+		u[4 * a + 1] = (t[a][0] + t[a][1] + t[a][2]) * 0.5f;
+		u[4 * a + 2] = (t[a][0] - t[a][1] + t[a][2]) * 0.5f;
+		u[4 * a + 3] = t[a][2];
+	}
+}
+
 /*
  * u (16 planes of rows x lanes) <- G g G^T for each filter g = w[k][c]
  * (K, C, 3, 3): at row c, lane k (the forward; rows Cp, lanes Kp), or with
  * the taps reversed at row k, lane c (flip: the input gradient; rows Kp,
- * lanes Cp). Padding rows and lanes zero. Filters split over the threads
- * (call inside a parallel region).
+ * lanes Cp). Padding rows and lanes zero. In blocks of 16 x 16 filters
+ * (each read once, 16 of them contiguous; each plane's block written as
+ * whole rows), split over the threads (call inside a parallel region).
  */
 static void weights_tf(float *u, const float *w, const wg_geom *g, int flip)
 {
 	const int rows = flip ? g->Kp : g->Cp, lanes = flip ? g->Cp : g->Kp;
 	const size_t plane = (size_t)rows * lanes;
+	const int nbl = lanes / 16, nblk = rows / 16 * nbl;
 #pragma omp for schedule(static)
-	for (int r = 0; r < rows; r++) {
+	for (int blk = 0; blk < nblk; blk++) {
+		const int r0 = blk / nbl * 16, l0 = blk % nbl * 16;
+		const int k0 = flip ? r0 : l0, c0 = flip ? l0 : r0;
+		float loc[XI][16][16], uu[XI];
+		for (int kk = 0; kk < 16; kk++)
+			for (int cc = 0; cc < 16; cc++) {
+				const int k = k0 + kk, c = c0 + cc;
+				if (k < g->K && c < g->C)
+					filter_tf(
+					    uu, w + ((size_t)k * g->C + c) * 9,
+					    flip);
+				else
+					memset(uu, 0, sizeof uu);
+				for (int x = 0; x < XI; x++)
+					loc[x][flip ? kk : cc][flip ? cc : kk] =
+					    uu[x];
+			}
 		for (int x = 0; x < XI; x++)
-			memset(u + x * plane + (size_t)r * lanes, 0,
-			       sizeof(float) * lanes);
-		const int nl = flip ? g->C : g->K;
-		for (int l = 0; (flip ? r < g->K : r < g->C) && l < nl; l++) {
-			const int k = flip ? r : l, c = flip ? l : r;
-			const float *f = w + ((size_t)k * g->C + c) * 9;
-			float gg[3][3], t[4][3];
-			for (int i = 0; i < 9; i++)
-				gg[i / 3][i % 3] = f[flip ? 8 - i : i];
-			for (int j = 0; j < 3; j++) {
-				t[0][j] = gg[0][j];
-				t[1][j] =
-				    (gg[0][j] + gg[1][j] + gg[2][j]) * 0.5f;
-				t[2][j] =
-				    (gg[0][j] - gg[1][j] + gg[2][j]) * 0.5f;
-				t[3][j] = gg[2][j];
-			}
-			for (int a = 0; a < 4; a++) {
-				float *ua = u + (size_t)r * lanes + l;
-				ua[(4 * a + 0) * plane] = t[a][0];
-				ua[(4 * a + 1) * plane] =
-				    (t[a][0] + t[a][1] + t[a][2]) * 0.5f;
-				ua[(4 * a + 2) * plane] =
-				    (t[a][0] - t[a][1] + t[a][2]) * 0.5f;
-				ua[(4 * a + 3) * plane] = t[a][2];
-			}
-		}
+			for (int i = 0; i < 16; i++)
+				memcpy(u + x * plane +
+					   (size_t)(r0 + i) * lanes + l0,
+				       loc[x][i], sizeof loc[x][i]);
 	}
 }
 
@@ -546,12 +586,10 @@ int nb_wino_forward(float *out, const float *in, const float *w, const float *b,
 
 /* ---- backward ----------------------------------------------------------- */
 
-/* dw[k][c] += G^T dU G, dU the 16 values at du + x * xs (3x3 result) */
-static void add_filter_grad(float *dw, const float *du, size_t xs)
+/* dw (3x3) += G^T d G, d the 4x4 block of transformed sums */
+static void filter_grad(float *dw, const float d[4][4])
 {
-	float e[4][3], d[4][4];
-	for (int x = 0; x < XI; x++)
-		d[x / 4][x % 4] = du[x * xs];
+	float e[4][3];
 	for (int a = 0; a < 4; a++) {
 		const float h = (d[a][1] + d[a][2]) * 0.5f;
 		e[a][0] = d[a][0] + h;
@@ -563,6 +601,38 @@ static void add_filter_grad(float *dw, const float *du, size_t xs)
 		dw[0 * 3 + j] += e[0][j] + h;
 		dw[1 * 3 + j] += (e[1][j] - e[2][j]) * 0.5f;
 		dw[2 * 3 + j] += h + e[3][j];
+	}
+}
+
+/*
+ * dw (K, C, 3, 3) += G^T dU G for every filter, dU (16 planes of Cp rows x
+ * Kp lanes) the summed products: in blocks of 16 x 16 filters (each
+ * plane's block read as whole rows, 16 filters of a k written one after
+ * the other), split over the threads (call inside a parallel region).
+ */
+static void add_filter_grads(float *dw, const float *du, const wg_geom *g)
+{
+	const size_t plane = (size_t)g->Cp * g->Kp;
+	const int nbk = g->Kp / 16, nblk = g->Cp / 16 * nbk;
+#pragma omp for schedule(static)
+	for (int blk = 0; blk < nblk; blk++) {
+		const int c0 = blk / nbk * 16, k0 = blk % nbk * 16;
+		float loc[XI][16][16], d[4][4];
+		for (int x = 0; x < XI; x++)
+			for (int i = 0; i < 16; i++)
+				memcpy(loc[x][i],
+				       du + x * plane +
+					   (size_t)(c0 + i) * g->Kp + k0,
+				       sizeof loc[x][i]);
+		for (int kk = 0; kk < 16 && k0 + kk < g->K; kk++)
+			for (int cc = 0; cc < 16 && c0 + cc < g->C; cc++) {
+				for (int x = 0; x < XI; x++)
+					d[x / 4][x % 4] = loc[x][cc][kk];
+				filter_grad(
+				    dw + ((size_t)(k0 + kk) * g->C + c0 + cc) *
+					     9,
+				    d);
+			}
 	}
 }
 
@@ -677,12 +747,7 @@ int nb_wino_backward(float *din, float *dw, const float *dout, const float *in,
 				for (int t = 1; t < used; t++)
 					*(v16f *)(du0 + i) += *(
 					    const v16f *)(du0 + slice * t + i);
-#pragma omp for schedule(static)
-			for (int k = 0; k < g.K; k++)
-				for (int c = 0; c < g.C; c++)
-					add_filter_grad(
-					    dw + ((size_t)k * g.C + c) * 9,
-					    du0 + (size_t)c * Kp + k, plane);
+			add_filter_grads(dw, du0, &g);
 		}
 	}
 	return NB_OK;
