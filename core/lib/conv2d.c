@@ -1670,7 +1670,8 @@ int nb_conv2d_forward_act(float *out, const float *in, const float *w,
 	if (act != NB_ACT_RELU && act != NB_ACT_RELU6)
 		return NB_EINVAL;
 	if (use_wino(s))
-		return nb_wino_forward(out, in, w, b, s, ws, act);
+		return nb_wino_forward(out, in, w, b, s, ws, act,
+				       conv_kernels == NB_CONV_AUTO);
 	if (!is_depthwise(s) && !is_whole_plane(s) && use_packed(s))
 		return packed_forward(out, in, w, b, s, ws, act);
 	const int rc = conv2d_forward(out, in, w, b, s, ws);
@@ -1704,7 +1705,8 @@ static int conv2d_forward(float *out, const float *in, const float *w,
 		return NB_OK;
 	}
 	if (use_wino(s))
-		return nb_wino_forward(out, in, w, b, s, ws, NB_ACT_NONE);
+		return nb_wino_forward(out, in, w, b, s, ws, NB_ACT_NONE,
+				       conv_kernels == NB_CONV_AUTO);
 	if (use_packed(s))
 		return packed_forward(out, in, w, b, s, ws, NB_ACT_NONE);
 
@@ -1805,7 +1807,8 @@ static int conv2d_backward(float *din, float *dw, float *db, const float *dout,
 			if (rc < 0)
 				return rc;
 		}
-		return nb_wino_backward(din, dw, dout, in, w, s, ws, store);
+		return nb_wino_backward(din, dw, dout, in, w, s, ws, store,
+					conv_kernels == NB_CONV_AUTO);
 	}
 	if (!use_packed(s))
 		return blas_backward(din, dw, db, dout, in, w, s, ws, store);

@@ -34,6 +34,7 @@
 #include <string.h>
 
 #include "gemmpack.h"
+#include "put16.h"
 
 /* The helpers below pass 64-byte vectors by value; they are always
  * inlined, so the calling convention a generic build would give them (and
@@ -646,32 +647,6 @@ void nb_gp_transpose_pad(float *gT, int Mp, const float *g, int M, int N,
 	}
 }
 
-typedef int v16i __attribute__((vector_size(64)));
-
-/* v with the operation op (see nb_gp_untranspose) applied to one of its
- * rows; every element as the scalar loops of conv2d.c take it (ReLU keeps
- * -0 and NaN, as x < 0 ? 0 : x does) */
-static inline __attribute__((always_inline)) v16f put_op(v16f v, v16f old,
-							 int op)
-{
-	switch (op) {
-	case NB_GP_PUT_ADD:
-		return old + v;
-	case NB_GP_PUT_STORE:
-		return v + 0.0f;
-	case NB_GP_PUT_RELU:
-		return (v16f)((v16i)v & ~(v16i)(v < 0.0f));
-	case NB_GP_PUT_RELU6: {
-		const v16f r = (v16f)((v16i)v & ~(v16i)(v < 0.0f));
-		const v16i gt = (v16i)(r > 6.0f);
-		const v16f six = (v16f){0} + 6.0f;
-		return (v16f)(((v16i)r & ~gt) | ((v16i)six & gt));
-	}
-	default:
-		return v;
-	}
-}
-
 static inline float put_op1(float v, float old, int op)
 {
 	switch (op) {
@@ -710,7 +685,8 @@ void nb_gp_untranspose(float *out, size_t ldo, const float *s, size_t lds,
 					const v16f old = op == NB_GP_PUT_ADD
 							     ? loadu16(o)
 							     : (v16f){0};
-					*(v16f_u *)o = put_op(blk[c], old, op);
+					*(v16f_u *)o =
+					    nb_put16(blk[c], old, op);
 					continue;
 				}
 				for (int p = 0; p < np; p++)

@@ -52,6 +52,7 @@
 
 #include "error.h"
 #include "gemmpack.h"
+#include "put16.h"
 #include "winograd.h"
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -82,10 +83,11 @@ typedef struct wg_geom {
 	int nimg, NU;  /* images per unit, units */
 	int rows;      /* a unit's rows of the products: nimg * T */
 	int rb;	       /* rows of the products per block */
+	int tl;	       /* tiles on the lanes (see there) */
 	size_t HW, n16;
 } wg_geom;
 
-static wg_geom geom(const nb_conv2d_shape *s)
+static wg_geom geom(const nb_conv2d_shape *s, int lanes)
 {
 	wg_geom g = {.N = s->N,
 		     .C = s->C,
@@ -116,6 +118,7 @@ static wg_geom geom(const nb_conv2d_shape *s)
 	 * stay in the L1 cache between the transforms and the products;
 	 * with more, longer blocks read U fewer times (measured) */
 	g.rb = cmax <= 32 ? 16 : 64;
+	g.tl = lanes && g.W == 32 && cmax <= 32;
 	if (g.rb > g.rows)
 		g.rb = g.rows;
 	return g;
@@ -177,6 +180,15 @@ static void take_out(float *out, const float *ob, float *gat, int K, int Kp,
 
 #define LD(p) (*(const v16f *)(p))
 #define ST(p, v) (*(v16f *)(p) = (v))
+typedef float v16f_u __attribute__((vector_size(64), aligned(4), may_alias));
+static inline __attribute__((always_inline)) v16f LD_U(const float *p)
+{
+	return *(const v16f_u *)p;
+}
+static inline __attribute__((always_inline)) void ST_U(float *p, v16f v)
+{
+	*(v16f_u *)p = v;
+}
 
 /*
  * The transforms take the rows r0..r1 of a unit: row r is tile t = r % T
@@ -305,6 +317,123 @@ static void out_tf(float *restrict o, size_t os, const float *restrict m,
 		}
 	}
 }
+
+/* ---- tiles on the lanes ------------------------------------------------- */
+
+/*
+ * On maps 32 wide (the CIFAR networks' first stage) a row of tiles is 16
+ * tiles: one vector. There the transforms read and write NCHW directly,
+ * each vector 16 tiles of one channel (a tile's columns split into even
+ * and odd ones by two shuffles), and the products put the tiles on the
+ * lanes too: out^T_xi (K x tiles) = U^T_xi (K x C) V^T_xi (C x tiles), so
+ * no image is transposed, and with 16 output channels a product loads half
+ * a vector per multiply-add instead of a broadcast for each. Every element
+ * is computed with the same operations in the same order as on the
+ * channels' lanes (same bits; a test compares them).
+ */
+#define SHUF __builtin_shufflevector
+
+/* the columns of a 32-wide row: d0..d3 of its 16 tiles (zero past the
+ * map's edges) */
+static inline __attribute__((always_inline)) void row_cols(const float *row,
+							   v16f d[4])
+{
+	const v16f l0 = LD_U(row), l1 = LD_U(row + 16), z = {0};
+	const v16f e = SHUF(l0, l1, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22,
+			    24, 26, 28, 30),
+		   o = SHUF(l0, l1, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23,
+			    25, 27, 29, 31);
+	d[0] = SHUF(z, o, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27,
+		    28, 29, 30); /* x[2j - 1] */
+	d[1] = e;		 /* x[2j] */
+	d[2] = o;		 /* x[2j + 1] */
+	d[3] = SHUF(e, z, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+		    16); /* x[2j + 2] */
+}
+
+/*
+ * v (16 planes vs floats apart; channel c's row at c * vrow, tile row i's
+ * vector at (i - i0) * 16) <- B^T d B for the tile rows i0..i1 of the
+ * image x (C x H x 32)
+ */
+NB_GP_CLONES
+static void in_tl(float *restrict v, size_t vs, size_t vrow,
+		  const float *restrict x, int C, int H, int i0, int i1)
+{
+	for (int c = 0; c < C; c++)
+		for (int i = i0; i < i1; i++) {
+			v16f q[4][4], o[16];
+			for (int a = 0; a < 4; a++) {
+				const int y = 2 * i + a - 1;
+				v16f d[4] = {{0}, {0}, {0}, {0}};
+				if (y >= 0 && y < H)
+					row_cols(x + ((size_t)c * H + y) * 32,
+						 d);
+				q[a][0] = d[0] - d[2];
+				q[a][1] = d[1] + d[2];
+				q[a][2] = d[2] - d[1];
+				q[a][3] = d[1] - d[3];
+			}
+			for (int s = 0; s < 4; s++) {
+				o[0 + s] = q[0][s] - q[2][s];
+				o[4 + s] = q[1][s] + q[2][s];
+				o[8 + s] = q[2][s] - q[1][s];
+				o[12 + s] = q[1][s] - q[3][s];
+			}
+			store16(v + (size_t)c * vrow + (size_t)(i - i0) * 16,
+				vs, o);
+		}
+}
+
+/*
+ * out (K x H x 32) op (NB_GP_PUT_*) A^T m A (+ bias[k]) for the tile rows
+ * i0..i1, m as v above with K rows
+ */
+NB_GP_CLONES
+static void out_tl(float *out, const float *restrict m, size_t ms, size_t mrow,
+		   const float *bias, int K, int H, int i0, int i1, int op)
+{
+	for (int k = 0; k < K; k++)
+		for (int i = i0; i < i1; i++) {
+			v16f mm[16], s0[4], s1[4];
+			const float *p =
+			    m + (size_t)k * mrow + (size_t)(i - i0) * 16;
+#pragma GCC unroll 16
+			for (int x = 0; x < 16; x++) {
+				mm[x] = LD(p);
+				p += ms;
+			}
+			for (int s = 0; s < 4; s++) {
+				s0[s] = mm[s] + mm[4 + s] + mm[8 + s];
+				s1[s] = mm[4 + s] - mm[8 + s] - mm[12 + s];
+			}
+			v16f y[2][2] = {
+			    {s0[0] + s0[1] + s0[2], s0[1] - s0[2] - s0[3]},
+			    {s1[0] + s1[1] + s1[2], s1[1] - s1[2] - s1[3]}};
+			if (bias)
+				for (int a = 0; a < 2; a++)
+					for (int b = 0; b < 2; b++)
+						y[a][b] += bias[k];
+			for (int a = 0; a < 2 && 2 * i + a < H; a++) {
+				float *o =
+				    out + ((size_t)k * H + 2 * i + a) * 32;
+				const v16f lo = SHUF(y[a][0], y[a][1], 0, 16, 1,
+						     17, 2, 18, 3, 19, 4, 20, 5,
+						     21, 6, 22, 7, 23),
+					   hi = SHUF(y[a][0], y[a][1], 8, 24, 9,
+						     25, 10, 26, 11, 27, 12, 28,
+						     13, 29, 14, 30, 15, 31);
+				const int add = op == NB_GP_PUT_ADD;
+				ST_U(o, nb_put16(lo, add ? LD_U(o) : (v16f){0},
+						 op));
+				ST_U(o + 16,
+				     nb_put16(hi,
+					      add ? LD_U(o + 16) : (v16f){0},
+					      op));
+			}
+		}
+}
+#undef SHUF
 
 /* ---- the products ------------------------------------------------------- */
 
@@ -516,14 +645,48 @@ static void weights_tf(float *u, const float *w, const wg_geom *g, int flip)
 	}
 }
 
+/* tile rows per block on the lanes: 16 x 4 x 16 channels x 16 tiles of V
+ * and of M, each 64 KB */
+#define TL_ROWS 4
+
+/* floats of a block's V or M on the lanes, for n channels */
+static size_t tl_floats(int n)
+{
+	return pad16(XI * plane_floats(n, TL_ROWS * 16));
+}
+
+/*
+ * out (Cout x H x 32) op= the convolution of one image x (Cin x H x 32)
+ * with tiles on the lanes: uw the transformed weights (16 planes of
+ * Cp x Kp), element (o, i) of U^T at uw[i * ais + o]; v and m
+ * tl_floats(Cin) and tl_floats(Cout) floats.
+ */
+static void tl_image(float *out, const float *x, const float *uw, size_t ais,
+		     const float *bias, int Cin, int Cout, const wg_geom *g,
+		     float *v, float *m, int op)
+{
+	const size_t vrow = TL_ROWS * 16, vs = plane_floats(Cin, vrow),
+		     ms = plane_floats(Cout, vrow);
+	const size_t uplane = (size_t)g->Cp * g->Kp;
+	for (int i0 = 0; i0 < g->th; i0 += TL_ROWS) {
+		const int i1 = i0 + TL_ROWS < g->th ? i0 + TL_ROWS : g->th;
+		in_tl(v, vs, vrow, x, Cin, g->H, i0, i1);
+		for (int xi = 0; xi < XI; xi++)
+			gemm(m + xi * ms, vrow, uw + xi * uplane, 1, ais,
+			     v + xi * vs, vrow, Cout, i1 - i0, Cin, 0);
+		out_tl(out, m, ms, vrow, bias, Cout, g->H, i0, i1, op);
+	}
+}
+
 /* ---- forward ------------------------------------------------------------ */
 
 int nb_wino_forward(float *out, const float *in, const float *w, const float *b,
-		    const nb_conv2d_shape *s, nb_workspace *ws, int act)
+		    const nb_conv2d_shape *s, nb_workspace *ws, int act,
+		    int lanes)
 {
 	if (!nb_wino_fits(s))
 		return NB_EINVAL;
-	const wg_geom g = geom(s);
+	const wg_geom g = geom(s, lanes);
 	const int Cp = g.Cp, Kp = g.Kp;
 	const int op = act == NB_ACT_RELU    ? NB_GP_PUT_RELU
 		       : act == NB_ACT_RELU6 ? NB_GP_PUT_RELU6
@@ -539,7 +702,8 @@ int nb_wino_forward(float *out, const float *in, const float *w, const float *b,
 	const size_t tr_n = g.W % 16 ? pad16(g.HW * (Cp > Kp ? Cp : Kp)) : 0;
 	const size_t v_n = pad16(XI * vs), m_n = pad16(XI * ms);
 	const size_t ob_n = ob1 * g.nimg;
-	const size_t slice = xb_n + tr_n + v_n + m_n + ob_n;
+	const size_t slice = g.tl ? tl_floats(g.C) + tl_floats(g.K)
+				  : xb_n + tr_n + v_n + m_n + ob_n;
 	const int T = nb_workspace_threads();
 	float *base = nb_workspace_reserve(ws, u_n + bias_n + slice * T);
 	if (!base)
@@ -554,10 +718,19 @@ int nb_wino_forward(float *out, const float *in, const float *w, const float *b,
 		float *xb = base + u_n + bias_n + slice * omp_get_thread_num();
 		float *tr = tr_n ? xb + xb_n : NULL;
 		float *v = xb + xb_n + tr_n, *m = v + v_n, *ob = m + m_n;
-		memset(xb, 0, sizeof(float) * xb_n); /* the borders stay 0 */
-		weights_tf(u, w, &g, 0);	     /* ends in a barrier */
+		if (!g.tl) /* the borders stay 0 */
+			memset(xb, 0, sizeof(float) * xb_n);
+		weights_tf(u, w, &g, 0); /* ends in a barrier */
+		if (g.tl) {
 #pragma omp for schedule(static)
-		for (int un = 0; un < g.NU; un++) {
+			for (int n = 0; n < g.N; n++)
+				tl_image(out + (size_t)n * g.K * g.HW,
+					 in + (size_t)n * g.C * g.HW, u, Kp, b,
+					 g.C, g.K, &g, xb, xb + tl_floats(g.C),
+					 op);
+		}
+#pragma omp for schedule(static)
+		for (int un = 0; un < (g.tl ? 0 : g.NU); un++) {
 			const int n0 = un * g.nimg,
 				  nb = g.N - n0 < g.nimg ? g.N - n0 : g.nimg;
 			for (int i = 0; i < nb; i++)
@@ -638,14 +811,18 @@ static void add_filter_grads(float *dw, const float *du, const wg_geom *g)
 
 int nb_wino_backward(float *din, float *dw, const float *dout, const float *in,
 		     const float *w, const nb_conv2d_shape *s, nb_workspace *ws,
-		     int store)
+		     int store, int lanes)
 {
 	if (!din && !dw)
 		return NB_OK;
 	if (!nb_wino_fits(s))
 		return NB_EINVAL;
-	const wg_geom g = geom(s);
+	const wg_geom g = geom(s, lanes);
 	const int Cp = g.Cp, Kp = g.Kp;
+	/* the input gradient with tiles on the lanes (no dout or din
+	 * transposed: a loop of its own), or with the weight gradient */
+	const int tl_d = din && g.tl;
+	float *dcl = tl_d ? NULL : din;
 	const size_t xs = plane_floats(g.rb, Cp), gs = plane_floats(g.rb, Kp);
 	/* shared: the flipped U (din). Per thread: the unit's bordered
 	 * inputs (dw) and output gradients, tr, a block's V of the input
@@ -660,12 +837,14 @@ int nb_wino_backward(float *din, float *dw, const float *dout, const float *in,
 	const size_t gb_n = gb1 * g.nimg;
 	const size_t tr_n = g.W % 16 ? pad16(g.HW * (Cp > Kp ? Cp : Kp)) : 0;
 	const size_t vx_n = dw ? pad16(XI * xs) : 0;
-	const size_t vg_n = din ? pad16(XI * gs) : 0;
+	const size_t vg_n = dcl ? pad16(XI * gs) : 0;
 	const size_t z_n = dw ? pad16(XI * gs) : 0;
-	const size_t m_n = din ? pad16(XI * xs) : 0;
-	const size_t ob_n = din ? ob1 * g.nimg : 0;
+	const size_t m_n = dcl ? pad16(XI * xs) : 0;
+	const size_t ob_n = dcl ? ob1 * g.nimg : 0;
+	const size_t tl_n = tl_d ? tl_floats(Kp) + tl_floats(Cp) : 0;
 	const size_t du_n = dw ? pad16((size_t)XI * Cp * Kp) : 0;
-	const size_t work = xb_n + gb_n + tr_n + vx_n + vg_n + z_n + m_n + ob_n;
+	const size_t work =
+	    xb_n + gb_n + tr_n + vx_n + vg_n + z_n + m_n + ob_n + tl_n;
 	const size_t slice = work + du_n;
 	const int T = nb_workspace_threads();
 	float *base = nb_workspace_reserve(ws, uf_n + slice * T);
@@ -681,7 +860,7 @@ int nb_wino_backward(float *din, float *dw, const float *dout, const float *in,
 		float *tr = tr_n ? gb + gb_n : NULL;
 		float *vx = gb + gb_n + tr_n;
 		float *vg = vx + vx_n, *z = vg + vg_n, *m = z + z_n,
-		      *ob = m + m_n;
+		      *ob = m + m_n, *tv = ob + ob_n;
 		float *du = dw ? at + work : NULL;
 		if (xb)
 			memset(xb, 0, sizeof(float) * xb_n);
@@ -692,8 +871,17 @@ int nb_wino_backward(float *din, float *dw, const float *dout, const float *in,
 			weights_tf(uf, w, &g, 1); /* ends in a barrier */
 #pragma omp single
 		used = omp_get_num_threads();
+		if (tl_d) {
+#pragma omp for schedule(static) nowait
+			for (int n = 0; n < g.N; n++)
+				tl_image(
+				    din + (size_t)n * g.C * g.HW,
+				    dout + (size_t)n * g.K * g.HW, uf, Cp, NULL,
+				    g.K, g.C, &g, tv, tv + tl_floats(Kp),
+				    store ? NB_GP_PUT_STORE : NB_GP_PUT_ADD);
+		}
 #pragma omp for schedule(static)
-		for (int un = 0; un < g.NU; un++) {
+		for (int un = 0; un < (dw || dcl ? g.NU : 0); un++) {
 			const int n0 = un * g.nimg,
 				  nb = g.N - n0 < g.nimg ? g.N - n0 : g.nimg;
 			for (int i = 0; i < nb; i++) {
@@ -720,7 +908,7 @@ int nb_wino_backward(float *din, float *dw, const float *dout, const float *in,
 						     z + x * gs, Kp, Cp,
 						     Kp / 16, r1 - r0, 1);
 				}
-				if (!din)
+				if (!dcl)
 					continue;
 				in_tf(vg, gs, gb, gb1, Kp, g.Wb, g.T, g.tw, r0,
 				      r1);
@@ -731,7 +919,7 @@ int nb_wino_backward(float *din, float *dw, const float *dout, const float *in,
 				out_tf(ob, ob1, m, xs, NULL, Cp, g.T, g.tw, r0,
 				       r1);
 			}
-			for (int i = 0; din && i < nb; i++)
+			for (int i = 0; dcl && i < nb; i++)
 				take_out(din + (size_t)(n0 + i) * g.C * g.HW,
 					 ob + ob1 * i, tr, g.C, Cp, &g,
 					 store ? NB_GP_PUT_STORE

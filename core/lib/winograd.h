@@ -21,10 +21,14 @@
  * groups 1) */
 int nb_wino_fits(const nb_conv2d_shape *s);
 
+/* lanes: 1 lets 32-wide maps with at most 32 channels put the tiles on
+ * the vector lanes (see winograd.c; the same bits), 0 keeps the channels
+ * there (their twin) */
 int nb_wino_forward(float *out, const float *in, const float *w, const float *b,
-		    const nb_conv2d_shape *s, nb_workspace *ws, int act);
+		    const nb_conv2d_shape *s, nb_workspace *ws, int act,
+		    int lanes);
 int nb_wino_backward(float *din, float *dw, const float *dout, const float *in,
 		     const float *w, const nb_conv2d_shape *s, nb_workspace *ws,
-		     int store);
+		     int store, int lanes);
 
 #endif

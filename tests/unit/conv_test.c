@@ -298,6 +298,8 @@ static const conv_case conv_cases[] = {
     {2, 64, 6, 6, 48, 3, 3, 1, 1, 1, 1, 1, 1},
     {3, 40, 7, 7, 72, 3, 3, 1, 1, 1, 1, 1, 0},
     {5, 48, 2, 6, 16, 3, 3, 1, 1, 1, 1, 1, 1},
+    /* 32-wide maps: Winograd's tiles on the lanes under auto (odd height) */
+    {2, 32, 5, 32, 16, 3, 3, 1, 1, 1, 1, 1, 1},
     /* a kernel over the whole input: a linear layer */
     {3, 4, 5, 5, 7, 5, 5, 1, 1, 0, 0, 1, 1},
     {2, 3, 2, 3, 20, 2, 3, 1, 1, 0, 0, 1, 0},
@@ -777,6 +779,78 @@ static void test_winograd_accuracy(void)
 	nb_conv2d_set_kernels(NB_CONV_AUTO);
 }
 
+/* Winograd with the tiles on the lanes (auto, 32-wide maps with at most
+ * 32 channels) against its twin with the channels on the lanes (forced):
+ * the same bits for the forward (plain, ReLU, ReLU6), the input gradient
+ * (written and added) and the weight gradient, at 1 and 3 threads; odd
+ * heights, bias. Skipped where auto does not take Winograd (no AVX-512). */
+static void test_winograd_lanes_twins(void)
+{
+	static const conv_case cases[] = {
+	    {3, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1, 1, 1},
+	    {2, 32, 7, 32, 16, 3, 3, 1, 1, 1, 1, 1, 0},
+	    {2, 16, 9, 32, 32, 3, 3, 1, 1, 1, 1, 1, 1},
+	};
+	nb_conv2d_set_kernels(NB_CONV_AUTO);
+	if (nb_conv2d_kernels() != NB_CONV_WINOGRAD)
+		return;
+	const int keep = omp_get_max_threads();
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		conv_bufs cb;
+		conv_bufs_init(&cb, &cases[i], 7300 + i);
+		const nb_conv2d_shape *s = &cb.s;
+		const size_t no = n_out(s), ni = n_in(s), nw = n_w(s);
+		for (size_t j = 0; j < nw; j++) /* some outputs pass 6 */
+			cb.w[j] *= 6.0f;
+		for (int th = 1; th <= 3; th += 2) {
+			omp_set_num_threads(th);
+			float *o[2], *di[2], *ds[2], *dw[2];
+			for (int k = 0; k < 2; k++) {
+				nb_conv2d_set_kernels(k ? NB_CONV_WINOGRAD
+							: NB_CONV_AUTO);
+				o[k] = fzeros(3 * no);
+				di[k] = fzeros(ni);
+				ds[k] = fzeros(ni);
+				dw[k] = fzeros(nw);
+				tu_fill_uniform(di[k], ni, -1, 1, 11);
+				CU_ASSERT_EQUAL(nb_conv2d_forward(o[k], cb.in,
+								  cb.w, cb.b, s,
+								  &cb.ws),
+						NB_OK);
+				for (int act = 1; act <= 2; act++)
+					CU_ASSERT_EQUAL(
+					    nb_conv2d_forward_act(
+						o[k] + act * no, cb.in, cb.w,
+						cb.b, s, &cb.ws,
+						act == 1 ? NB_ACT_RELU
+							 : NB_ACT_RELU6),
+					    NB_OK);
+				CU_ASSERT_EQUAL(
+				    nb_conv2d_backward(di[k], dw[k], NULL, cb.r,
+						       cb.in, cb.w, s, &cb.ws),
+				    NB_OK);
+				CU_ASSERT_EQUAL(nb_conv2d_backward_store(
+						    ds[k], NULL, NULL, cb.r,
+						    cb.in, cb.w, s, &cb.ws),
+						NB_OK);
+			}
+			CU_ASSERT_EQUAL(memcmp(o[0], o[1], 3 * no * 4), 0);
+			CU_ASSERT_EQUAL(memcmp(di[0], di[1], ni * 4), 0);
+			CU_ASSERT_EQUAL(memcmp(ds[0], ds[1], ni * 4), 0);
+			CU_ASSERT_EQUAL(memcmp(dw[0], dw[1], nw * 4), 0);
+			for (int k = 0; k < 2; k++) {
+				free(o[k]);
+				free(di[k]);
+				free(ds[k]);
+				free(dw[k]);
+			}
+		}
+		conv_bufs_free(&cb);
+	}
+	omp_set_num_threads(keep);
+	nb_conv2d_set_kernels(NB_CONV_AUTO);
+}
+
 /* ---- linear ---------------------------------------------------------------
  */
 
@@ -1235,9 +1309,9 @@ static void test_adaptive_avgpool_rules(void)
 	CU_ASSERT_DOUBLE_EQUAL(din[4], 0.5, 1e-6);
 }
 
-/* The tests above run with im2col + BLAS, with the packed kernels and
- * with Winograd forced wherever it applies, so each is checked whichever
- * of them NB_CONV_AUTO picks. */
+/* The tests above run with im2col + BLAS, with the packed kernels, with
+ * Winograd forced wherever it applies (channels on the lanes) and with
+ * NB_CONV_AUTO, so each is checked whichever of them auto picks. */
 static void on_both_kernels(void (*test)(void))
 {
 	nb_conv2d_set_kernels(NB_CONV_BLAS);
@@ -1247,6 +1321,7 @@ static void on_both_kernels(void (*test)(void))
 	nb_conv2d_set_kernels(NB_CONV_WINOGRAD);
 	test();
 	nb_conv2d_set_kernels(NB_CONV_AUTO);
+	test(); /* and Winograd's tiles on the lanes, where auto takes it */
 }
 
 static void test_conv_matches_reference(void)
@@ -1417,6 +1492,8 @@ static const nb_test_entry tests[] = {
     {"conv2d NULL gradients are skipped", test_conv_null_gradients},
     {"conv2d Winograd: rounding on network-sized layers",
      test_winograd_accuracy},
+    {"conv2d Winograd: tiles on the lanes, same bits as channels",
+     test_winograd_lanes_twins},
     {"conv2d gradcheck", test_conv_gradcheck},
     {"conv2d backward accumulates", test_conv_accumulates},
     {"conv2d backward_store writes din, the same values",

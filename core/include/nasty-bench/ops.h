@@ -101,9 +101,10 @@ int nb_conv2d_backward_store(float *din, float *dw, float *db,
  * the kernels with channels on the lanes (the plane kernels elsewhere).
  * NB_CONV_BLAS, NB_CONV_PACKED and NB_CONV_WINOGRAD force one side for
  * every convolution (BLAS: im2col + BLAS and the depthwise plane kernels;
- * PACKED: the packed kernels, never Winograd; WINOGRAD: Winograd for every
- * 3x3 / stride 1 / padding 1 / ungrouped convolution, the packed kernels
- * for the rest). The tests run each against a plain-loop reference;
+ * PACKED: the packed kernels, never Winograd; WINOGRAD: Winograd with the
+ * channels on the lanes for every 3x3 / stride 1 / padding 1 / ungrouped
+ * convolution, the packed kernels for the rest; auto's Winograd puts the
+ * tiles on the lanes on 32-wide maps, with the same bits). The tests run each against a plain-loop reference;
  * `nasty-bench bench --conv` compares their speed. Process-wide; set it
  * before any convolution runs.
  */
