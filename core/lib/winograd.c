@@ -645,9 +645,9 @@ static void weights_tf(float *u, const float *w, const wg_geom *g, int flip)
 	}
 }
 
-/* tile rows per block on the lanes: 16 x 4 x 16 channels x 16 tiles of V
- * and of M, each 64 KB */
-#define TL_ROWS 4
+/* tile rows per block on the lanes: V and M of a block 16 x 2 x 16 tiles
+ * x up to 32 channels, 64 KB each (4 rows: 5-8 % slower) */
+#define TL_ROWS 2
 
 /* floats of a block's V or M on the lanes, for n channels */
 static size_t tl_floats(int n)
