@@ -62,6 +62,9 @@
 typedef float v16f __attribute__((vector_size(64)));
 
 #define XI 16 /* positions of a transformed 4x4 block */
+/* channels at most for the tiles on the lanes (with 64 on 32x32 maps they
+ * were 8 % slower than on the channels' lanes) */
+#define TL_CMAX 32
 
 static size_t pad16(size_t n)
 {
@@ -118,7 +121,7 @@ static wg_geom geom(const nb_conv2d_shape *s, int lanes)
 	 * stay in the L1 cache between the transforms and the products;
 	 * with more, longer blocks read U fewer times (measured) */
 	g.rb = cmax <= 32 ? 16 : 64;
-	g.tl = lanes && g.W == 32 && cmax <= 32;
+	g.tl = lanes && (g.W == 32 || g.W == 16) && cmax <= TL_CMAX;
 	if (g.rb > g.rows)
 		g.rb = g.rows;
 	return g;
@@ -333,42 +336,67 @@ static void out_tf(float *restrict o, size_t os, const float *restrict m,
  */
 #define SHUF __builtin_shufflevector
 
-/* the columns of a 32-wide row: d0..d3 of its 16 tiles (zero past the
- * map's edges) */
-static inline __attribute__((always_inline)) void row_cols(const float *row,
-							   v16f d[4])
+/*
+ * d0..d3 of a vector of 16 tiles from l0, l1 (32 floats): one 32-wide row,
+ * or two 16-wide rows (tiles 0..7 from l0, 8..15 from l1); zero past the
+ * rows' ends
+ */
+static inline __attribute__((always_inline)) void cols4(v16f l0, v16f l1,
+							int w16, v16f d[4])
 {
-	const v16f l0 = LD_U(row), l1 = LD_U(row + 16), z = {0};
+	const v16f z = {0};
 	const v16f e = SHUF(l0, l1, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22,
 			    24, 26, 28, 30),
 		   o = SHUF(l0, l1, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23,
 			    25, 27, 29, 31);
-	d[0] = SHUF(z, o, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27,
-		    28, 29, 30); /* x[2j - 1] */
-	d[1] = e;		 /* x[2j] */
-	d[2] = o;		 /* x[2j + 1] */
-	d[3] = SHUF(e, z, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
-		    16); /* x[2j + 2] */
+	if (w16) {
+		d[0] = SHUF(z, o, 0, 16, 17, 18, 19, 20, 21, 22, 0, 24, 25, 26,
+			    27, 28, 29, 30);
+		d[3] = SHUF(e, z, 1, 2, 3, 4, 5, 6, 7, 16, 9, 10, 11, 12, 13,
+			    14, 15, 16);
+	} else {
+		d[0] = SHUF(z, o, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25,
+			    26, 27, 28, 29, 30); /* x[2j - 1] */
+		d[3] = SHUF(e, z, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,
+			    15, 16); /* x[2j + 2] */
+	}
+	d[1] = e; /* x[2j] */
+	d[2] = o; /* x[2j + 1] */
+}
+
+/* row y of plane p (H x W), or zeros past the map */
+static inline __attribute__((always_inline)) v16f row16(const float *p, int y,
+							int H, int W, int half)
+{
+	return y >= 0 && y < H ? LD_U(p + (size_t)y * W + 16 * half)
+			       : (v16f){0};
 }
 
 /*
- * v (16 planes vs floats apart; channel c's row at c * vrow, tile row i's
- * vector at (i - i0) * 16) <- B^T d B for the tile rows i0..i1 of the
- * image x (C x H x 32)
+ * v (16 planes vs floats apart; channel c's row at c * vrow, vector iv's
+ * 16 tiles at (iv - iv0) * 16) <- B^T d B for the tile vectors iv0..iv1 of
+ * the image x (C x H x W, W 32 or 16: a vector is one or two tile rows)
  */
 NB_GP_CLONES
 static void in_tl(float *restrict v, size_t vs, size_t vrow,
-		  const float *restrict x, int C, int H, int i0, int i1)
+		  const float *restrict x, int C, int H, int W, int iv0,
+		  int iv1)
 {
+	const int w16 = W == 16;
 	for (int c = 0; c < C; c++)
-		for (int i = i0; i < i1; i++) {
+		for (int iv = iv0; iv < iv1; iv++) {
+			const float *p = x + (size_t)c * H * W;
+			const int i = w16 ? 2 * iv : iv;
 			v16f q[4][4], o[16];
 			for (int a = 0; a < 4; a++) {
 				const int y = 2 * i + a - 1;
-				v16f d[4] = {{0}, {0}, {0}, {0}};
-				if (y >= 0 && y < H)
-					row_cols(x + ((size_t)c * H + y) * 32,
-						 d);
+				v16f d[4];
+				if (w16)
+					cols4(row16(p, y, H, W, 0),
+					      row16(p, y + 2, H, W, 0), 1, d);
+				else
+					cols4(row16(p, y, H, W, 0),
+					      row16(p, y, H, W, 1), 0, d);
 				q[a][0] = d[0] - d[2];
 				q[a][1] = d[1] + d[2];
 				q[a][2] = d[2] - d[1];
@@ -380,24 +408,33 @@ static void in_tl(float *restrict v, size_t vs, size_t vrow,
 				o[8 + s] = q[2][s] - q[1][s];
 				o[12 + s] = q[1][s] - q[3][s];
 			}
-			store16(v + (size_t)c * vrow + (size_t)(i - i0) * 16,
+			store16(v + (size_t)c * vrow + (size_t)(iv - iv0) * 16,
 				vs, o);
 		}
 }
 
+/* o op= r (16 floats) */
+static inline __attribute__((always_inline)) void put_row(float *o, v16f r,
+							  int op)
+{
+	ST_U(o, nb_put16(r, op == NB_GP_PUT_ADD ? LD_U(o) : (v16f){0}, op));
+}
+
 /*
- * out (K x H x 32) op (NB_GP_PUT_*) A^T m A (+ bias[k]) for the tile rows
- * i0..i1, m as v above with K rows
+ * out (K x H x W) op (NB_GP_PUT_*) A^T m A (+ bias[k]) for the tile
+ * vectors iv0..iv1, m as v above with K rows
  */
 NB_GP_CLONES
 static void out_tl(float *out, const float *restrict m, size_t ms, size_t mrow,
-		   const float *bias, int K, int H, int i0, int i1, int op)
+		   const float *bias, int K, int H, int W, int iv0, int iv1,
+		   int op)
 {
+	const int w16 = W == 16;
 	for (int k = 0; k < K; k++)
-		for (int i = i0; i < i1; i++) {
+		for (int iv = iv0; iv < iv1; iv++) {
 			v16f mm[16], s0[4], s1[4];
 			const float *p =
-			    m + (size_t)k * mrow + (size_t)(i - i0) * 16;
+			    m + (size_t)k * mrow + (size_t)(iv - iv0) * 16;
 #pragma GCC unroll 16
 			for (int x = 0; x < 16; x++) {
 				mm[x] = LD(p);
@@ -414,22 +451,30 @@ static void out_tl(float *out, const float *restrict m, size_t ms, size_t mrow,
 				for (int a = 0; a < 2; a++)
 					for (int b = 0; b < 2; b++)
 						y[a][b] += bias[k];
-			for (int a = 0; a < 2 && 2 * i + a < H; a++) {
-				float *o =
-				    out + ((size_t)k * H + 2 * i + a) * 32;
+			float *pk = out + (size_t)k * H * W;
+			const int i = w16 ? 2 * iv : iv;
+			for (int a = 0; a < 2; a++) {
+				/* tiles 0..7 and 8..15, columns interleaved */
 				const v16f lo = SHUF(y[a][0], y[a][1], 0, 16, 1,
 						     17, 2, 18, 3, 19, 4, 20, 5,
 						     21, 6, 22, 7, 23),
 					   hi = SHUF(y[a][0], y[a][1], 8, 24, 9,
 						     25, 10, 26, 11, 27, 12, 28,
 						     13, 29, 14, 30, 15, 31);
-				const int add = op == NB_GP_PUT_ADD;
-				ST_U(o, nb_put16(lo, add ? LD_U(o) : (v16f){0},
-						 op));
-				ST_U(o + 16,
-				     nb_put16(hi,
-					      add ? LD_U(o + 16) : (v16f){0},
-					      op));
+				const int r = 2 * i + a;
+				if (w16) {
+					if (r < H)
+						put_row(pk + (size_t)r * W, lo,
+							op);
+					if (r + 2 < H)
+						put_row(pk +
+							    (size_t)(r + 2) * W,
+							hi, op);
+				} else if (r < H) {
+					put_row(pk + (size_t)r * W, lo, op);
+					put_row(pk + (size_t)r * W + 16, hi,
+						op);
+				}
 			}
 		}
 }
@@ -668,13 +713,15 @@ static void tl_image(float *out, const float *x, const float *uw, size_t ais,
 	const size_t vrow = TL_ROWS * 16, vs = plane_floats(Cin, vrow),
 		     ms = plane_floats(Cout, vrow);
 	const size_t uplane = (size_t)g->Cp * g->Kp;
-	for (int i0 = 0; i0 < g->th; i0 += TL_ROWS) {
-		const int i1 = i0 + TL_ROWS < g->th ? i0 + TL_ROWS : g->th;
-		in_tl(v, vs, vrow, x, Cin, g->H, i0, i1);
+	/* vectors of 16 tiles: one tile row each (32 wide) or two */
+	const int nvec = g->W == 16 ? (g->th + 1) / 2 : g->th;
+	for (int iv0 = 0; iv0 < nvec; iv0 += TL_ROWS) {
+		const int iv1 = iv0 + TL_ROWS < nvec ? iv0 + TL_ROWS : nvec;
+		in_tl(v, vs, vrow, x, Cin, g->H, g->W, iv0, iv1);
 		for (int xi = 0; xi < XI; xi++)
 			gemm(m + xi * ms, vrow, uw + xi * uplane, 1, ais,
-			     v + xi * vs, vrow, Cout, i1 - i0, Cin, 0);
-		out_tl(out, m, ms, vrow, bias, Cout, g->H, i0, i1, op);
+			     v + xi * vs, vrow, Cout, iv1 - iv0, Cin, 0);
+		out_tl(out, m, ms, vrow, bias, Cout, g->H, g->W, iv0, iv1, op);
 	}
 }
 

@@ -298,8 +298,10 @@ static const conv_case conv_cases[] = {
     {2, 64, 6, 6, 48, 3, 3, 1, 1, 1, 1, 1, 1},
     {3, 40, 7, 7, 72, 3, 3, 1, 1, 1, 1, 1, 0},
     {5, 48, 2, 6, 16, 3, 3, 1, 1, 1, 1, 1, 1},
-    /* 32-wide maps: Winograd's tiles on the lanes under auto (odd height) */
+    /* 32- and 16-wide maps: Winograd's tiles on the lanes under auto (odd
+     * heights) */
     {2, 32, 5, 32, 16, 3, 3, 1, 1, 1, 1, 1, 1},
+    {2, 16, 9, 16, 32, 3, 3, 1, 1, 1, 1, 1, 1},
     /* a kernel over the whole input: a linear layer */
     {3, 4, 5, 5, 7, 5, 5, 1, 1, 0, 0, 1, 1},
     {2, 3, 2, 3, 20, 2, 3, 1, 1, 0, 0, 1, 0},
@@ -779,8 +781,9 @@ static void test_winograd_accuracy(void)
 	nb_conv2d_set_kernels(NB_CONV_AUTO);
 }
 
-/* Winograd with the tiles on the lanes (auto, 32-wide maps with at most
- * 32 channels) against its twin with the channels on the lanes (forced):
+/* Winograd with the tiles on the lanes (auto, 32- and 16-wide maps with at
+ * most 32 channels) against its twin with the channels on the lanes
+ * (forced):
  * the same bits for the forward (plain, ReLU, ReLU6), the input gradient
  * (written and added) and the weight gradient, at 1 and 3 threads; odd
  * heights, bias. Skipped where auto does not take Winograd (no AVX-512). */
@@ -790,6 +793,11 @@ static void test_winograd_lanes_twins(void)
 	    {3, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1, 1, 1},
 	    {2, 32, 7, 32, 16, 3, 3, 1, 1, 1, 1, 1, 0},
 	    {2, 16, 9, 32, 32, 3, 3, 1, 1, 1, 1, 1, 1},
+	    /* 16 wide: two tile rows a vector (odd heights: a vector's
+	     * second row past the map) */
+	    {2, 32, 16, 16, 32, 3, 3, 1, 1, 1, 1, 1, 1},
+	    {3, 16, 7, 16, 32, 3, 3, 1, 1, 1, 1, 1, 0},
+	    {1, 32, 5, 16, 16, 3, 3, 1, 1, 1, 1, 1, 1},
 	};
 	nb_conv2d_set_kernels(NB_CONV_AUTO);
 	if (nb_conv2d_kernels() != NB_CONV_WINOGRAD)
