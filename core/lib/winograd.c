@@ -39,7 +39,10 @@
  * to whole vectors) into a zero-bordered buffer, and the output transposed
  * back. Images go in units of several (a unit's tiles are the rows of the
  * 16 products: enough rows for the register tiles, few enough for the
- * unit's transformed data to stay in the L2 cache).
+ * unit's transformed data to stay in the L2 cache). On maps 32 or 16 wide
+ * with few channels the forward and the input gradient put the tiles on
+ * the lanes instead and read and write NCHW as it is (see "tiles on the
+ * lanes"; the same bits).
  *
  * Accuracy: the transforms' coefficients are 0, +-1 and +-1/2, so the
  * rounding is that of a sum taken in another order (F(4x4, 3x3), with 2x
@@ -87,7 +90,7 @@ typedef struct wg_geom {
 	int rows;      /* a unit's rows of the products: nimg * T */
 	int rb;	       /* rows of the products per block */
 	int tl;	       /* tiles on the lanes (see there) */
-	size_t HW, n16;
+	size_t HW;
 } wg_geom;
 
 static wg_geom geom(const nb_conv2d_shape *s, int lanes)
@@ -105,7 +108,6 @@ static wg_geom geom(const nb_conv2d_shape *s, int lanes)
 	g.Hb = 2 * g.th + 2;
 	g.Wb = 2 * g.tw + 2;
 	g.HW = (size_t)g.H * g.W;
-	g.n16 = pad16(g.HW);
 	/* a unit: at least 64 rows (with many channels, U, 16 x C x K
 	 * floats, is read once per unit), and with few channels enough for
 	 * a transformed input (16 x rows x channels) of 256 KB */
@@ -325,7 +327,8 @@ static void out_tf(float *restrict o, size_t os, const float *restrict m,
 
 /*
  * On maps 32 wide (the CIFAR networks' first stage) a row of tiles is 16
- * tiles: one vector. There the transforms read and write NCHW directly,
+ * tiles: one vector; on maps 16 wide a vector holds two rows of tiles.
+ * There the transforms read and write NCHW directly,
  * each vector 16 tiles of one channel (a tile's columns split into even
  * and odd ones by two shuffles), and the products put the tiles on the
  * lanes too: out^T_xi (K x tiles) = U^T_xi (K x C) V^T_xi (C x tiles), so
