@@ -647,22 +647,6 @@ void nb_gp_transpose_pad(float *gT, int Mp, const float *g, int M, int N,
 	}
 }
 
-static inline float put_op1(float v, float old, int op)
-{
-	switch (op) {
-	case NB_GP_PUT_ADD:
-		return old + v;
-	case NB_GP_PUT_STORE:
-		return v + 0.0f;
-	case NB_GP_PUT_RELU:
-		return v < 0.0f ? 0.0f : v;
-	case NB_GP_PUT_RELU6:
-		return v < 0.0f ? 0.0f : (v > 6.0f ? 6.0f : v);
-	default:
-		return v;
-	}
-}
-
 GP_CLONES
 void nb_gp_untranspose(float *out, size_t ldo, const float *s, size_t lds,
 		       int M, int n, int op)
@@ -690,7 +674,7 @@ void nb_gp_untranspose(float *out, size_t ldo, const float *s, size_t lds,
 					continue;
 				}
 				for (int p = 0; p < np; p++)
-					o[p] = put_op1(blk[c][p], o[p], op);
+					o[p] = nb_put1(blk[c][p], o[p], op);
 			}
 		}
 	}

@@ -39,4 +39,21 @@ nb_put16(nb_v16f v, nb_v16f old, int op)
 	}
 }
 
+/* the same for one float */
+static inline float nb_put1(float v, float old, int op)
+{
+	switch (op) {
+	case NB_GP_PUT_ADD:
+		return old + v;
+	case NB_GP_PUT_STORE:
+		return v + 0.0f;
+	case NB_GP_PUT_RELU:
+		return v < 0.0f ? 0.0f : v;
+	case NB_GP_PUT_RELU6:
+		return v < 0.0f ? 0.0f : (v > 6.0f ? 6.0f : v);
+	default:
+		return v;
+	}
+}
+
 #endif

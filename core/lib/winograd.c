@@ -214,6 +214,16 @@ static inline __attribute__((always_inline)) void store16(float *p, size_t vs,
 	}
 }
 
+/* where row r's tile starts in its image's buffer (xs floats an image,
+ * rows of Wb positions x lanes floats; tile (i, j) from (2 i, 2 j) on) */
+static inline const float *tile_at(const float *x, size_t xs, int r, int T,
+				   int tw, int Wb, int lanes)
+{
+	const int t = r % T, i = t / tw, j = t % tw;
+	return x + (size_t)(r / T) * xs +
+	       ((size_t)2 * i * Wb + (size_t)2 * j) * lanes;
+}
+
 /* v <- B^T d B, d the 4x4 patch of the tile in its bordered input (rows of
  * Wb positions x Cp, tile (i, j)'s patch from (2 i, 2 j) on) */
 NB_GP_CLONES
@@ -221,9 +231,7 @@ static void in_tf(float *restrict v, size_t vs, const float *restrict x,
 		  size_t xs, int Cp, int Wb, int T, int tw, int r0, int r1)
 {
 	for (int r = r0; r < r1; r++) {
-		const int t = r % T, i = t / tw, j = t % tw;
-		const float *d = x + (size_t)(r / T) * xs +
-				 ((size_t)2 * i * Wb + (size_t)2 * j) * Cp;
+		const float *d = tile_at(x, xs, r, T, tw, Wb, Cp);
 		for (int c0 = 0; c0 < Cp; c0 += 16) {
 			v16f q[4][4], o[16];
 			for (int a = 0; a < 4; a++) {
@@ -255,9 +263,7 @@ static void z_tf(float *restrict z, size_t zs, const float *restrict y,
 		 size_t ys, int Kp, int Wb, int T, int tw, int r0, int r1)
 {
 	for (int r = r0; r < r1; r++) {
-		const int t = r % T, i = t / tw, j = t % tw;
-		const float *d = y + (size_t)(r / T) * ys +
-				 ((size_t)2 * i * Wb + (size_t)2 * j) * Kp;
+		const float *d = tile_at(y, ys, r, T, tw, Wb, Kp);
 		for (int c0 = 0; c0 < Kp; c0 += 16) {
 			v16f q[2][4], o[16];
 			for (int a = 0; a < 2; a++) {
