@@ -890,7 +890,9 @@ int nb_wino_backward(float *din, float *dw, const float *dout, const float *in,
 	const size_t gb1 = pad16((size_t)g.Hb * g.Wb * Kp);
 	const size_t ob1 = pad16((size_t)4 * g.T * Cp);
 	const size_t xb_n = dw ? xb1 * g.nimg : 0;
-	const size_t gb_n = gb1 * g.nimg;
+	/* (the channels-on-lanes loop runs only for dw or a din not on the
+	 * tiles' lanes) */
+	const size_t gb_n = dw || dcl ? gb1 * g.nimg : 0;
 	const size_t tr_n = g.W % 16 ? pad16(g.HW * (Cp > Kp ? Cp : Kp)) : 0;
 	const size_t vx_n = dw ? pad16(XI * xs) : 0;
 	const size_t vg_n = dcl ? pad16(XI * gs) : 0;
@@ -920,7 +922,8 @@ int nb_wino_backward(float *din, float *dw, const float *dout, const float *in,
 		float *du = dw ? at + work : NULL;
 		if (xb)
 			memset(xb, 0, sizeof(float) * xb_n);
-		memset(gb, 0, sizeof(float) * gb_n);
+		if (gb_n)
+			memset(gb, 0, sizeof(float) * gb_n);
 		if (du)
 			memset(du, 0, sizeof(float) * du_n);
 		if (din)
