@@ -57,6 +57,7 @@
 #pragma GCC target("prefer-vector-width=512")
 #endif
 
+#include "bnaffine.h"
 #include "error.h"
 #include "ops.h"
 
@@ -209,27 +210,18 @@ static void slices_stats(double s1[][NB_BN_BLOCK], double s2[][NB_BN_BLOCK],
  * When |mean| >> std both terms are huge and cancel: with mean 100 and std
  * 0.007 the fold loses ~1e-3 of an O(1) output. Subtracting the mean first
  * is exact for x near mean_hi (Sterbenz), so the output keeps float
- * precision; it stays in float and vectorises.
+ * precision; it stays in float and vectorises. The expression itself is
+ * nb_bn_value (bnaffine.h), shared with the convolutions that normalise
+ * their input as they read it (nb_conv2d_forward_pre).
  */
-typedef struct bn_affine {
-	float hi, lo, s, b;
-} bn_affine;
-
-static bn_affine affine(double mean, double scale, double shift)
+static nb_bn_affine affine(double mean, double scale, double shift)
 {
-	bn_affine a;
+	nb_bn_affine a;
 	a.hi = (float)mean;
 	a.lo = (float)(mean - a.hi);
 	a.s = (float)scale;
 	a.b = (float)shift;
 	return a;
-}
-
-/* x normalised: the one expression every pass uses, so that the backward
- * recomputes the forward's values to the bit */
-static inline float bn_value(float x, bn_affine a)
-{
-	return ((x - a.hi) - a.lo) * a.s + a.b;
 }
 
 /* The activation fused after the normalisation: none, ReLU or ReLU6
@@ -248,18 +240,18 @@ static inline float act_value(float v, const int act)
 }
 
 /* g masked by the fused activation's derivative at x: for ReLU out > 0
- * exactly when bn_value(x) > 0 (out = v < 0 ? 0 : v; NaN and -0 are not
+ * exactly when nb_bn_value(x) > 0 (out = v < 0 ? 0 : v; NaN and -0 are not
  * > 0), for ReLU6 0 < out < 6 exactly when 0 < v < 6 (torch's
  * hardtanh_backward reads the output the same way); + 0.0f turns -0 into
  * +0, as adding the masked value to a zeroed gradient does.
  * The mask is an AND on g's bits: GCC 12 leaves a float select feeding
  * double arithmetic as a branch (the loops stay scalar and mispredict the
  * mask every other element, 25x slower), and vectorises this. */
-static inline float act_masked(float g, float x, bn_affine a, const int act)
+static inline float act_masked(float g, float x, nb_bn_affine a, const int act)
 {
 	uint32_t u;
 	memcpy(&u, &g, sizeof u);
-	const float v = bn_value(x, a);
+	const float v = nb_bn_value(x, a);
 	if (act == ACT_RELU6)
 		u &= -(uint32_t)((v > 0.0f) & (v < 6.0f));
 	else
@@ -270,18 +262,12 @@ static inline float act_masked(float g, float x, bn_affine a, const int act)
 }
 
 /* a kept for the backward as 4 floats (save_affine) and back */
-static void affine_put(float *p, bn_affine a)
+static void affine_put(float *p, nb_bn_affine a)
 {
 	p[0] = a.hi;
 	p[1] = a.lo;
 	p[2] = a.s;
 	p[3] = a.b;
-}
-
-static bn_affine affine_get(const float *p)
-{
-	bn_affine a = {p[0], p[1], p[2], p[3]};
-	return a;
 }
 
 /* One plane's share of slice_grad_sums' sums. If act (ACT_RELU or
@@ -291,7 +277,7 @@ static bn_affine affine_get(const float *p)
 static inline __attribute__((always_inline)) void
 plane_grad_sums_t(double *restrict ady, double *restrict adx,
 		  double *restrict adydx, float *g, const float *restrict x,
-		  int Lv, double m, bn_affine a, const int act)
+		  int Lv, double m, nb_bn_affine a, const int act)
 {
 	for (int l = 0; l < Lv; l += NB_BN_LANES)
 #pragma omp simd
@@ -316,7 +302,7 @@ plane_grad_sums_t(double *restrict ady, double *restrict adx,
 static inline __attribute__((always_inline)) void
 tail_grad_sums_t(double (*restrict r)[NB_BN_BLOCK], float *g,
 		 const float *restrict x, int nc, int L, int Lv,
-		 const double *restrict m, const bn_affine *restrict a,
+		 const double *restrict m, const nb_bn_affine *restrict a,
 		 const int act)
 {
 	for (int l = Lv; l < L; l++)
@@ -346,7 +332,7 @@ tail_grad_sums_t(double (*restrict r)[NB_BN_BLOCK], float *g,
  */
 static void slice_grad_sums(const float *dout, float *masked, int n0, int n1,
 			    int C, int L, const float *in, bn_block b,
-			    const bn_affine *aff, int act, const double *m0,
+			    const nb_bn_affine *aff, int act, const double *m0,
 			    double *sum_dy, double *sum_dx, double *sum_dy_dx)
 {
 	double a_dy[NB_BN_BLOCK][NB_BN_LANES] = {{0}},
@@ -369,7 +355,7 @@ static void slice_grad_sums(const float *dout, float *masked, int n0, int n1,
 				plane_grad_sums_t(
 				    a_dy[j], a_dx[j], a_dydx[j],
 				    (float *)PLANE(dout, n, b.c0 + j), x, Lv,
-				    m0[j], (bn_affine){0}, 0);
+				    m0[j], (nb_bn_affine){0}, 0);
 		}
 		if (Lv == L)
 			continue;
@@ -392,26 +378,26 @@ static void slice_grad_sums(const float *dout, float *masked, int n0, int n1,
 }
 
 static void plane_apply(float *restrict y, const float *restrict x, int L,
-			bn_affine a, int act)
+			nb_bn_affine a, int act)
 {
 	if (act == ACT_RELU) {
 #pragma omp simd
 		for (int l = 0; l < L; l++)
-			y[l] = act_value(bn_value(x[l], a), ACT_RELU);
+			y[l] = act_value(nb_bn_value(x[l], a), ACT_RELU);
 	} else if (act == ACT_RELU6) {
 #pragma omp simd
 		for (int l = 0; l < L; l++)
-			y[l] = act_value(bn_value(x[l], a), ACT_RELU6);
+			y[l] = act_value(nb_bn_value(x[l], a), ACT_RELU6);
 	} else {
 #pragma omp simd
 		for (int l = 0; l < L; l++)
-			y[l] = bn_value(x[l], a);
+			y[l] = nb_bn_value(x[l], a);
 	}
 }
 
 /* out = the block normalised by a[], image by image over [n0, n1) */
 static void block_apply(float *out, const float *in, int n0, int n1, int C,
-			int L, bn_block b, const bn_affine *a, int act)
+			int L, bn_block b, const nb_bn_affine *a, int act)
 {
 	for (int n = n0; n < n1; n++)
 		for (int j = 0; j < b.nc; j++)
@@ -436,7 +422,7 @@ static int forward_train(float *out, float *save_mean, float *save_invstd,
 	size_t total = (size_t)N * C * L;
 	double M = (double)N * L;
 	double s1[NB_BN_SLICES][NB_BN_BLOCK], s2[NB_BN_SLICES][NB_BN_BLOCK];
-	bn_affine a[NB_BN_BLOCK];
+	nb_bn_affine a[NB_BN_BLOCK];
 #pragma omp parallel if (total >= NB_BN_PAR_MIN)
 	for (int c0 = 0; c0 < C; c0 += NB_BN_BLOCK) {
 		const bn_block b = block_at(c0, C);
@@ -475,7 +461,7 @@ static int forward_train(float *out, float *save_mean, float *save_invstd,
 		/* a[] and s1/s2 are written again only after the next
 		 * block's sums, whose loop ends in a barrier */
 #pragma omp for schedule(static) nowait
-		for (int s = 0; s < NB_BN_SLICES; s++)
+		for (int s = 0; s < (out ? NB_BN_SLICES : 0); s++)
 			block_apply(out, in, slice_begin(N, s),
 				    slice_begin(N, s + 1), C, L, b, a, act);
 	}
@@ -517,6 +503,27 @@ int nb_batchnorm_relu6_forward_train(float *out, float *save_mean,
 			     L, momentum, eps, ACT_RELU6);
 }
 
+void nb_batchnorm_affine_forward(float *out, const float *in,
+				 const float *save_affine, int N, int C, int L,
+				 int act)
+{
+	const int a_ = act == NB_ACT_RELU    ? ACT_RELU
+		       : act == NB_ACT_RELU6 ? ACT_RELU6
+					     : ACT_NONE;
+	size_t total = (size_t)N * C * L;
+#pragma omp parallel if (total >= NB_BN_PAR_MIN)
+	for (int c0 = 0; c0 < C; c0 += NB_BN_BLOCK) {
+		const bn_block b = block_at(c0, C);
+		nb_bn_affine a[NB_BN_BLOCK];
+		for (int j = 0; j < b.nc; j++)
+			a[j] = nb_bn_affine_at(save_affine, b.c0 + j);
+#pragma omp for schedule(static) nowait
+		for (int s = 0; s < NB_BN_SLICES; s++)
+			block_apply(out, in, slice_begin(N, s),
+				    slice_begin(N, s + 1), C, L, b, a, a_);
+	}
+}
+
 /* in, out (N,C,L); gamma, beta (C) or NULL; running_mean, running_var (C). */
 static void forward_eval(float *out, const float *in, const float *gamma,
 			 const float *beta, const float *running_mean,
@@ -527,7 +534,7 @@ static void forward_eval(float *out, const float *in, const float *gamma,
 #pragma omp parallel if (total >= NB_BN_PAR_MIN)
 	for (int c0 = 0; c0 < C; c0 += NB_BN_BLOCK) {
 		const bn_block b = block_at(c0, C);
-		bn_affine a[NB_BN_BLOCK];
+		nb_bn_affine a[NB_BN_BLOCK];
 		for (int j = 0; j < b.nc; j++) {
 			const int c = b.c0 + j;
 			double invstd =
@@ -632,13 +639,12 @@ static void backward_train(float *din, float *dgamma, float *dbeta,
 	for (int c0 = 0; c0 < C; c0 += NB_BN_BLOCK) {
 		const bn_block b = block_at(c0, C);
 		double m0[NB_BN_BLOCK];
-		bn_affine aff[NB_BN_BLOCK];
+		nb_bn_affine aff[NB_BN_BLOCK];
 		for (int j = 0; j < b.nc; j++) {
 			m0[j] = save_mean[b.c0 + j];
 			aff[j] = save_affine
-				     ? affine_get(save_affine +
-						  4 * (size_t)(b.c0 + j))
-				     : (bn_affine){0};
+				     ? nb_bn_affine_at(save_affine, b.c0 + j)
+				     : (nb_bn_affine){0};
 		}
 #pragma omp for schedule(static)
 		for (int s = 0; s < NB_BN_SLICES; s++)

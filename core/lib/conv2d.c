@@ -1288,7 +1288,7 @@ static void pb_wgrad(const pb_plan *pl, pb_scratch *sc, float *dwT,
 			continue;
 		}
 		nb_gp_transpose_pad(sc->gT + (size_t)j * PQ * pl->Mp, pl->Mp,
-				    gg, pl->Kg, PQ, PQ);
+				    gg, pl->Kg, PQ, PQ, NULL, 0);
 		if (!j)
 			x0 = x;
 	}
@@ -1671,7 +1671,7 @@ int nb_conv2d_forward_act(float *out, const float *in, const float *w,
 		return NB_EINVAL;
 	if (use_wino(s))
 		return nb_wino_forward(out, in, w, b, s, ws, act,
-				       conv_kernels == NB_CONV_AUTO);
+				       conv_kernels == NB_CONV_AUTO, NULL);
 	if (!is_depthwise(s) && !is_whole_plane(s) && use_packed(s))
 		return packed_forward(out, in, w, b, s, ws, act);
 	const int rc = conv2d_forward(out, in, w, b, s, ws);
@@ -1683,6 +1683,28 @@ int nb_conv2d_forward_act(float *out, const float *in, const float *w,
 	else
 		nb_relu6_forward(out, out, n);
 	return NB_OK;
+}
+
+int nb_conv2d_takes_pre(const nb_conv2d_shape *s)
+{
+	return use_wino(s);
+}
+
+static int pre_ok(const nb_conv2d_shape *s, const nb_conv_pre *pre)
+{
+	return use_wino(s) && pre && pre->affine &&
+	       (pre->act == NB_ACT_NONE || pre->act == NB_ACT_RELU ||
+		pre->act == NB_ACT_RELU6);
+}
+
+int nb_conv2d_forward_pre(float *out, const float *in, const float *w,
+			  const float *b, const nb_conv2d_shape *s,
+			  nb_workspace *ws, const nb_conv_pre *pre)
+{
+	if (!pre_ok(s, pre))
+		return NB_EINVAL;
+	return nb_wino_forward(out, in, w, b, s, ws, NB_ACT_NONE,
+			       conv_kernels == NB_CONV_AUTO, pre);
 }
 
 static int conv2d_forward(float *out, const float *in, const float *w,
@@ -1706,7 +1728,7 @@ static int conv2d_forward(float *out, const float *in, const float *w,
 	}
 	if (use_wino(s))
 		return nb_wino_forward(out, in, w, b, s, ws, NB_ACT_NONE,
-				       conv_kernels == NB_CONV_AUTO);
+				       conv_kernels == NB_CONV_AUTO, NULL);
 	if (use_packed(s))
 		return packed_forward(out, in, w, b, s, ws, NB_ACT_NONE);
 
@@ -1808,7 +1830,7 @@ static int conv2d_backward(float *din, float *dw, float *db, const float *dout,
 				return rc;
 		}
 		return nb_wino_backward(din, dw, dout, in, w, s, ws, store,
-					conv_kernels == NB_CONV_AUTO);
+					conv_kernels == NB_CONV_AUTO, NULL);
 	}
 	if (!use_packed(s))
 		return blas_backward(din, dw, db, dout, in, w, s, ws, store);
@@ -1827,6 +1849,22 @@ int nb_conv2d_backward_store(float *din, float *dw, float *db,
 			     const nb_conv2d_shape *s, nb_workspace *ws)
 {
 	return conv2d_backward(din, dw, db, dout, in, w, s, ws, 1);
+}
+
+int nb_conv2d_backward_pre(float *din, float *dw, float *db, const float *dout,
+			   const float *in, const float *w,
+			   const nb_conv2d_shape *s, nb_workspace *ws,
+			   int store, const nb_conv_pre *pre)
+{
+	if (!pre_ok(s, pre))
+		return NB_EINVAL;
+	if (db) { /* as conv2d_backward takes it (in is not read) */
+		int rc = blas_backward(NULL, NULL, db, dout, in, w, s, ws, 0);
+		if (rc < 0)
+			return rc;
+	}
+	return nb_wino_backward(din, dw, dout, in, w, s, ws, store,
+				conv_kernels == NB_CONV_AUTO, pre);
 }
 
 static int blas_backward(float *din, float *dw, float *db, const float *dout,

@@ -124,10 +124,11 @@ static const float *to_cl(float *buf, float *tr, const float *x,
 			  int ox)
 {
 	if (oy == 0 && ox == 0 && wb == w) {
-		nb_gp_transpose_pad(buf, g->Cp, x, g->C, h * w, h * w);
+		nb_gp_transpose_pad(buf, g->Cp, x, g->C, h * w, h * w, NULL, 0);
 		return buf;
 	}
-	nb_gp_transpose_pad(tr, g->Cp, x, g->C, h * w, h * w);
+	nb_gp_transpose_pad(tr, g->Cp, x, g->C, h * w, h * w, NULL,
+			    0);
 	return place_rows(buf, tr, g, h, w, wb, oy, ox);
 }
 
@@ -154,7 +155,7 @@ static void from_cl(float *out, const float *m, float *back, const dw_geom *g,
 			       sizeof(float) * w * g->Cp);
 		src = t;
 	}
-	nb_gp_transpose_pad(back, n16, src, n, g->Cp, g->Cp);
+	nb_gp_transpose_pad(back, n16, src, n, g->Cp, g->Cp, NULL, 0);
 	for (int c = 0; c < g->C; c++) {
 		float *o = out + (size_t)c * n;
 		const float *b = back + (size_t)c * n16;

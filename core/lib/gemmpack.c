@@ -33,8 +33,8 @@
  */
 #include <string.h>
 
+#include "bnaffine.h"
 #include "gemmpack.h"
-#include "put16.h"
 
 /* The helpers below pass 64-byte vectors by value; they are always
  * inlined, so the calling convention a generic build would give them (and
@@ -620,8 +620,9 @@ void nb_gp_add_transposed16(float *d, size_t ldd, const float *s, size_t lds)
 
 GP_CLONES
 void nb_gp_transpose_pad(float *gT, int Mp, const float *g, int M, int N,
-			 int ldg)
+			 int ldg, const float *aff, int act)
 {
+	const int op = nb_bn_act_op(act);
 	/* 16 x 16 blocks, transposed in registers; rows past M and columns
 	 * past N of a block read as zero */
 	for (int n0 = 0; n0 < N; n0 += 16) {
@@ -633,11 +634,21 @@ void nb_gp_transpose_pad(float *gT, int Mp, const float *g, int M, int N,
 				const float *src = g + (size_t)m * ldg + n0;
 				if (m < M && nn == 16) {
 					blk[r] = loadu16(src);
+					if (aff)
+						blk[r] = nb_bn_act16(
+						    blk[r],
+						    nb_bn_affine_at(aff, m),
+						    op);
 					continue;
 				}
 				blk[r] = (v16f){0};
 				for (int c = 0; m < M && c < nn; c++)
-					blk[r][c] = src[c];
+					blk[r][c] =
+					    aff ? nb_bn_act1(
+						      src[c],
+						      nb_bn_affine_at(aff, m),
+						      op)
+						: src[c];
 			}
 			transpose16(blk);
 			for (int c = 0; c < nn; c++)

@@ -130,8 +130,11 @@ enum {
 void nb_gp_untranspose(float *out, size_t ldo, const float *s, size_t lds,
 		       int M, int n, int op);
 
-/* gT (N x Mp) <- g (M x N, rows ldg apart) transposed, lanes M..Mp zero. */
+/* gT (N x Mp) <- g (M x N, rows ldg apart) transposed, lanes M..Mp zero;
+ * with aff (a BatchNorm's save_affine, 4 floats per row of g) each element
+ * normalised by its row's and activated (act, NB_ACT_*) first, as the
+ * BatchNorm's forward does (bnaffine.h). */
 void nb_gp_transpose_pad(float *gT, int Mp, const float *g, int M, int N,
-			 int ldg);
+			 int ldg, const float *aff, int act);
 
 #endif

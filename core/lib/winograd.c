@@ -53,9 +53,9 @@
 
 #include <omp.h>
 
+#include "bnaffine.h"
 #include "error.h"
 #include "gemmpack.h"
-#include "put16.h"
 #include "winograd.h"
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -143,20 +143,23 @@ static size_t plane_floats(int rows, int lanes)
 /*
  * The image x (C x H x W) into buf (rows of Wb positions x Cp), its
  * interior from (1, 1) on; the border is left as it is (zero). Rows of
- * whole vectors are transposed in place, others through tr first.
+ * whole vectors are transposed in place, others through tr first. With
+ * pre, each element normalised and activated on the way.
  */
 static void place_in(float *buf, float *tr, const float *x, int C, int Cp,
-		     const wg_geom *g)
+		     const wg_geom *g, const nb_conv_pre *pre)
 {
 	const int H = g->H, W = g->W, Wb = g->Wb;
+	const float *aff = pre ? pre->affine : NULL;
+	const int act = pre ? pre->act : 0;
 	if (W % 16 == 0) {
 		for (int y = 0; y < H; y++)
 			nb_gp_transpose_pad(
 			    buf + ((size_t)(y + 1) * Wb + 1) * Cp, Cp,
-			    x + (size_t)y * W, C, W, (int)g->HW);
+			    x + (size_t)y * W, C, W, (int)g->HW, aff, act);
 		return;
 	}
-	nb_gp_transpose_pad(tr, Cp, x, C, (int)g->HW, (int)g->HW);
+	nb_gp_transpose_pad(tr, Cp, x, C, (int)g->HW, (int)g->HW, aff, act);
 	for (int y = 0; y < H; y++)
 		memcpy(buf + ((size_t)(y + 1) * Wb + 1) * Cp,
 		       tr + (size_t)y * W * Cp, sizeof(float) * W * Cp);
@@ -373,39 +376,54 @@ static inline __attribute__((always_inline)) void cols4(v16f l0, v16f l1,
 	d[2] = o; /* x[2j + 1] */
 }
 
-/* row y of plane p (H x W), or zeros past the map */
+/* row y of plane p (H x W), or zeros past the map; with pre (a its
+ * channel's normalisation, op its activation) normalised and activated */
 static inline __attribute__((always_inline)) v16f row16(const float *p, int y,
-							int H, int W, int half)
+							int H, int W, int half,
+							int pre, nb_bn_affine a,
+							int op)
 {
-	return y >= 0 && y < H ? LD_U(p + (size_t)y * W + 16 * half)
-			       : (v16f){0};
+	if (y < 0 || y >= H)
+		return (v16f){0};
+	const v16f r = LD_U(p + (size_t)y * W + 16 * half);
+	return pre ? nb_bn_act16(r, a, op) : r;
 }
 
 /*
  * v (16 planes vs floats apart; channel c's row at c * vrow, vector iv's
  * 16 tiles at (iv - iv0) * 16) <- B^T d B for the tile vectors iv0..iv1 of
- * the image x (C x H x W, W 32 or 16: a vector is one or two tile rows)
+ * the image x (C x H x W, W 32 or 16: a vector is one or two tile rows),
+ * normalised and activated by pre (or NULL) as it is read
  */
 NB_GP_CLONES
 static void in_tl(float *restrict v, size_t vs, size_t vrow,
 		  const float *restrict x, int C, int H, int W, int iv0,
-		  int iv1)
+		  int iv1, const nb_conv_pre *pre)
 {
 	const int w16 = W == 16;
+	const int op = pre ? nb_bn_act_op(pre->act) : 0;
 	for (int c = 0; c < C; c++)
 		for (int iv = iv0; iv < iv1; iv++) {
 			const float *p = x + (size_t)c * H * W;
+			const nb_bn_affine na =
+			    pre ? nb_bn_affine_at(pre->affine, c)
+				: (nb_bn_affine){0};
 			const int i = w16 ? 2 * iv : iv;
 			v16f q[4][4], o[16];
 			for (int a = 0; a < 4; a++) {
 				const int y = 2 * i + a - 1;
 				v16f d[4];
 				if (w16)
-					cols4(row16(p, y, H, W, 0),
-					      row16(p, y + 2, H, W, 0), 1, d);
+					cols4(
+					    row16(p, y, H, W, 0, !!pre, na, op),
+					    row16(p, y + 2, H, W, 0, !!pre, na,
+						  op),
+					    1, d);
 				else
-					cols4(row16(p, y, H, W, 0),
-					      row16(p, y, H, W, 1), 0, d);
+					cols4(
+					    row16(p, y, H, W, 0, !!pre, na, op),
+					    row16(p, y, H, W, 1, !!pre, na, op),
+					    0, d);
 				q[a][0] = d[0] - d[2];
 				q[a][1] = d[1] + d[2];
 				q[a][2] = d[2] - d[1];
@@ -715,9 +733,9 @@ static size_t tl_floats(int n)
  * Cp x Kp), element (o, i) of U^T at uw[i * ais + o]; v and m
  * tl_floats(Cin) and tl_floats(Cout) floats.
  */
-static void tl_image(float *out, const float *x, const float *uw, size_t ais,
-		     const float *bias, int Cin, int Cout, const wg_geom *g,
-		     float *v, float *m, int op)
+static void tl_image(float *out, const float *x, const nb_conv_pre *pre,
+		     const float *uw, size_t ais, const float *bias, int Cin,
+		     int Cout, const wg_geom *g, float *v, float *m, int op)
 {
 	const size_t vrow = TL_ROWS * 16, vs = plane_floats(Cin, vrow),
 		     ms = plane_floats(Cout, vrow);
@@ -726,7 +744,7 @@ static void tl_image(float *out, const float *x, const float *uw, size_t ais,
 	const int nvec = g->W == 16 ? (g->th + 1) / 2 : g->th;
 	for (int iv0 = 0; iv0 < nvec; iv0 += TL_ROWS) {
 		const int iv1 = iv0 + TL_ROWS < nvec ? iv0 + TL_ROWS : nvec;
-		in_tl(v, vs, vrow, x, Cin, g->H, g->W, iv0, iv1);
+		in_tl(v, vs, vrow, x, Cin, g->H, g->W, iv0, iv1, pre);
 		for (int xi = 0; xi < XI; xi++)
 			gemm(m + xi * ms, vrow, uw + xi * uplane, 1, ais,
 			     v + xi * vs, vrow, Cout, iv1 - iv0, Cin, 0);
@@ -738,7 +756,7 @@ static void tl_image(float *out, const float *x, const float *uw, size_t ais,
 
 int nb_wino_forward(float *out, const float *in, const float *w, const float *b,
 		    const nb_conv2d_shape *s, nb_workspace *ws, int act,
-		    int lanes)
+		    int lanes, const nb_conv_pre *pre)
 {
 	if (!nb_wino_fits(s))
 		return NB_EINVAL;
@@ -781,9 +799,9 @@ int nb_wino_forward(float *out, const float *in, const float *w, const float *b,
 #pragma omp for schedule(static)
 			for (int n = 0; n < g.N; n++)
 				tl_image(out + (size_t)n * g.K * g.HW,
-					 in + (size_t)n * g.C * g.HW, u, Kp, b,
-					 g.C, g.K, &g, xb, xb + tl_floats(g.C),
-					 op);
+					 in + (size_t)n * g.C * g.HW, pre, u,
+					 Kp, b, g.C, g.K, &g, xb,
+					 xb + tl_floats(g.C), op);
 		}
 #pragma omp for schedule(static)
 		for (int un = 0; un < (g.tl ? 0 : g.NU); un++) {
@@ -792,7 +810,7 @@ int nb_wino_forward(float *out, const float *in, const float *w, const float *b,
 			for (int i = 0; i < nb; i++)
 				place_in(xb + xb1 * i, tr,
 					 in + (size_t)(n0 + i) * g.C * g.HW,
-					 g.C, Cp, &g);
+					 g.C, Cp, &g, pre);
 			for (int r0 = 0; r0 < nb * g.T; r0 += g.rb) {
 				const int r1 =
 				    r0 + g.rb < nb * g.T ? r0 + g.rb : nb * g.T;
@@ -867,7 +885,7 @@ static void add_filter_grads(float *dw, const float *du, const wg_geom *g)
 
 int nb_wino_backward(float *din, float *dw, const float *dout, const float *in,
 		     const float *w, const nb_conv2d_shape *s, nb_workspace *ws,
-		     int store, int lanes)
+		     int store, int lanes, const nb_conv_pre *pre)
 {
 	if (!din && !dw)
 		return NB_OK;
@@ -935,8 +953,8 @@ int nb_wino_backward(float *din, float *dw, const float *dout, const float *in,
 			for (int n = 0; n < g.N; n++)
 				tl_image(
 				    din + (size_t)n * g.C * g.HW,
-				    dout + (size_t)n * g.K * g.HW, uf, Cp, NULL,
-				    g.K, g.C, &g, tv, tv + tl_floats(Kp),
+				    dout + (size_t)n * g.K * g.HW, NULL, uf, Cp,
+				    NULL, g.K, g.C, &g, tv, tv + tl_floats(Kp),
 				    store ? NB_GP_PUT_STORE : NB_GP_PUT_ADD);
 		}
 #pragma omp for schedule(static)
@@ -948,9 +966,10 @@ int nb_wino_backward(float *din, float *dw, const float *dout, const float *in,
 				if (dw)
 					place_in(xb + xb1 * i, tr,
 						 in + n * g.C * g.HW, g.C, Cp,
-						 &g);
+						 &g, pre);
 				place_in(gb + gb1 * i, tr,
-					 dout + n * g.K * g.HW, g.K, Kp, &g);
+					 dout + n * g.K * g.HW, g.K, Kp, &g,
+					 NULL);
 			}
 			for (int r0 = 0; r0 < nb * g.T; r0 += g.rb) {
 				const int r1 =

@@ -23,12 +23,14 @@ int nb_wino_fits(const nb_conv2d_shape *s);
 
 /* lanes: 1 lets 32-wide maps with at most 32 channels put the tiles on
  * the vector lanes (see winograd.c; the same bits), 0 keeps the channels
- * there (their twin) */
+ * there (their twin). pre (or NULL): the input normalised and activated
+ * as it is read (ops.h, nb_conv_pre); the weight gradient reads it so too,
+ * din is the gradient of the normalised input. */
 int nb_wino_forward(float *out, const float *in, const float *w, const float *b,
 		    const nb_conv2d_shape *s, nb_workspace *ws, int act,
-		    int lanes);
+		    int lanes, const nb_conv_pre *pre);
 int nb_wino_backward(float *din, float *dw, const float *dout, const float *in,
 		     const float *w, const nb_conv2d_shape *s, nb_workspace *ws,
-		     int store, int lanes);
+		     int store, int lanes, const nb_conv_pre *pre);
 
 #endif

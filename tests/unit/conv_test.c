@@ -859,6 +859,162 @@ static void test_winograd_lanes_twins(void)
 	nb_conv2d_set_kernels(NB_CONV_AUTO);
 }
 
+/*
+ * A BatchNorm + activation applied by the convolution as it reads its
+ * input (nb_conv_pre) against the BatchNorm's output buffer convolved:
+ * the same bits, forward and backward, on both Winograd layouts (tiles on
+ * the lanes under auto for 32- and 16-wide maps, channels on the lanes for
+ * the others and when forced), 1 and 3 threads. The input has a mean far
+ * from 0 (the mean's two parts matter) and gamma is large enough that
+ * ReLU6 clips. The statistics-only forward (out NULL) keeps the same
+ * affine, and nb_batchnorm_affine_forward rebuilds the output to the bit.
+ */
+static void test_conv_pre_twins(void)
+{
+	static const conv_case cases[] = {
+	    {3, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1, 1, 1},
+	    {2, 32, 7, 16, 32, 3, 3, 1, 1, 1, 1, 1, 0},
+	    {2, 64, 8, 8, 64, 3, 3, 1, 1, 1, 1, 1, 1},
+	    {2, 48, 7, 9, 16, 3, 3, 1, 1, 1, 1, 1, 1}, /* W % 16: through tr */
+	    {2, 20, 6, 6, 8, 3, 3, 1, 1, 1, 1, 1, 0},  /* channels not whole
+							  vectors: forced only */
+	};
+	const int keep = omp_get_max_threads();
+	nb_conv2d_set_kernels(NB_CONV_AUTO);
+	const int wino = nb_conv2d_kernels() == NB_CONV_WINOGRAD;
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		conv_bufs cb;
+		conv_bufs_init(&cb, &cases[i], 7400 + i);
+		const nb_conv2d_shape *s = &cb.s;
+		const int C = s->C, L = s->H * s->W;
+		const size_t no = n_out(s), ni = n_in(s), nw = n_w(s);
+		for (size_t j = 0; j < ni; j++)
+			cb.in[j] = 40.0f + cb.in[j] * 0.03f;
+		float *gamma = fzeros(C), *beta = fzeros(C);
+		tu_fill_uniform(gamma, C, 1.0f, 4.0f, 7490 + i);
+		tu_fill_uniform(beta, C, -1.0f, 2.0f, 7495 + i);
+		float *aff = fzeros(4 * C), *aff2 = fzeros(4 * C);
+		float *m = fzeros(C), *is = fzeros(C), *y = fzeros(ni),
+		      *y2 = fzeros(ni);
+		for (int act = NB_ACT_NONE; act <= NB_ACT_RELU6; act++) {
+			int (*bn)(float *, float *, float *, float *, float *,
+				  float *, const float *, const float *,
+				  const float *, int, int, int, float, float) =
+			    act == NB_ACT_RELU6 ? nb_batchnorm_relu6_forward_train
+						: nb_batchnorm_relu_forward_train;
+			CU_ASSERT_EQUAL(bn(y, m, is, aff, NULL, NULL, cb.in,
+					   gamma, beta, s->N, C, L, 0.1f,
+					   1e-5f),
+					NB_OK);
+			CU_ASSERT_EQUAL(bn(NULL, m, is, aff2, NULL, NULL,
+					   cb.in, gamma, beta, s->N, C, L,
+					   0.1f, 1e-5f),
+					NB_OK);
+			CU_ASSERT_EQUAL(memcmp(aff, aff2, 16 * (size_t)C), 0);
+			if (act == NB_ACT_NONE) /* the plain normalisation */
+				nb_batchnorm_forward_train(y, m, is, NULL,
+							   NULL, cb.in, gamma,
+							   beta, s->N, C, L,
+							   0.1f, 1e-5f);
+			nb_batchnorm_affine_forward(y2, cb.in, aff, s->N, C, L,
+						    act);
+			CU_ASSERT_EQUAL(memcmp(y, y2, ni * 4), 0);
+			const nb_conv_pre pre = {aff, act};
+			for (int kern = 0; kern < 2; kern++) {
+				nb_conv2d_set_kernels(kern ? NB_CONV_WINOGRAD
+							   : NB_CONV_AUTO);
+				if (!nb_conv2d_takes_pre(s)) {
+					CU_ASSERT(!wino || (kern == 0 && C % 16));
+					CU_ASSERT_EQUAL(nb_conv2d_forward_pre(
+							    cb.out, cb.in, cb.w,
+							    cb.b, s, &cb.ws,
+							    &pre),
+							NB_EINVAL);
+					continue;
+				}
+				for (int th = 1; th <= 3; th += 2) {
+					omp_set_num_threads(th);
+					float *o[2], *di[2], *dw[2], *db[2];
+					for (int k = 0; k < 2; k++) {
+						o[k] = fzeros(no);
+						di[k] = fzeros(ni);
+						dw[k] = fzeros(nw);
+						db[k] = fzeros(s->K);
+						tu_fill_uniform(di[k], ni, -1, 1,
+								12);
+						CU_ASSERT_EQUAL(
+						    k ? nb_conv2d_forward_pre(
+							    o[k], cb.in, cb.w,
+							    cb.b, s, &cb.ws,
+							    &pre)
+						      : nb_conv2d_forward(
+							    o[k], y, cb.w, cb.b,
+							    s, &cb.ws),
+						    NB_OK);
+						CU_ASSERT_EQUAL(
+						    k ? nb_conv2d_backward_pre(
+							    di[k], dw[k], db[k],
+							    cb.r, cb.in, cb.w,
+							    s, &cb.ws, 0, &pre)
+						      : nb_conv2d_backward(
+							    di[k], dw[k], db[k],
+							    cb.r, y, cb.w, s,
+							    &cb.ws),
+						    NB_OK);
+					}
+					CU_ASSERT_EQUAL(
+					    memcmp(o[0], o[1], no * 4), 0);
+					CU_ASSERT_EQUAL(
+					    memcmp(di[0], di[1], ni * 4), 0);
+					CU_ASSERT_EQUAL(
+					    memcmp(dw[0], dw[1], nw * 4), 0);
+					CU_ASSERT_EQUAL(
+					    memcmp(db[0], db[1], s->K * 4), 0);
+					/* and a store into garbage */
+					for (size_t j = 0; j < ni; j++)
+						di[1][j] = NAN;
+					CU_ASSERT_EQUAL(
+					    nb_conv2d_backward_pre(
+						di[1], NULL, NULL, cb.r, cb.in,
+						cb.w, s, &cb.ws, 1, &pre),
+					    NB_OK);
+					memset(di[0], 0, ni * 4);
+					CU_ASSERT_EQUAL(
+					    nb_conv2d_backward(di[0], NULL,
+							       NULL, cb.r, y,
+							       cb.w, s, &cb.ws),
+					    NB_OK);
+					CU_ASSERT_EQUAL(
+					    memcmp(di[0], di[1], ni * 4), 0);
+					for (int k = 0; k < 2; k++) {
+						free(o[k]);
+						free(di[k]);
+						free(dw[k]);
+						free(db[k]);
+					}
+				}
+				omp_set_num_threads(keep);
+			}
+		}
+		/* a shape the Winograd kernels do not take */
+		nb_conv2d_shape st = *s;
+		st.stride_h = st.stride_w = 2;
+		CU_ASSERT_EQUAL(nb_conv2d_shape_finish(&st), NB_OK);
+		CU_ASSERT(!nb_conv2d_takes_pre(&st));
+		free(gamma);
+		free(beta);
+		free(aff);
+		free(aff2);
+		free(m);
+		free(is);
+		free(y);
+		free(y2);
+		conv_bufs_free(&cb);
+	}
+	omp_set_num_threads(keep);
+	nb_conv2d_set_kernels(NB_CONV_AUTO);
+}
+
 /* ---- linear ---------------------------------------------------------------
  */
 
@@ -1502,6 +1658,8 @@ static const nb_test_entry tests[] = {
      test_winograd_accuracy},
     {"conv2d Winograd: tiles on the lanes, same bits as channels",
      test_winograd_lanes_twins},
+    {"conv2d with a BatchNorm applied as it reads: same bits as the two",
+     test_conv_pre_twins},
     {"conv2d gradcheck", test_conv_gradcheck},
     {"conv2d backward accumulates", test_conv_accumulates},
     {"conv2d backward_store writes din, the same values",

@@ -91,6 +91,30 @@ int nb_conv2d_backward_store(float *din, float *dw, float *db,
 			     nb_workspace *ws);
 
 /*
+ * A BatchNorm (training mode) and its activation applied to a
+ * convolution's input as the convolution reads it: affine is the
+ * BatchNorm's save_affine (4 floats per input channel, see
+ * nb_batchnorm_relu_forward_train), act NB_ACT_*. The forward then equals
+ * nb_batchnorm_affine_forward into a buffer followed by the convolution of
+ * that buffer, to the bit, without the buffer; the backward reads in the
+ * same way for the weight gradient, and din is the gradient of the
+ * normalised, activated input. Only where nb_conv2d_takes_pre says so
+ * (the Winograd kernels: NB_EINVAL elsewhere).
+ */
+typedef struct nb_conv_pre {
+	const float *affine;
+	int act;
+} nb_conv_pre;
+int nb_conv2d_takes_pre(const nb_conv2d_shape *s);
+int nb_conv2d_forward_pre(float *out, const float *in, const float *w,
+			  const float *b, const nb_conv2d_shape *s,
+			  nb_workspace *ws, const nb_conv_pre *pre);
+int nb_conv2d_backward_pre(float *din, float *dw, float *db,
+			   const float *dout, const float *in, const float *w,
+			   const nb_conv2d_shape *s, nb_workspace *ws,
+			   int store, const nb_conv_pre *pre);
+
+/*
  * The kernels behind the two calls above: NB_CONV_AUTO (the default) takes
  * the engine's packed kernels where they were compiled for 512-bit vectors
  * and the shape suits them (at least 16 output positions per image),
@@ -157,7 +181,10 @@ void nb_batchnorm_forward_eval(float *out, const float *in,
 /* The two forwards followed by ReLU in the same pass: bit-identical to
  * nb_relu_forward applied to their output. save_affine (4*C floats, or
  * NULL) keeps each channel's normalisation for
- * nb_batchnorm_relu_backward_train. */
+ * nb_batchnorm_relu_backward_train. In training out may be NULL: then
+ * only the statistics are taken (save_*, running_*), and the output is left
+ * to what applies save_affine itself (nb_conv2d_forward_pre,
+ * nb_batchnorm_affine_forward). */
 int nb_batchnorm_relu_forward_train(float *out, float *save_mean,
 				    float *save_invstd, float *save_affine,
 				    float *running_mean, float *running_var,
@@ -181,6 +208,11 @@ void nb_batchnorm_relu6_forward_eval(float *out, const float *in,
 				     const float *running_mean,
 				     const float *running_var, int N, int C,
 				     int L, float eps);
+/* out = in normalised by a training forward's save_affine, then act
+ * (NB_ACT_*): the bits that forward writes to its out. */
+void nb_batchnorm_affine_forward(float *out, const float *in,
+				 const float *save_affine, int N, int C, int L,
+				 int act);
 /* Backward of the training-mode forward (batch statistics depend on in). */
 void nb_batchnorm_backward_train(float *din, float *dgamma, float *dbeta,
 				 const float *dout, const float *in,
