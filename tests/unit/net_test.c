@@ -520,6 +520,132 @@ static void inplace_relu_matches_twin(void)
 	free(r);
 }
 
+/* A pre-activation block on 16 channels of 16x16: conv -> [BN -> ReLU ->
+ * conv -> BN -> ReLU6 -> conv] + add -> BN -> ReLU -> avg pool -> flatten
+ * -> linear. With taps on the two activations inside the block (*r1, *r2)
+ * their BatchNorms write their outputs; without, the convolutions apply
+ * them as they read (nb_conv_pre) where the kernels take it. */
+static nb_net *pre_net(int taps, int *r1, int *r2, char *err)
+{
+	nb_net *net = nb_net_new(3, 16, 16);
+	int x = nb_net_add_conv2d(net, 0, "stem", 16, 3, 1, 1, 1, 0,
+				  NB_INIT_DEFAULT, err);
+	int y = nb_net_add_batchnorm(net, x, "bn1", 1e-5f, 0.1f, 1, err);
+	*r1 = y = nb_net_add_relu(net, y, err);
+	y = nb_net_add_conv2d(net, y, "c1", 16, 3, 1, 1, 1, 1, NB_INIT_DEFAULT,
+			      err);
+	y = nb_net_add_batchnorm(net, y, "bn2", 1e-5f, 0.1f, 1, err);
+	*r2 = y = nb_net_add_relu6(net, y, err);
+	y = nb_net_add_conv2d(net, y, "c2", 16, 3, 1, 1, 1, 0, NB_INIT_DEFAULT,
+			      err);
+	x = nb_net_add_add(net, x, y, err);
+	x = nb_net_add_batchnorm(net, x, "bn", 1e-5f, 0.1f, 1, err);
+	x = nb_net_add_relu(net, x, err);
+	x = nb_net_add_avgpool(net, x, 16, 16, 0, err);
+	x = nb_net_add_flatten(net, x, err);
+	x = nb_net_add_linear(net, x, "fc", 5, 1, NB_INIT_DEFAULT, err);
+	if (x < 0 || (taps && (nb_net_add_tap(net, *r1, "r1", err) < 0 ||
+			       nb_net_add_tap(net, *r2, "r2", err) < 0)) ||
+	    nb_net_finalize(net, 9, err) < 0) {
+		nb_net_free(net);
+		return NULL;
+	}
+	/* a gamma of 4: ReLU6 clips about 7 % of bn2's outputs */
+	nb_param *g = nb_net_param(net, "bn2.weight");
+	for (size_t i = 0; i < g->size; i++)
+		g->data[i] = 4.0f;
+	return net;
+}
+
+/* The BatchNorms left to their convolutions change no bit of the outputs,
+ * gradients, parameters or running statistics against the twin that
+ * writes them (taps), over training and evaluation steps, on both
+ * Winograd layouts; an activation asked for by nb_net_output in between
+ * is written then, with the twin's bits. */
+static void pre_bn_matches_twin(void)
+{
+	char err[NB_ERR_LEN];
+	const int n = 6, in_size = n * 3 * 16 * 16, out_size = n * 5;
+	float *x = malloc(in_size * sizeof(float));
+	float *r = malloc(out_size * sizeof(float));
+	float *dx[2] = {malloc(in_size * sizeof(float)),
+			malloc(in_size * sizeof(float))};
+	CU_ASSERT_FATAL(x && r && dx[0] && dx[1]);
+	for (int kern = 0; kern < 2; kern++) {
+		nb_conv2d_set_kernels(kern ? NB_CONV_WINOGRAD : NB_CONV_AUTO);
+		int r1[2], r2[2];
+		nb_net *net[2];
+		for (int k = 0; k < 2; k++) {
+			net[k] = pre_net(k, &r1[k], &r2[k], err);
+			CU_ASSERT_PTR_NOT_NULL_FATAL(net[k]);
+		}
+		for (int step = 0; step < 4; step++) {
+			const int training = step != 2;
+			tu_fill_normal(x, in_size, 1.0f, 80 + step);
+			tu_fill_normal(r, out_size, 1.0f, 90 + step);
+			for (int k = 0; k < 2; k++) {
+				nb_net_set_training(net[k], training);
+				CU_ASSERT_EQUAL_FATAL(
+				    nb_net_forward(net[k], x, n, err), 0);
+			}
+			if (step == 3) /* written on demand */
+				CU_ASSERT_EQUAL(
+				    memcmp(nb_net_output(net[0], r2[0]),
+					   nb_net_output(net[1], r2[1]),
+					   (size_t)n * 16 * 16 * 16 *
+					       sizeof(float)),
+				    0);
+			for (int k = 0; k < 2; k++) {
+				int o = nb_net_output_node(net[k]);
+				memcpy(nb_net_grad(net[k], o), r,
+				       out_size * sizeof(float));
+				nb_net_zero_grad(net[k]);
+				CU_ASSERT_EQUAL_FATAL(
+				    nb_net_backward(net[k], dx[k], err), 0);
+			}
+			int o = nb_net_output_node(net[0]);
+			CU_ASSERT_EQUAL(memcmp(nb_net_output(net[0], o),
+					       nb_net_output(net[1], o),
+					       out_size * sizeof(float)),
+					0);
+			CU_ASSERT_EQUAL(
+			    memcmp(dx[0], dx[1], in_size * sizeof(float)), 0);
+			nb_param **p0, **p1;
+			int np = nb_net_params(net[0], &p0);
+			nb_net_params(net[1], &p1);
+			for (int i = 0; i < np; i++) {
+				CU_ASSERT_EQUAL(
+				    memcmp(p0[i]->data, p1[i]->data,
+					   p0[i]->size * sizeof(float)),
+				    0);
+				if (p0[i]->grad)
+					CU_ASSERT_EQUAL(
+					    memcmp(p0[i]->grad, p1[i]->grad,
+						   p0[i]->size * sizeof(float)),
+					    0);
+			}
+			/* a step of plain SGD, so that the next one differs */
+			for (int i = 0; i < np; i++)
+				for (size_t j = 0; p0[i]->grad && j < p0[i]->size;
+				     j++) {
+					p0[i]->data[j] -= 0.1f * p0[i]->grad[j];
+					p1[i]->data[j] -= 0.1f * p1[i]->grad[j];
+				}
+		}
+		double sd = 0;
+		for (int i = 0; i < in_size; i++)
+			sd += fabs(dx[0][i]);
+		CU_ASSERT(sd > 0);
+		for (int k = 0; k < 2; k++)
+			nb_net_free(net[k]);
+	}
+	nb_conv2d_set_kernels(NB_CONV_AUTO);
+	for (int k = 0; k < 2; k++)
+		free(dx[k]);
+	free(x);
+	free(r);
+}
+
 /* nb_net_forward_infer (BatchNorm folded into convolutions) against its
  * twin, nb_net_forward in evaluation mode: conv+bias -> BN -> ReLU ->
  * grouped conv -> BN -> add -> ReLU -> depthwise conv -> BN -> avg pool ->
@@ -596,6 +722,8 @@ static const nb_test_entry tests[] = {
     {"bad architectures fail at build time", build_errors},
     {"in-place ReLUs and pooled gradients match the twin",
      inplace_relu_matches_twin},
+    {"BatchNorms applied by their convolutions match the twin",
+     pre_bn_matches_twin},
     {"inference with folded BatchNorm matches evaluation mode",
      infer_folded_matches_eval},
     {NULL, NULL}};
