@@ -64,17 +64,6 @@
 /* Below this many elements the OpenMP fork costs more than it saves. */
 #define NB_BN_PAR_MIN 32768
 
-#define NB_BN_LANES 16
-
-/* the lanes added up in a fixed order */
-static double lanes_sum(const double *a)
-{
-	double s = 0;
-	for (int j = 0; j < NB_BN_LANES; j++)
-		s += a[j];
-	return s;
-}
-
 /*
  * Channels c0..c0+nc-1 of a thread's share, NB_BN_BLOCK at most. Every
  * pass below sweeps a block image by image (the planes of image n of
@@ -99,16 +88,6 @@ static bn_block block_at(int c0, int C)
 	const int n = C - c0;
 	bn_block b = {c0, n < NB_BN_BLOCK ? n : NB_BN_BLOCK};
 	return b;
-}
-
-/* Images [slice_begin(N, s), slice_begin(N, s + 1)) are slice s. Sixteen
- * slices keep up to 16 threads busy; their partial sums are 16 x 3
- * doubles per channel of a block, on the stack. */
-#define NB_BN_SLICES 16
-
-static int slice_begin(int N, int s)
-{
-	return (int)((long long)N * s / NB_BN_SLICES);
 }
 
 /* the plane of image n, channel c */
@@ -177,8 +156,8 @@ static void slice_stats(const float *in, int n0, int n1, int C, int L,
 		tail_shifted(rest, sq_rest, PLANE(in, n, b.c0), b.nc, L, Lv, K);
 	}
 	for (int j = 0; j < b.nc; j++) {
-		s1[j] = lanes_sum(acc[j]) + rest[j];
-		s2[j] = lanes_sum(sq[j]) + sq_rest[j];
+		s1[j] = nb_bn_lanes_sum(acc[j]) + rest[j];
+		s2[j] = nb_bn_lanes_sum(sq[j]) + sq_rest[j];
 	}
 }
 
@@ -226,8 +205,12 @@ static nb_bn_affine affine(double mean, double scale, double shift)
 
 /* The activation fused after the normalisation: none, ReLU or ReLU6
  * (clamp to [0, 6]). A constant in every inlined call, so that each loop
- * is straight-line. */
-enum { ACT_NONE, ACT_RELU, ACT_RELU6 };
+ * is straight-line. The NB_ACT_* values (nb_bn_mask1 takes them). */
+enum {
+	ACT_NONE = NB_ACT_NONE,
+	ACT_RELU = NB_ACT_RELU,
+	ACT_RELU6 = NB_ACT_RELU6
+};
 
 /* v activated: nb_relu_forward's / nb_relu6_forward's select on v */
 static inline float act_value(float v, const int act)
@@ -237,28 +220,6 @@ static inline float act_value(float v, const int act)
 	if (act == ACT_RELU)
 		return v < 0.0f ? 0.0f : v;
 	return v;
-}
-
-/* g masked by the fused activation's derivative at x: for ReLU out > 0
- * exactly when nb_bn_value(x) > 0 (out = v < 0 ? 0 : v; NaN and -0 are not
- * > 0), for ReLU6 0 < out < 6 exactly when 0 < v < 6 (torch's
- * hardtanh_backward reads the output the same way); + 0.0f turns -0 into
- * +0, as adding the masked value to a zeroed gradient does.
- * The mask is an AND on g's bits: GCC 12 leaves a float select feeding
- * double arithmetic as a branch (the loops stay scalar and mispredict the
- * mask every other element, 25x slower), and vectorises this. */
-static inline float act_masked(float g, float x, nb_bn_affine a, const int act)
-{
-	uint32_t u;
-	memcpy(&u, &g, sizeof u);
-	const float v = nb_bn_value(x, a);
-	if (act == ACT_RELU6)
-		u &= -(uint32_t)((v > 0.0f) & (v < 6.0f));
-	else
-		u &= -(uint32_t)(v > 0.0f);
-	float r;
-	memcpy(&r, &u, sizeof r);
-	return r + 0.0f;
 }
 
 /* a kept for the backward as 4 floats (save_affine) and back */
@@ -284,7 +245,7 @@ plane_grad_sums_t(double *restrict ady, double *restrict adx,
 		for (int k = 0; k < NB_BN_LANES; k++) {
 			float gm = g[l + k];
 			if (act) {
-				gm = act_masked(gm, x[l + k], a, act);
+				gm = nb_bn_mask1(gm, x[l + k], a, act);
 				g[l + k] = gm;
 			}
 			double dy = gm;
@@ -311,7 +272,7 @@ tail_grad_sums_t(double (*restrict r)[NB_BN_BLOCK], float *g,
 			const size_t i = (size_t)j * L + l;
 			float gm = g[i];
 			if (act) {
-				gm = act_masked(gm, x[i], a[j], act);
+				gm = nb_bn_mask1(gm, x[i], a[j], act);
 				g[i] = gm;
 			}
 			double dy = gm;
@@ -371,9 +332,9 @@ static void slice_grad_sums(const float *dout, float *masked, int n0, int n1,
 					 b.nc, L, Lv, m0, aff, 0);
 	}
 	for (int j = 0; j < b.nc; j++) {
-		sum_dy[j] = lanes_sum(a_dy[j]) + rest[0][j];
-		sum_dx[j] = lanes_sum(a_dx[j]) + rest[1][j];
-		sum_dy_dx[j] = lanes_sum(a_dydx[j]) + rest[2][j];
+		sum_dy[j] = nb_bn_lanes_sum(a_dy[j]) + rest[0][j];
+		sum_dx[j] = nb_bn_lanes_sum(a_dx[j]) + rest[1][j];
+		sum_dy_dx[j] = nb_bn_lanes_sum(a_dydx[j]) + rest[2][j];
 	}
 }
 
@@ -428,8 +389,8 @@ static int forward_train(float *out, float *save_mean, float *save_invstd,
 		const bn_block b = block_at(c0, C);
 #pragma omp for schedule(static)
 		for (int s = 0; s < NB_BN_SLICES; s++)
-			slice_stats(in, slice_begin(N, s),
-				    slice_begin(N, s + 1), C, L, b, s1[s],
+			slice_stats(in, nb_bn_slice_begin(N, s),
+				    nb_bn_slice_begin(N, s + 1), C, L, b, s1[s],
 				    s2[s]);
 #pragma omp single
 		for (int j = 0; j < b.nc; j++) {
@@ -462,8 +423,9 @@ static int forward_train(float *out, float *save_mean, float *save_invstd,
 		 * block's sums, whose loop ends in a barrier */
 #pragma omp for schedule(static) nowait
 		for (int s = 0; s < (out ? NB_BN_SLICES : 0); s++)
-			block_apply(out, in, slice_begin(N, s),
-				    slice_begin(N, s + 1), C, L, b, a, act);
+			block_apply(out, in, nb_bn_slice_begin(N, s),
+				    nb_bn_slice_begin(N, s + 1), C, L, b, a,
+				    act);
 	}
 	return NB_OK;
 }
@@ -519,8 +481,9 @@ void nb_batchnorm_affine_forward(float *out, const float *in,
 			a[j] = nb_bn_affine_at(save_affine, b.c0 + j);
 #pragma omp for schedule(static) nowait
 		for (int s = 0; s < NB_BN_SLICES; s++)
-			block_apply(out, in, slice_begin(N, s),
-				    slice_begin(N, s + 1), C, L, b, a, a_);
+			block_apply(out, in, nb_bn_slice_begin(N, s),
+				    nb_bn_slice_begin(N, s + 1), C, L, b, a,
+				    a_);
 	}
 }
 
@@ -545,8 +508,9 @@ static void forward_eval(float *out, const float *in, const float *gamma,
 		}
 #pragma omp for schedule(static) nowait
 		for (int s = 0; s < NB_BN_SLICES; s++)
-			block_apply(out, in, slice_begin(N, s),
-				    slice_begin(N, s + 1), C, L, b, a, act);
+			block_apply(out, in, nb_bn_slice_begin(N, s),
+				    nb_bn_slice_begin(N, s + 1), C, L, b, a,
+				    act);
 	}
 }
 
@@ -625,7 +589,8 @@ static void backward_train(float *din, float *dgamma, float *dbeta,
 			   const float *dout, float *masked, const float *in,
 			   const float *save_mean, const float *save_invstd,
 			   const float *save_affine, int act,
-			   const float *gamma, int N, int C, int L, int store)
+			   const float *gamma, int N, int C, int L, int store,
+			   const double *sums)
 {
 	size_t total = (size_t)N * C * L;
 	double M = (double)N * L;
@@ -647,11 +612,22 @@ static void backward_train(float *din, float *dgamma, float *dbeta,
 				     : (nb_bn_affine){0};
 		}
 #pragma omp for schedule(static)
-		for (int s = 0; s < NB_BN_SLICES; s++)
-			slice_grad_sums(dout, masked, slice_begin(N, s),
-					slice_begin(N, s + 1), C, L, in, b, aff,
-					save_affine ? act : ACT_NONE, m0,
-					p_dy[s], p_dx[s], p_dydx[s]);
+		for (int s = 0; s < NB_BN_SLICES; s++) {
+			if (!sums) {
+				slice_grad_sums(
+				    dout, masked, nb_bn_slice_begin(N, s),
+				    nb_bn_slice_begin(N, s + 1), C, L, in, b,
+				    aff, save_affine ? act : ACT_NONE, m0,
+				    p_dy[s], p_dx[s], p_dydx[s]);
+				continue;
+			}
+			const double *q = sums + (size_t)s * 3 * C + b.c0;
+			for (int j = 0; j < b.nc; j++) {
+				p_dy[s][j] = q[j];
+				p_dx[s][j] = q[C + j];
+				p_dydx[s][j] = q[2 * C + j];
+			}
+		}
 #pragma omp single
 		for (int j = 0; j < b.nc; j++) {
 			const int c = b.c0 + j;
@@ -679,8 +655,8 @@ static void backward_train(float *din, float *dgamma, float *dbeta,
 			continue;
 #pragma omp for schedule(static) nowait
 		for (int s = 0; s < NB_BN_SLICES; s++)
-			for (int n = slice_begin(N, s);
-			     n < slice_begin(N, s + 1); n++)
+			for (int n = nb_bn_slice_begin(N, s);
+			     n < nb_bn_slice_begin(N, s + 1); n++)
 				for (int j = 0; j < b.nc; j++)
 					plane_din(PLANE(din, n, b.c0 + j),
 						  PLANE(dout, n, b.c0 + j),
@@ -697,7 +673,7 @@ void nb_batchnorm_backward_train(float *din, float *dgamma, float *dbeta,
 				 int N, int C, int L)
 {
 	backward_train(din, dgamma, dbeta, dout, NULL, in, save_mean,
-		       save_invstd, NULL, ACT_NONE, gamma, N, C, L, 0);
+		       save_invstd, NULL, ACT_NONE, gamma, N, C, L, 0, NULL);
 }
 
 void nb_batchnorm_backward_train_store(float *din, float *dgamma, float *dbeta,
@@ -707,7 +683,19 @@ void nb_batchnorm_backward_train_store(float *din, float *dgamma, float *dbeta,
 				       const float *gamma, int N, int C, int L)
 {
 	backward_train(din, dgamma, dbeta, dout, NULL, in, save_mean,
-		       save_invstd, NULL, ACT_NONE, gamma, N, C, L, 1);
+		       save_invstd, NULL, ACT_NONE, gamma, N, C, L, 1, NULL);
+}
+
+void nb_batchnorm_backward_train_sums(float *din, float *dgamma, float *dbeta,
+				      const float *dout, const float *in,
+				      const float *save_mean,
+				      const float *save_invstd,
+				      const float *gamma, int N, int C, int L,
+				      int store, const double *sums)
+{
+	backward_train(din, dgamma, dbeta, dout, NULL, in, save_mean,
+		       save_invstd, NULL, ACT_NONE, gamma, N, C, L, store,
+		       sums);
 }
 
 void nb_batchnorm_relu_backward_train(
@@ -717,7 +705,7 @@ void nb_batchnorm_relu_backward_train(
 {
 	backward_train(din, dgamma, dbeta, dout, dout, in, save_mean,
 		       save_invstd, save_affine, ACT_RELU, gamma, N, C, L,
-		       store);
+		       store, NULL);
 }
 
 void nb_batchnorm_relu6_backward_train(
@@ -727,7 +715,7 @@ void nb_batchnorm_relu6_backward_train(
 {
 	backward_train(din, dgamma, dbeta, dout, dout, in, save_mean,
 		       save_invstd, save_affine, ACT_RELU6, gamma, N, C, L,
-		       store);
+		       store, NULL);
 }
 
 /*
@@ -757,9 +745,10 @@ void nb_batchnorm_backward_eval(float *din, float *dgamma, float *dbeta,
 		if (dgamma || dbeta) {
 #pragma omp for schedule(static)
 			for (int s = 0; s < NB_BN_SLICES; s++)
-				slice_grad_sums(dout, NULL, slice_begin(N, s),
-						slice_begin(N, s + 1), C, L, in,
-						b, NULL, ACT_NONE, mean,
+				slice_grad_sums(dout, NULL,
+						nb_bn_slice_begin(N, s),
+						nb_bn_slice_begin(N, s + 1), C,
+						L, in, b, NULL, ACT_NONE, mean,
 						p_dy[s], p_dx[s], p_dydx[s]);
 #pragma omp single
 			for (int j = 0; j < b.nc; j++) {
@@ -778,8 +767,8 @@ void nb_batchnorm_backward_eval(float *din, float *dgamma, float *dbeta,
 			continue;
 #pragma omp for schedule(static) nowait
 		for (int s = 0; s < NB_BN_SLICES; s++)
-			for (int n = slice_begin(N, s);
-			     n < slice_begin(N, s + 1); n++)
+			for (int n = nb_bn_slice_begin(N, s);
+			     n < nb_bn_slice_begin(N, s + 1); n++)
 				for (int j = 0; j < b.nc; j++) {
 					float *d = PLANE(din, n, b.c0 + j);
 					const float *g =

@@ -89,6 +89,10 @@ typedef struct nb_node {
 	int pre_bn;    /* conv: the batchnorm whose pre_conv it is, or 0 */
 	int pre_live;  /* batchnorm: the last forward left its output to
 			  pre_conv (out not written) */
+	double *gsums; /* batchnorm with pre_conv: its backward's sums, as
+			  pre_conv's backward takes them (nb_conv_pre) */
+	int sums_live; /* batchnorm: gsums hold this backward's sums and
+			  its gradient is masked already */
 	float *save_mean, *save_invstd; /* batchnorm (C) */
 	float *save_affine;             /* batchnorm (4C), for grad_relu */
 	int affine_live; /* batchnorm: the last forward kept save_affine */
@@ -185,6 +189,8 @@ static void node_free_buffers(nb_node *n)
 	free(n->save_mean);
 	free(n->save_invstd);
 	free(n->save_affine);
+	free(n->gsums);
+	n->gsums = NULL;
 	free(n->argmax);
 	free(n->mask);
 	n->out = n->grad = n->save_mean = n->save_invstd = n->mask = NULL;
@@ -1000,6 +1006,21 @@ static void link_pre(nb_net *net)
 	}
 }
 
+/* room for the backward's sums of every BatchNorm with a pre_conv */
+static int alloc_gsums(nb_net *net)
+{
+	for (int i = 0; i < net->n_nodes; i++) {
+		nb_node *nd = &net->nodes[i];
+		if (!nd->pre_conv || nd->gsums)
+			continue;
+		nd->gsums =
+		    malloc(sizeof(double) * NB_BATCHNORM_SLICES * 3 * nd->c);
+		if (!nd->gsums)
+			return NB_ENOMEM;
+	}
+	return 0;
+}
+
 /* Makes sure every forward buffer holds n samples. */
 static int ensure_buffers(nb_net *net, int n, char *err)
 {
@@ -1076,6 +1097,8 @@ static int ensure_buffers(nb_net *net, int n, char *err)
 		}
 	}
 	link_pre(net);
+	if (alloc_gsums(net) < 0)
+		goto oom;
 	/* a conv whose only consumer is a BatchNorm, neither of them a tap
 	 * or the output: nb_net_forward_infer folds the BatchNorm in */
 	free(net->fold);
@@ -1143,8 +1166,9 @@ static const float *pre_input(const nb_net *net, const nb_node *nd,
 	if (!nd->pre_bn || !net->nodes[nd->pre_bn].pre_live)
 		return NULL;
 	const nb_node *bn = &net->nodes[nd->pre_bn];
-	pre->affine = bn->save_affine;
-	pre->act = bn->fuse_act == FUSE_RELU6 ? NB_ACT_RELU6 : NB_ACT_RELU;
+	*pre = (nb_conv_pre){
+	    .affine = bn->save_affine,
+	    .act = bn->fuse_act == FUSE_RELU6 ? NB_ACT_RELU6 : NB_ACT_RELU};
 	return net->nodes[bn->in[0]].out;
 }
 
@@ -1320,7 +1344,8 @@ int nb_net_forward(nb_net *net, const float *x, int n, char *err)
 	nb_node *in = &net->nodes[0];
 	memcpy(in->out, x, (size_t)n * in->size * sizeof(float));
 	for (int i = 0; i < net->n_nodes; i++)
-		net->nodes[i].grad_live = net->nodes[i].pre_live = 0;
+		net->nodes[i].grad_live = net->nodes[i].pre_live =
+		    net->nodes[i].sums_live = 0;
 	for (int i = 1; i < net->n_nodes; i++) {
 		rc = node_forward(net, &net->nodes[i], n, err);
 		if (rc < 0)
@@ -1535,7 +1560,8 @@ int nb_net_forward_infer(nb_net *net, const float *x, int n, char *err)
 	nb_node *in = &net->nodes[0];
 	memcpy(in->out, x, (size_t)n * in->size * sizeof(float));
 	for (int i = 0; i < net->n_nodes; i++)
-		net->nodes[i].grad_live = net->nodes[i].pre_live = 0;
+		net->nodes[i].grad_live = net->nodes[i].pre_live =
+		    net->nodes[i].sums_live = 0;
 	for (int i = 1; i < net->n_nodes && rc >= 0; i++) {
 		nb_node *nd = &net->nodes[i];
 		if (!nd->fold_bn) {
@@ -1738,6 +1764,11 @@ static int node_backward(nb_net *net, nb_node *nd, int N, char *err)
 		s.N = N;
 		nb_conv_pre pre;
 		const float *xb = pre_input(net, nd, &pre);
+		nb_node *bn = xb ? &net->nodes[nd->pre_bn] : NULL;
+		if (bn && dx) { /* its backward's first pass with din */
+			pre.mean = bn->save_mean;
+			pre.sums = bn->gsums;
+		}
 		int rc =
 		    xb ? nb_conv2d_backward_pre(
 			     dx, pgrad(net, nd->p_weight),
@@ -1748,6 +1779,8 @@ static int node_backward(nb_net *net, nb_node *nd, int N, char *err)
 			  dy, x, pdata(net, nd->p_weight), &s, &net->ws);
 		if (rc < 0)
 			goto oom;
+		if (bn)
+			bn->sums_live = rc == 1;
 		return 0;
 	}
 	case NB_NODE_LINEAR:
@@ -1768,6 +1801,13 @@ static int node_backward(nb_net *net, nb_node *nd, int N, char *err)
 				return nb_errorf(err, rc,
 						 "batchnorm %s: the group's sums failed",
 						 nd->name);
+		} else if (net->training && nd->grad_relu && nd->sums_live) {
+			nb_batchnorm_backward_train_sums(
+			    dx, pgrad(net, nd->p_weight), pgrad(net, nd->p_bias),
+			    nd->grad, x, nd->save_mean, nd->save_invstd,
+			    pdata(net, nd->p_weight), N, nd->c, L, store,
+			    nd->gsums);
+			nd->sums_live = 0;
 		} else if (net->training && nd->grad_relu)
 			(nd->fuse_act == FUSE_RELU
 			     ? nb_batchnorm_relu_backward_train

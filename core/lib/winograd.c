@@ -440,11 +440,56 @@ static void in_tl(float *restrict v, size_t vs, size_t vrow,
 		}
 }
 
-/* o op= r (16 floats) */
-static inline __attribute__((always_inline)) void put_row(float *o, v16f r,
-							  int op)
+/*
+ * The BatchNorm backward's first pass, taken as out_tl writes an image's
+ * input gradient (nb_conv_pre's sums): each value masked by the
+ * activation (recomputed from x) as it is written, and added into the
+ * slice's lanes as batchnorm.c's slice_grad_sums adds it (the same
+ * operations in the same order: a row's 16 positions are lanes 0..15,
+ * rows in order).
+ */
+typedef struct wg_bsum {
+	const float *x;	   /* the image's BatchNorm input (C x H x W) */
+	const float *aff;  /* save_affine */
+	const float *mean; /* save_mean */
+	int act;
+	double *acc; /* per channel: NB_BN_LANES lanes each of the sums of
+			dy, of x - mean, of dy * (x - mean) */
+} wg_bsum;
+
+typedef double v8d __attribute__((vector_size(64)));
+
+/* o op= r (16 floats); with bs (channel k of it: a, m, acc) masked and
+ * summed too, x the row's BatchNorm inputs */
+static inline __attribute__((always_inline)) void
+put_row(float *o, v16f r, int op, const wg_bsum *bs, const float *x,
+	nb_bn_affine a, double m, double *acc)
 {
-	ST_U(o, nb_put16(r, op == NB_GP_PUT_ADD ? LD_U(o) : (v16f){0}, op));
+	v16f f = nb_put16(r, op == NB_GP_PUT_ADD ? LD_U(o) : (v16f){0}, op);
+	if (bs) {
+		const v16f xv = LD_U(x);
+		if (bs->act)
+			f = nb_bn_mask16(f, xv, a, bs->act);
+		const v8d g0 = __builtin_convertvector(
+			      SHUF(f, f, 0, 1, 2, 3, 4, 5, 6, 7), v8d),
+			  g1 = __builtin_convertvector(
+			      SHUF(f, f, 8, 9, 10, 11, 12, 13, 14, 15), v8d),
+			  d0 = __builtin_convertvector(
+				   SHUF(xv, xv, 0, 1, 2, 3, 4, 5, 6, 7), v8d) -
+			       m,
+			  d1 = __builtin_convertvector(
+				   SHUF(xv, xv, 8, 9, 10, 11, 12, 13, 14, 15),
+				   v8d) -
+			       m;
+		v8d *A = (v8d *)acc;
+		A[0] += g0;
+		A[1] += g1;
+		A[2] += d0;
+		A[3] += d1;
+		A[4] += g0 * d0;
+		A[5] += g1 * d1;
+	}
+	ST_U(o, f);
 }
 
 /*
@@ -454,11 +499,17 @@ static inline __attribute__((always_inline)) void put_row(float *o, v16f r,
 NB_GP_CLONES
 static void out_tl(float *out, const float *restrict m, size_t ms, size_t mrow,
 		   const float *bias, int K, int H, int W, int iv0, int iv1,
-		   int op)
+		   int op, const wg_bsum *bs)
 {
 	const int w16 = W == 16;
 	for (int k = 0; k < K; k++)
 		for (int iv = iv0; iv < iv1; iv++) {
+			const nb_bn_affine ba = bs ? nb_bn_affine_at(bs->aff, k)
+						   : (nb_bn_affine){0};
+			const double bm = bs ? bs->mean[k] : 0.0;
+			double *acc =
+			    bs ? bs->acc + (size_t)k * 3 * NB_BN_LANES : NULL;
+			const float *xk = bs ? bs->x + (size_t)k * H * W : NULL;
 			v16f mm[16], s0[4], s1[4];
 			const float *p =
 			    m + (size_t)k * mrow + (size_t)(iv - iv0) * 16;
@@ -480,28 +531,30 @@ static void out_tl(float *out, const float *restrict m, size_t ms, size_t mrow,
 						y[a][b] += bias[k];
 			float *pk = out + (size_t)k * H * W;
 			const int i = w16 ? 2 * iv : iv;
+			/* tiles 0..7 and 8..15, columns interleaved */
+			v16f lo[2], hi[2];
 			for (int a = 0; a < 2; a++) {
-				/* tiles 0..7 and 8..15, columns interleaved */
-				const v16f lo = SHUF(y[a][0], y[a][1], 0, 16, 1,
-						     17, 2, 18, 3, 19, 4, 20, 5,
-						     21, 6, 22, 7, 23),
-					   hi = SHUF(y[a][0], y[a][1], 8, 24, 9,
-						     25, 10, 26, 11, 27, 12, 28,
-						     13, 29, 14, 30, 15, 31);
-				const int r = 2 * i + a;
-				if (w16) {
-					if (r < H)
-						put_row(pk + (size_t)r * W, lo,
-							op);
-					if (r + 2 < H)
-						put_row(pk +
-							    (size_t)(r + 2) * W,
-							hi, op);
-				} else if (r < H) {
-					put_row(pk + (size_t)r * W, lo, op);
-					put_row(pk + (size_t)r * W + 16, hi,
-						op);
-				}
+				lo[a] =
+				    SHUF(y[a][0], y[a][1], 0, 16, 1, 17, 2, 18,
+					 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+				hi[a] = SHUF(y[a][0], y[a][1], 8, 24, 9, 25, 10,
+					     26, 11, 27, 12, 28, 13, 29, 14, 30,
+					     15, 31);
+			}
+			/* rows in order (32 wide: row 2 i + a is lo[a], hi[a];
+			 * 16 wide: rows 4 iv.. are lo[0], lo[1], hi[0], hi[1])
+			 */
+			for (int j = 0; j < 4; j++) {
+				const int r = w16 ? 2 * i + j : 2 * i + j / 2;
+				const int c0 = w16 ? 0 : 16 * (j % 2);
+				const v16f v =
+				    w16 ? (j < 2 ? lo[j] : hi[j - 2])
+					: (j % 2 ? hi[j / 2] : lo[j / 2]);
+				if (r >= H)
+					continue;
+				const size_t at = (size_t)r * W + c0;
+				put_row(pk + at, v, op, bs, bs ? xk + at : NULL,
+					ba, bm, acc);
 			}
 		}
 }
@@ -735,7 +788,8 @@ static size_t tl_floats(int n)
  */
 static void tl_image(float *out, const float *x, const nb_conv_pre *pre,
 		     const float *uw, size_t ais, const float *bias, int Cin,
-		     int Cout, const wg_geom *g, float *v, float *m, int op)
+		     int Cout, const wg_geom *g, float *v, float *m, int op,
+		     const wg_bsum *bs)
 {
 	const size_t vrow = TL_ROWS * 16, vs = plane_floats(Cin, vrow),
 		     ms = plane_floats(Cout, vrow);
@@ -748,7 +802,8 @@ static void tl_image(float *out, const float *x, const nb_conv_pre *pre,
 		for (int xi = 0; xi < XI; xi++)
 			gemm(m + xi * ms, vrow, uw + xi * uplane, 1, ais,
 			     v + xi * vs, vrow, Cout, iv1 - iv0, Cin, 0);
-		out_tl(out, m, ms, vrow, bias, Cout, g->H, g->W, iv0, iv1, op);
+		out_tl(out, m, ms, vrow, bias, Cout, g->H, g->W, iv0, iv1, op,
+		       bs);
 	}
 }
 
@@ -801,7 +856,7 @@ int nb_wino_forward(float *out, const float *in, const float *w, const float *b,
 				tl_image(out + (size_t)n * g.K * g.HW,
 					 in + (size_t)n * g.C * g.HW, pre, u,
 					 Kp, b, g.C, g.K, &g, xb,
-					 xb + tl_floats(g.C), op);
+					 xb + tl_floats(g.C), op, NULL);
 		}
 #pragma omp for schedule(static)
 		for (int un = 0; un < (g.tl ? 0 : g.NU); un++) {
@@ -897,6 +952,8 @@ int nb_wino_backward(float *din, float *dw, const float *dout, const float *in,
 	 * transposed: a loop of its own), or with the weight gradient */
 	const int tl_d = din && g.tl;
 	float *dcl = tl_d ? NULL : din;
+	/* the BatchNorm's sums taken with din (on the tiles' lanes only) */
+	const int sums = tl_d && pre && pre->sums && pre->mean;
 	const size_t xs = plane_floats(g.rb, Cp), gs = plane_floats(g.rb, Kp);
 	/* shared: the flipped U (din). Per thread: the unit's bordered
 	 * inputs (dw) and output gradients, tr, a block's V of the input
@@ -918,9 +975,11 @@ int nb_wino_backward(float *din, float *dw, const float *dout, const float *in,
 	const size_t m_n = dcl ? pad16(XI * xs) : 0;
 	const size_t ob_n = dcl ? ob1 * g.nimg : 0;
 	const size_t tl_n = tl_d ? tl_floats(Kp) + tl_floats(Cp) : 0;
+	const size_t acc_n =
+	    sums ? pad16((size_t)2 * 3 * NB_BN_LANES * g.C) : 0;
 	const size_t du_n = dw ? pad16((size_t)XI * Cp * Kp) : 0;
 	const size_t work =
-	    xb_n + gb_n + tr_n + vx_n + vg_n + z_n + m_n + ob_n + tl_n;
+	    xb_n + gb_n + tr_n + vx_n + vg_n + z_n + m_n + ob_n + tl_n + acc_n;
 	const size_t slice = work + du_n;
 	const int T = nb_workspace_threads();
 	float *base = nb_workspace_reserve(ws, uf_n + slice * T);
@@ -948,14 +1007,43 @@ int nb_wino_backward(float *din, float *dw, const float *dout, const float *in,
 			weights_tf(uf, w, &g, 1); /* ends in a barrier */
 #pragma omp single
 		used = omp_get_num_threads();
-		if (tl_d) {
+		const int dop = store ? NB_GP_PUT_STORE : NB_GP_PUT_ADD;
+		if (tl_d && !sums) {
 #pragma omp for schedule(static) nowait
 			for (int n = 0; n < g.N; n++)
-				tl_image(
-				    din + (size_t)n * g.C * g.HW,
-				    dout + (size_t)n * g.K * g.HW, NULL, uf, Cp,
-				    NULL, g.K, g.C, &g, tv, tv + tl_floats(Kp),
-				    store ? NB_GP_PUT_STORE : NB_GP_PUT_ADD);
+				tl_image(din + (size_t)n * g.C * g.HW,
+					 dout + (size_t)n * g.K * g.HW, NULL,
+					 uf, Cp, NULL, g.K, g.C, &g, tv,
+					 tv + tl_floats(Kp), dop, NULL);
+		}
+		if (sums) {
+			/* slice by slice, each slice's images in order */
+			wg_bsum bs = {.aff = pre->affine,
+				      .mean = pre->mean,
+				      .act = pre->act,
+				      .acc = (double *)(tv + tl_n)};
+			const size_t an = (size_t)3 * NB_BN_LANES * g.C;
+#pragma omp for schedule(static) nowait
+			for (int sl = 0; sl < NB_BN_SLICES; sl++) {
+				memset(bs.acc, 0, sizeof(double) * an);
+				for (int n = nb_bn_slice_begin(g.N, sl);
+				     n < nb_bn_slice_begin(g.N, sl + 1); n++) {
+					bs.x = in + (size_t)n * g.C * g.HW;
+					tl_image(din + (size_t)n * g.C * g.HW,
+						 dout + (size_t)n * g.K * g.HW,
+						 NULL, uf, Cp, NULL, g.K, g.C,
+						 &g, tv, tv + tl_floats(Kp),
+						 dop, &bs);
+				}
+				double *q = pre->sums + (size_t)sl * 3 * g.C;
+				for (int c = 0; c < g.C; c++)
+					for (int k = 0; k < 3; k++)
+						q[k * g.C + c] =
+						    nb_bn_lanes_sum(
+							bs.acc +
+							((size_t)c * 3 + k) *
+							    NB_BN_LANES);
+			}
 		}
 #pragma omp for schedule(static)
 		for (int un = 0; un < (dw || dcl ? g.NU : 0); un++) {
@@ -1016,5 +1104,5 @@ int nb_wino_backward(float *din, float *dw, const float *dout, const float *in,
 			add_filter_grads(dw, du0, &g);
 		}
 	}
-	return NB_OK;
+	return sums;
 }

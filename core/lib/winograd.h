@@ -25,7 +25,8 @@ int nb_wino_fits(const nb_conv2d_shape *s);
  * the vector lanes (see winograd.c; the same bits), 0 keeps the channels
  * there (their twin). pre (or NULL): the input normalised and activated
  * as it is read (ops.h, nb_conv_pre); the weight gradient reads it so too,
- * din is the gradient of the normalised input. */
+ * din is the gradient of the normalised input. The backward returns 1 if
+ * it took pre's BatchNorm sums with din (on the tiles' lanes), else 0. */
 int nb_wino_forward(float *out, const float *in, const float *w, const float *b,
 		    const nb_conv2d_shape *s, nb_workspace *ws, int act,
 		    int lanes, const nb_conv_pre *pre);

@@ -104,11 +104,20 @@ int nb_conv2d_backward_store(float *din, float *dw, float *db,
 typedef struct nb_conv_pre {
 	const float *affine;
 	int act;
+	/* backward, optional: the BatchNorm's save_mean and room for its
+	 * backward's sums (NB_BATCHNORM_SLICES x 3 x C doubles): where the
+	 * kernels can, they take the sums as they write din, which they
+	 * then write masked by act (as nb_batchnorm_relu_backward_train's
+	 * first pass; din must then be the activation's whole gradient),
+	 * and nb_conv2d_backward_pre returns 1 */
+	const float *mean;
+	double *sums;
 } nb_conv_pre;
 int nb_conv2d_takes_pre(const nb_conv2d_shape *s);
 int nb_conv2d_forward_pre(float *out, const float *in, const float *w,
 			  const float *b, const nb_conv2d_shape *s,
 			  nb_workspace *ws, const nb_conv_pre *pre);
+/* 0, or 1 if it took the BatchNorm's sums (see sums above) */
 int nb_conv2d_backward_pre(float *din, float *dw, float *db,
 			   const float *dout, const float *in, const float *w,
 			   const nb_conv2d_shape *s, nb_workspace *ws,
@@ -248,6 +257,21 @@ void nb_batchnorm_relu6_backward_train(float *din, float *dgamma,
 				       const float *save_affine,
 				       const float *gamma, int N, int C, int L,
 				       int store);
+/*
+ * The training backward with its first pass already taken: sums (3 x C
+ * doubles for each of NB_BATCHNORM_SLICES fixed slices of the batch: the
+ * sums of dout, of in - save_mean and of dout * (in - save_mean), channel
+ * by channel, as nb_conv2d_backward_pre takes them) and dout as that pass
+ * leaves it (masked by the fused activation, if any). din as in
+ * nb_batchnorm_relu_backward_train.
+ */
+#define NB_BATCHNORM_SLICES 16
+void nb_batchnorm_backward_train_sums(float *din, float *dgamma, float *dbeta,
+				      const float *dout, const float *in,
+				      const float *save_mean,
+				      const float *save_invstd,
+				      const float *gamma, int N, int C, int L,
+				      int store, const double *sums);
 /* Backward of the eval-mode forward (running statistics are constants). */
 void nb_batchnorm_backward_eval(float *din, float *dgamma, float *dbeta,
 				const float *dout, const float *in,
