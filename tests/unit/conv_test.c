@@ -919,7 +919,7 @@ static void test_conv_pre_twins(void)
 			nb_batchnorm_affine_forward(y2, cb.in, aff, s->N, C, L,
 						    act);
 			CU_ASSERT_EQUAL(memcmp(y, y2, ni * 4), 0);
-			const nb_conv_pre pre = {aff, act};
+			const nb_conv_pre pre = {aff, act, NULL, NULL};
 			for (int kern = 0; kern < 2; kern++) {
 				nb_conv2d_set_kernels(kern ? NB_CONV_WINOGRAD
 							   : NB_CONV_AUTO);
@@ -1013,6 +1013,109 @@ static void test_conv_pre_twins(void)
 	}
 	omp_set_num_threads(keep);
 	nb_conv2d_set_kernels(NB_CONV_AUTO);
+}
+
+/*
+ * The BatchNorm backward's first pass taken by the convolution as it
+ * writes din (nb_conv_pre's sums) and nb_batchnorm_backward_train_sums
+ * against the convolution's din and nb_batchnorm_relu(6)_backward_train:
+ * the same bits for din (masked), the BatchNorm's din, dgamma and dbeta;
+ * 32- and 16-wide maps with odd heights, batches that leave slices empty
+ * or uneven, din written or added to, 1 and 3 threads.
+ */
+static void test_conv_pre_sums_twins(void)
+{
+	static const conv_case cases[] = {
+	    {5, 16, 9, 32, 16, 3, 3, 1, 1, 1, 1, 1, 1},
+	    {19, 32, 7, 16, 16, 3, 3, 1, 1, 1, 1, 1, 0},
+	    {3, 16, 16, 16, 32, 3, 3, 1, 1, 1, 1, 1, 1},
+	};
+	nb_conv2d_set_kernels(NB_CONV_AUTO);
+	if (nb_conv2d_kernels() != NB_CONV_WINOGRAD)
+		return;
+	const int keep = omp_get_max_threads();
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		conv_bufs cb;
+		conv_bufs_init(&cb, &cases[i], 7600 + i);
+		const nb_conv2d_shape *s = &cb.s;
+		const int N = s->N, C = s->C, L = s->H * s->W;
+		const size_t ni = n_in(s);
+		for (size_t j = 0; j < ni; j++)
+			cb.in[j] = -3.0f + cb.in[j];
+		float *gamma = fzeros(C), *beta = fzeros(C);
+		tu_fill_uniform(gamma, C, 1.0f, 4.0f, 7690 + i);
+		tu_fill_uniform(beta, C, -1.0f, 2.0f, 7695 + i);
+		float *aff = fzeros(4 * C), *m = fzeros(C), *is = fzeros(C),
+		      *y = fzeros(ni);
+		double *sums = calloc((size_t)NB_BATCHNORM_SLICES * 3 * C,
+				      sizeof(double));
+		CU_ASSERT_FATAL(sums != NULL);
+		for (int act = NB_ACT_RELU; act <= NB_ACT_RELU6; act++) {
+			(act == NB_ACT_RELU6 ? nb_batchnorm_relu6_forward_train
+					     : nb_batchnorm_relu_forward_train)(
+			    y, m, is, aff, NULL, NULL, cb.in, gamma, beta, N, C,
+			    L, 0.1f, 1e-5f);
+			const nb_conv_pre pre = {aff, act, m, sums};
+			for (int store = 0; store <= 1; store++)
+				for (int th = 1; th <= 3; th += 2) {
+					omp_set_num_threads(th);
+					float *g[2], *d[2], *dg[2], *db[2];
+					for (int k = 0; k < 2; k++) {
+						g[k] = fzeros(ni);
+						d[k] = fzeros(ni);
+						dg[k] = fzeros(C);
+						db[k] = fzeros(C);
+						tu_fill_uniform(g[k], ni, -1, 1,
+								13);
+					}
+					/* the twin: din, then the BatchNorm */
+					CU_ASSERT_EQUAL(
+					    (store ? nb_conv2d_backward_store
+						   : nb_conv2d_backward)(
+						g[0], NULL, NULL, cb.r, y, cb.w,
+						s, &cb.ws),
+					    NB_OK);
+					(act == NB_ACT_RELU6
+					     ? nb_batchnorm_relu6_backward_train
+					     : nb_batchnorm_relu_backward_train)(
+					    d[0], dg[0], db[0], g[0], cb.in, m,
+					    is, aff, gamma, N, C, L, 1);
+					CU_ASSERT_EQUAL(
+					    nb_conv2d_backward_pre(
+						g[1], NULL, NULL, cb.r, cb.in,
+						cb.w, s, &cb.ws, store, &pre),
+					    1);
+					nb_batchnorm_backward_train_sums(
+					    d[1], dg[1], db[1], g[1], cb.in, m,
+					    is, gamma, N, C, L, 1, sums);
+					CU_ASSERT_EQUAL(
+					    memcmp(g[0], g[1], ni * 4), 0);
+					CU_ASSERT_EQUAL(
+					    memcmp(d[0], d[1], ni * 4), 0);
+					CU_ASSERT_EQUAL(
+					    memcmp(dg[0], dg[1], C * 4), 0);
+					CU_ASSERT_EQUAL(
+					    memcmp(db[0], db[1], C * 4), 0);
+					CU_ASSERT(max_abs(d[1], ni) > 0);
+					for (int k = 0; k < 2; k++) {
+						free(g[k]);
+						free(d[k]);
+						free(dg[k]);
+						free(db[k]);
+					}
+				}
+			omp_set_num_threads(keep);
+		}
+		free(gamma);
+		free(beta);
+		free(aff);
+		free(m);
+		free(is);
+		free(y);
+		free(sums);
+		conv_bufs_free(&cb);
+	}
+	omp_set_num_threads(keep);
 }
 
 /* ---- linear ---------------------------------------------------------------
@@ -1660,6 +1763,8 @@ static const nb_test_entry tests[] = {
      test_winograd_lanes_twins},
     {"conv2d with a BatchNorm applied as it reads: same bits as the two",
      test_conv_pre_twins},
+    {"conv2d taking a BatchNorm's backward sums: same bits as the two",
+     test_conv_pre_sums_twins},
     {"conv2d gradcheck", test_conv_gradcheck},
     {"conv2d backward accumulates", test_conv_accumulates},
     {"conv2d backward_store writes din, the same values",
