@@ -52,6 +52,9 @@
 #include <string.h>
 
 #include <omp.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 #include "bnaffine.h"
 #include "error.h"
@@ -459,29 +462,38 @@ typedef struct wg_bsum {
 
 typedef double v8d __attribute__((vector_size(64)));
 
-/* o op= r (16 floats); with bs (channel k of it: a, m, acc) masked and
- * summed too, x the row's BatchNorm inputs */
+/* the low (h 0) or high (h 1) 8 floats of v as doubles (exact); GCC 12
+ * lowers __builtin_convertvector to four 4-float pieces, so on AVX-512
+ * the instruction is named */
+static inline __attribute__((always_inline)) v8d half_pd(v16f v, int h)
+{
+#ifdef __AVX512F__
+	const __m512 x = (__m512)v;
+	return (v8d)_mm512_cvtps_pd(
+	    h ? (__m256)_mm512_extractf64x4_pd((__m512d)x, 1)
+	      : _mm512_castps512_ps256(x));
+#else
+	return h ? __builtin_convertvector(
+		       SHUF(v, v, 8, 9, 10, 11, 12, 13, 14, 15), v8d)
+		 : __builtin_convertvector(SHUF(v, v, 0, 1, 2, 3, 4, 5, 6, 7),
+					   v8d);
+#endif
+}
+
+/* o op= r (16 floats); with bs (channel k of it: a, m) masked and summed
+ * too, into the lanes A (a copy of the channel's acc, in registers), x the
+ * row's BatchNorm inputs */
 static inline __attribute__((always_inline)) void
 put_row(float *o, v16f r, int op, const wg_bsum *bs, const float *x,
-	nb_bn_affine a, double m, double *acc)
+	nb_bn_affine a, double m, v8d *A)
 {
 	v16f f = nb_put16(r, op == NB_GP_PUT_ADD ? LD_U(o) : (v16f){0}, op);
 	if (bs) {
 		const v16f xv = LD_U(x);
 		if (bs->act)
 			f = nb_bn_mask16(f, xv, a, bs->act);
-		const v8d g0 = __builtin_convertvector(
-			      SHUF(f, f, 0, 1, 2, 3, 4, 5, 6, 7), v8d),
-			  g1 = __builtin_convertvector(
-			      SHUF(f, f, 8, 9, 10, 11, 12, 13, 14, 15), v8d),
-			  d0 = __builtin_convertvector(
-				   SHUF(xv, xv, 0, 1, 2, 3, 4, 5, 6, 7), v8d) -
-			       m,
-			  d1 = __builtin_convertvector(
-				   SHUF(xv, xv, 8, 9, 10, 11, 12, 13, 14, 15),
-				   v8d) -
-			       m;
-		v8d *A = (v8d *)acc;
+		const v8d g0 = half_pd(f, 0), g1 = half_pd(f, 1),
+			  d0 = half_pd(xv, 0) - m, d1 = half_pd(xv, 1) - m;
 		A[0] += g0;
 		A[1] += g1;
 		A[2] += d0;
@@ -507,8 +519,12 @@ static void out_tl(float *out, const float *restrict m, size_t ms, size_t mrow,
 			const nb_bn_affine ba = bs ? nb_bn_affine_at(bs->aff, k)
 						   : (nb_bn_affine){0};
 			const double bm = bs ? bs->mean[k] : 0.0;
-			double *acc =
-			    bs ? bs->acc + (size_t)k * 3 * NB_BN_LANES : NULL;
+			v8d *acc =
+			    bs ? (v8d *)(bs->acc + (size_t)k * 3 * NB_BN_LANES)
+			       : NULL;
+			v8d A[6] = {{0}};
+			for (int q = 0; bs && q < 6; q++)
+				A[q] = acc[q];
 			const float *xk = bs ? bs->x + (size_t)k * H * W : NULL;
 			v16f mm[16], s0[4], s1[4];
 			const float *p =
@@ -554,8 +570,10 @@ static void out_tl(float *out, const float *restrict m, size_t ms, size_t mrow,
 					continue;
 				const size_t at = (size_t)r * W + c0;
 				put_row(pk + at, v, op, bs, bs ? xk + at : NULL,
-					ba, bm, acc);
+					ba, bm, A);
 			}
+			for (int q = 0; bs && q < 6; q++)
+				acc[q] = A[q];
 		}
 }
 #undef SHUF
