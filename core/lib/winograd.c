@@ -508,10 +508,10 @@ put_row(float *o, v16f r, int op, const wg_bsum *bs, const float *x,
  * out (K x H x W) op (NB_GP_PUT_*) A^T m A (+ bias[k]) for the tile
  * vectors iv0..iv1, m as v above with K rows
  */
-NB_GP_CLONES
-static void out_tl(float *out, const float *restrict m, size_t ms, size_t mrow,
-		   const float *bias, int K, int H, int W, int iv0, int iv1,
-		   int op, const wg_bsum *bs)
+static inline __attribute__((always_inline)) void
+out_tl_t(float *out, const float *restrict m, size_t ms, size_t mrow,
+	 const float *bias, int K, int H, int W, int iv0, int iv1, int op,
+	 const wg_bsum *bs)
 {
 	const int w16 = W == 16;
 	for (int k = 0; k < K; k++)
@@ -576,6 +576,25 @@ static void out_tl(float *out, const float *restrict m, size_t ms, size_t mrow,
 				acc[q] = A[q];
 		}
 }
+
+/* out_tl_t without and with the BatchNorm's sums, each compiled on its
+ * own (one loop with both kept the sums' registers in the forward's) */
+NB_GP_CLONES
+static void out_tl_plain(float *out, const float *restrict m, size_t ms,
+			 size_t mrow, const float *bias, int K, int H, int W,
+			 int iv0, int iv1, int op)
+{
+	out_tl_t(out, m, ms, mrow, bias, K, H, W, iv0, iv1, op, NULL);
+}
+
+NB_GP_CLONES
+static void out_tl_sums(float *out, const float *restrict m, size_t ms,
+			size_t mrow, int K, int H, int W, int iv0, int iv1,
+			int op, const wg_bsum *bs)
+{
+	out_tl_t(out, m, ms, mrow, NULL, K, H, W, iv0, iv1, op, bs);
+}
+
 #undef SHUF
 
 /* ---- the products ------------------------------------------------------- */
@@ -820,8 +839,12 @@ static void tl_image(float *out, const float *x, const nb_conv_pre *pre,
 		for (int xi = 0; xi < XI; xi++)
 			gemm(m + xi * ms, vrow, uw + xi * uplane, 1, ais,
 			     v + xi * vs, vrow, Cout, iv1 - iv0, Cin, 0);
-		out_tl(out, m, ms, vrow, bias, Cout, g->H, g->W, iv0, iv1, op,
-		       bs);
+		if (bs)
+			out_tl_sums(out, m, ms, vrow, Cout, g->H, g->W, iv0,
+				    iv1, op, bs);
+		else
+			out_tl_plain(out, m, ms, vrow, bias, Cout, g->H, g->W,
+				     iv0, iv1, op);
 	}
 }
 
