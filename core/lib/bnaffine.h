@@ -33,10 +33,34 @@ static inline float nb_bn_value(float x, nb_bn_affine a)
 	return ((x - a.hi) - a.lo) * a.s + a.b;
 }
 
+/*
+ * A product kept from fusing with the add after it. A build for the
+ * baseline x86-64 compiles the kernels twice (NB_GP_CLONES: an AVX-512
+ * clone, which fuses a multiply and an add into one FMA, rounded once)
+ * but batchnorm.c once, without FMAs; so there the kernels' side of every
+ * expression batchnorm.c also computes keeps its product apart and rounds
+ * as batchnorm.c does. A native build fuses both sides alike.
+ */
+#if NB_GP_RUNTIME_CHECK
+#define NB_UNFUSED(v) __asm__("" : "+m"(v))
+#else
+#define NB_UNFUSED(v) ((void)0)
+#endif
+
+/* nb_bn_value on the kernels' side (see NB_UNFUSED) */
+static inline float nb_bn_value_k(float x, nb_bn_affine a)
+{
+	float p = ((x - a.hi) - a.lo) * a.s;
+	NB_UNFUSED(p);
+	return p + a.b;
+}
+
 static inline __attribute__((always_inline)) nb_v16f
 nb_bn_value16(nb_v16f x, nb_bn_affine a)
 {
-	return ((x - a.hi) - a.lo) * a.s + a.b;
+	nb_v16f p = ((x - a.hi) - a.lo) * a.s;
+	NB_UNFUSED(p);
+	return p + a.b;
 }
 
 /* NB_ACT_* as the NB_GP_PUT_* operation that applies it */
@@ -56,7 +80,7 @@ nb_bn_act16(nb_v16f x, nb_bn_affine a, int op)
 
 static inline float nb_bn_act1(float x, nb_bn_affine a, int op)
 {
-	return nb_put1(nb_bn_value(x, a), 0.0f, op);
+	return nb_put1(nb_bn_value_k(x, a), 0.0f, op);
 }
 
 /*

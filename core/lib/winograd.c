@@ -498,8 +498,11 @@ put_row(float *o, v16f r, int op, const wg_bsum *bs, const float *x,
 		A[1] += g1;
 		A[2] += d0;
 		A[3] += d1;
-		A[4] += g0 * d0;
-		A[5] += g1 * d1;
+		v8d p0 = g0 * d0, p1 = g1 * d1;
+		NB_UNFUSED(p0);
+		NB_UNFUSED(p1);
+		A[4] += p0;
+		A[5] += p1;
 	}
 	ST_U(o, f);
 }
