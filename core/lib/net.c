@@ -36,8 +36,11 @@
  * its statistics, and the convolution's forward and weight gradient read
  * the BatchNorm's input and normalise it on the way (link_pre; same bits;
  * nb_net_output writes the output on demand). That saves a write and a
- * read of every such activation (preresnet20, batch 128: 527 -> 535 img/s
- * at 1 thread, 1003 -> 1035-1053 at 2; peak memory 227 -> 149 MB).
+ * read of every such activation; where the convolution's input gradient
+ * runs with the tiles on the lanes, it takes the BatchNorm backward's
+ * first pass too (gsums, sums_live). preresnet20, batch 128, 1 thread,
+ * builds side by side: 516 -> 530 img/s (medians of eight), peak memory
+ * 227 -> 149 MB.
  *
  * What it deliberately does not do: schedule ops out of order, free
  * activations early, or fuse other ops.
