@@ -205,7 +205,9 @@ int nb_net_forward_infer(nb_net *net, const float *x, int n, char *err);
 /* nb_net_forward_infer's buffer reuse, on by default; off, every node
  * writes its own buffer (the twin the tests compare against). */
 void nb_net_set_infer_reuse(nb_net *net, int on);
-/* The output of a node for the last forward: (n, c, h, w). */
+/* The output of a node for the last forward: (n, c, h, w). A training
+ * BatchNorm (or its activation) whose output its convolution applied as
+ * it read (see net.c) writes that output now, with the forward's bits. */
 float *nb_net_output(nb_net *net, int node);
 /*
  * The gradient buffer of a node's output for the current backward pass,
