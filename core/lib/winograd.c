@@ -291,6 +291,27 @@ static void z_tf(float *restrict z, size_t zs, const float *restrict y,
 	}
 }
 
+/* y = A^T m A for the 16 vectors of one tile's transformed block, plane
+ * xi = 4 a + s at p + xi * ms (y[a][b]: output row a, column b) */
+static inline __attribute__((always_inline)) void at_a(const float *p,
+						       size_t ms, v16f y[2][2])
+{
+	v16f mm[16], s0[4], s1[4];
+#pragma GCC unroll 16
+	for (int x = 0; x < 16; x++) {
+		mm[x] = LD(p);
+		p += ms;
+	}
+	for (int s = 0; s < 4; s++) {
+		s0[s] = mm[s] + mm[4 + s] + mm[8 + s];
+		s1[s] = mm[4 + s] - mm[8 + s] - mm[12 + s];
+	}
+	y[0][0] = s0[0] + s0[1] + s0[2];
+	y[0][1] = s0[1] - s0[2] - s0[3];
+	y[1][0] = s1[0] + s1[1] + s1[2];
+	y[1][1] = s1[1] - s1[2] - s1[3];
+}
+
 /* the tile's 2x2 outputs (+ bias) <- A^T m A, into its image's output
  * positions (rows of 2 tw positions x Kp, os floats per image) */
 NB_GP_CLONES
@@ -305,21 +326,10 @@ static void out_tf(float *restrict o, size_t os, const float *restrict m,
 			    ((size_t)2 * i * wo + (size_t)2 * j) * Kp;
 		const float *mt = m + (size_t)(r - r0) * Kp;
 		for (int c0 = 0; c0 < Kp; c0 += 16) {
-			v16f mm[16], s0[4], s1[4];
-			const float *p = mt + c0;
-#pragma GCC unroll 16
-			for (int x = 0; x < 16; x++) {
-				mm[x] = LD(p);
-				p += ms;
-			}
-			for (int s = 0; s < 4; s++) {
-				s0[s] = mm[s] + mm[4 + s] + mm[8 + s];
-				s1[s] = mm[4 + s] - mm[8 + s] - mm[12 + s];
-			}
-			v16f y00 = s0[0] + s0[1] + s0[2],
-			     y01 = s0[1] - s0[2] - s0[3],
-			     y10 = s1[0] + s1[1] + s1[2],
-			     y11 = s1[1] - s1[2] - s1[3];
+			v16f y[2][2];
+			at_a(mt + c0, ms, y);
+			v16f y00 = y[0][0], y01 = y[0][1], y10 = y[1][0],
+			     y11 = y[1][1];
 			if (bias) {
 				const v16f bv = LD(bias + c0);
 				y00 += bv;
@@ -529,21 +539,9 @@ out_tl_t(float *out, const float *restrict m, size_t ms, size_t mrow,
 			for (int q = 0; bs && q < 6; q++)
 				A[q] = acc[q];
 			const float *xk = bs ? bs->x + (size_t)k * H * W : NULL;
-			v16f mm[16], s0[4], s1[4];
-			const float *p =
-			    m + (size_t)k * mrow + (size_t)(iv - iv0) * 16;
-#pragma GCC unroll 16
-			for (int x = 0; x < 16; x++) {
-				mm[x] = LD(p);
-				p += ms;
-			}
-			for (int s = 0; s < 4; s++) {
-				s0[s] = mm[s] + mm[4 + s] + mm[8 + s];
-				s1[s] = mm[4 + s] - mm[8 + s] - mm[12 + s];
-			}
-			v16f y[2][2] = {
-			    {s0[0] + s0[1] + s0[2], s0[1] - s0[2] - s0[3]},
-			    {s1[0] + s1[1] + s1[2], s1[1] - s1[2] - s1[3]}};
+			v16f y[2][2];
+			at_a(m + (size_t)k * mrow + (size_t)(iv - iv0) * 16, ms,
+			     y);
 			if (bias)
 				for (int a = 0; a < 2; a++)
 					for (int b = 0; b < 2; b++)
