@@ -9,7 +9,9 @@
  * to write it need not zero it: convolutions and training-mode BatchNorm
  * store their input gradient (the ops' _store variants) instead of adding
  * it, and an add hands its own gradient buffer to an addend, as a ReLU
- * fused with its BatchNorm does (same bits as zeroing and adding).
+ * fused with its BatchNorm does (same bits as zeroing and adding); where
+ * the other addend is a convolution that can, it reads that buffer as its
+ * own gradient instead of a copy (can_borrow).
  *
  * Memory: a ReLU or ReLU6 whose input node has no other consumer, is not a
  * tap and is not the output, works in place in that node's output buffer
@@ -80,6 +82,8 @@ typedef struct nb_node {
 	float *out, *grad;
 	size_t grad_cap; /* floats grad holds */
 	int grad_live;
+	int grad_borrowed; /* grad is another node's buffer, only read
+			      (add_hand_over): never pooled or freed */
 	int inplace;   /* out is the (sole) input's out buffer, shared */
 	int fuse_act;  /* batchnorm: applies its in-place ReLU or ReLU6
 			  consumer too (FUSE_RELU, FUSE_RELU6), or 0 */
@@ -188,7 +192,9 @@ static void node_free_buffers(nb_node *n)
 	if (!n->inplace)
 		free(n->out);
 	n->inplace = 0;
-	free(n->grad);
+	if (!n->grad_borrowed)
+		free(n->grad);
+	n->grad_borrowed = 0;
 	free(n->save_mean);
 	free(n->save_invstd);
 	free(n->save_affine);
@@ -199,6 +205,19 @@ static void node_free_buffers(nb_node *n)
 	n->out = n->grad = n->save_mean = n->save_invstd = n->mask = NULL;
 	n->save_affine = NULL;
 	n->argmax = NULL;
+}
+
+/* Forgets the gradients nodes borrowed (add_hand_over) that a failed
+ * backward left behind: their owners hold and free the buffers. */
+static void drop_borrowed(nb_net *net)
+{
+	for (int i = 0; i < net->n_nodes; i++) {
+		nb_node *nd = &net->nodes[i];
+		if (nd->grad_borrowed) {
+			nd->grad = NULL;
+			nd->grad_live = nd->grad_borrowed = 0;
+		}
+	}
 }
 
 /* Frees every buffer of a pool (gradients, or inference outputs). */
@@ -1339,6 +1358,7 @@ int nb_net_forward(nb_net *net, const float *x, int n, char *err)
 		return nb_errorf(err, NB_EINVAL, "network not finalised");
 	if (n <= 0)
 		return nb_errorf(err, NB_EINVAL, "batch of %d samples", n);
+	drop_borrowed(net);
 	int rc = ensure_buffers(net, n, err);
 	if (rc < 0)
 		return rc;
@@ -1544,6 +1564,7 @@ int nb_net_forward_infer(nb_net *net, const float *x, int n, char *err)
 		return nb_errorf(err, NB_EINVAL, "network not finalised");
 	if (n <= 0)
 		return nb_errorf(err, NB_EINVAL, "batch of %d samples", n);
+	drop_borrowed(net);
 	int rc = ensure_buffers(net, n, err);
 	if (rc < 0)
 		return rc;
@@ -1622,6 +1643,11 @@ static void grad_release(nb_net *net, nb_node *nd)
 {
 	if (!nd->grad)
 		return;
+	if (nd->grad_borrowed) {
+		nd->grad = NULL;
+		nd->grad_live = nd->grad_borrowed = 0;
+		return;
+	}
 	/* the pool has room for n_nodes buffers and every buffer is either
 	 * held by one node or pooled */
 	net->pool[net->n_pool].buf = nd->grad;
@@ -1979,6 +2005,33 @@ static int relu_hand_over(nb_net *net, nb_node *nd, int N)
 }
 
 /*
+ * Whether input b of add nd may read the buffer its other input o takes
+ * (add_hand_over) as its own gradient, read-only, instead of a copy: b is
+ * a convolution (its backward reads its gradient and writes only its
+ * input's and its weights'), the add is its only consumer, neither
+ * gradient is written yet, and o and every other consumer of o come
+ * before b, so that nothing writes, hands over or pools o's gradient
+ * until b's backward is done (the backward runs the nodes in reverse
+ * order). A pre-activation block's second convolution reads the block's
+ * gradient where its shortcut's input takes it (the copy was 1.8 % of
+ * preresnet20's training step).
+ */
+static int can_borrow(const nb_net *net, const nb_node *nd, int b)
+{
+	const int ib = nd->in[b], io = nd->in[1 - b];
+	const nb_node *B = &net->nodes[ib], *O = &net->nodes[io];
+	if (B->kind != NB_NODE_CONV2D || io > ib || !B->needs_grad ||
+	    B->grad_live || !O->needs_grad || O->grad_live ||
+	    sole_consumer(net, ib) != nd - net->nodes)
+		return 0;
+	for (int k = ib; k < net->n_nodes; k++)
+		for (int m = 0; m < net->nodes[k].n_in; m++)
+			if (net->nodes[k].in[m] == io && &net->nodes[k] != nd)
+				return 0;
+	return 1;
+}
+
+/*
  * The backward of an add whose input has no gradient written yet: dy is
  * that input's gradient as it is, so the add's buffer is handed over (as
  * in relu_hand_over) and only the other input's gradient gets dy added or
@@ -1988,6 +2041,17 @@ static int add_hand_over(nb_net *net, nb_node *nd, int N)
 {
 	if (nd->in[0] == nd->in[1])
 		return 0;
+	for (int b = 0; b < 2; b++)
+		if (can_borrow(net, nd, b)) {
+			nb_node *own = &net->nodes[nd->in[1 - b]];
+			nb_node *brw = &net->nodes[nd->in[b]];
+			hand_over_grad(net, nd, own);
+			grad_release(net, brw); /* an old buffer, not live */
+			brw->grad = own->grad;
+			brw->grad_cap = own->grad_cap;
+			brw->grad_live = brw->grad_borrowed = 1;
+			return 1;
+		}
 	int j = -1; /* the input that takes the buffer */
 	for (int i = 0; i < 2 && j < 0; i++) {
 		const nb_node *in = &net->nodes[nd->in[i]];

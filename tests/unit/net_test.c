@@ -520,11 +520,15 @@ static void inplace_relu_matches_twin(void)
 	free(r);
 }
 
-/* A pre-activation block on 16 channels of 16x16: conv -> [BN -> ReLU ->
- * conv -> BN -> ReLU6 -> conv] + add -> BN -> ReLU -> avg pool -> flatten
- * -> linear. With taps on the two activations inside the block (*r1, *r2)
- * their BatchNorms write their outputs; without, the convolutions apply
- * them as they read (nb_conv_pre) where the kernels take it. */
+/* Two pre-activation blocks on 16 channels of 16x16: conv -> [BN ->
+ * ReLU -> conv -> BN -> ReLU6 -> conv] + add -> [BN -> ReLU -> conv] + 1x1
+ * conv (built before the block, as preresnet's projection is not) -> BN
+ * -> ReLU -> avg pool -> flatten -> linear. With taps on the two
+ * activations inside the first block (*r1, *r2) and on the three
+ * addends that are convolutions, their BatchNorms write their outputs and
+ * the adds' addends keep their own gradients; without, the convolutions
+ * apply the BatchNorms as they read (nb_conv_pre) where the kernels take
+ * it, and an addend reads the other's gradient (add_hand_over). */
 static nb_net *pre_net(int taps, int *r1, int *r2, char *err)
 {
 	nb_net *net = nb_net_new(3, 16, 16);
@@ -538,14 +542,25 @@ static nb_net *pre_net(int taps, int *r1, int *r2, char *err)
 	*r2 = y = nb_net_add_relu6(net, y, err);
 	y = nb_net_add_conv2d(net, y, "c2", 16, 3, 1, 1, 1, 0, NB_INIT_DEFAULT,
 			      err);
+	const int c2 = y;
 	x = nb_net_add_add(net, x, y, err);
+	const int ds = nb_net_add_conv2d(net, x, "ds", 16, 1, 1, 0, 1, 0,
+					 NB_INIT_DEFAULT, err);
+	y = nb_net_add_batchnorm(net, x, "bn3", 1e-5f, 0.1f, 1, err);
+	y = nb_net_add_relu(net, y, err);
+	const int c3 = y = nb_net_add_conv2d(net, y, "c3", 16, 3, 1, 1, 1, 0,
+					     NB_INIT_DEFAULT, err);
+	x = nb_net_add_add(net, ds, y, err);
 	x = nb_net_add_batchnorm(net, x, "bn", 1e-5f, 0.1f, 1, err);
 	x = nb_net_add_relu(net, x, err);
 	x = nb_net_add_avgpool(net, x, 16, 16, 0, err);
 	x = nb_net_add_flatten(net, x, err);
 	x = nb_net_add_linear(net, x, "fc", 5, 1, NB_INIT_DEFAULT, err);
 	if (x < 0 || (taps && (nb_net_add_tap(net, *r1, "r1", err) < 0 ||
-			       nb_net_add_tap(net, *r2, "r2", err) < 0)) ||
+			       nb_net_add_tap(net, *r2, "r2", err) < 0 ||
+			       nb_net_add_tap(net, c2, "c2", err) < 0 ||
+			       nb_net_add_tap(net, c3, "c3", err) < 0 ||
+			       nb_net_add_tap(net, ds, "ds", err) < 0)) ||
 	    nb_net_finalize(net, 9, err) < 0) {
 		nb_net_free(net);
 		return NULL;
@@ -557,11 +572,12 @@ static nb_net *pre_net(int taps, int *r1, int *r2, char *err)
 	return net;
 }
 
-/* The BatchNorms left to their convolutions change no bit of the outputs,
- * gradients, parameters or running statistics against the twin that
- * writes them (taps), over training and evaluation steps, on both
- * Winograd layouts; an activation asked for by nb_net_output in between
- * is written then, with the twin's bits. */
+/* The BatchNorms left to their convolutions and the addends reading the
+ * other addend's gradient change no bit of the outputs, gradients,
+ * parameters or running statistics against the twin without them (taps),
+ * over training and evaluation steps, on both Winograd layouts; an
+ * activation asked for by nb_net_output in between is written then, with
+ * the twin's bits. */
 static void pre_bn_matches_twin(void)
 {
 	char err[NB_ERR_LEN];
@@ -722,7 +738,7 @@ static const nb_test_entry tests[] = {
     {"bad architectures fail at build time", build_errors},
     {"in-place ReLUs and pooled gradients match the twin",
      inplace_relu_matches_twin},
-    {"BatchNorms applied by their convolutions match the twin",
+    {"BatchNorms applied by convolutions, addends sharing gradients: twin",
      pre_bn_matches_twin},
     {"inference with folded BatchNorm matches evaluation mode",
      infer_folded_matches_eval},
