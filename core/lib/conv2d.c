@@ -1671,7 +1671,8 @@ int nb_conv2d_forward_act(float *out, const float *in, const float *w,
 		return NB_EINVAL;
 	if (use_wino(s))
 		return nb_wino_forward(out, in, w, b, s, ws, act,
-				       conv_kernels == NB_CONV_AUTO, NULL);
+				       conv_kernels == NB_CONV_AUTO, NULL,
+				       NULL);
 	if (!is_depthwise(s) && !is_whole_plane(s) && use_packed(s))
 		return packed_forward(out, in, w, b, s, ws, act);
 	const int rc = conv2d_forward(out, in, w, b, s, ws);
@@ -1704,7 +1705,24 @@ int nb_conv2d_forward_pre(float *out, const float *in, const float *w,
 	if (!pre_ok(s, pre))
 		return NB_EINVAL;
 	return nb_wino_forward(out, in, w, b, s, ws, NB_ACT_NONE,
-			       conv_kernels == NB_CONV_AUTO, pre);
+			       conv_kernels == NB_CONV_AUTO, pre, NULL);
+}
+
+int nb_conv2d_forward_res(float *out, const float *in, const float *w,
+			  const float *b, const nb_conv2d_shape *s,
+			  nb_workspace *ws, const nb_conv_pre *pre,
+			  const float *res)
+{
+	if (pre && !pre_ok(s, pre))
+		return NB_EINVAL;
+	if (use_wino(s))
+		return nb_wino_forward(out, in, w, b, s, ws, NB_ACT_NONE,
+				       conv_kernels == NB_CONV_AUTO, pre, res);
+	const int rc = conv2d_forward(out, in, w, b, s, ws);
+	if (rc >= 0)
+		nb_add_forward(out, out, res,
+			       (size_t)s->N * s->K * s->P * s->Q);
+	return rc;
 }
 
 static int conv2d_forward(float *out, const float *in, const float *w,
@@ -1728,7 +1746,8 @@ static int conv2d_forward(float *out, const float *in, const float *w,
 	}
 	if (use_wino(s))
 		return nb_wino_forward(out, in, w, b, s, ws, NB_ACT_NONE,
-				       conv_kernels == NB_CONV_AUTO, NULL);
+				       conv_kernels == NB_CONV_AUTO, NULL,
+				       NULL);
 	if (use_packed(s))
 		return packed_forward(out, in, w, b, s, ws, NB_ACT_NONE);
 

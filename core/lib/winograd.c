@@ -518,13 +518,13 @@ put_row(float *o, v16f r, int op, const wg_bsum *bs, const float *x,
 }
 
 /*
- * out (K x H x W) op (NB_GP_PUT_*) A^T m A (+ bias[k]) for the tile
- * vectors iv0..iv1, m as v above with K rows
+ * out (K x H x W) op (NB_GP_PUT_*) A^T m A (+ bias[k]) (+ res, K x H x W,
+ * if not NULL) for the tile vectors iv0..iv1, m as v above with K rows
  */
 static inline __attribute__((always_inline)) void
 out_tl_t(float *out, const float *restrict m, size_t ms, size_t mrow,
-	 const float *bias, int K, int H, int W, int iv0, int iv1, int op,
-	 const wg_bsum *bs)
+	 const float *bias, const float *res, int K, int H, int W, int iv0,
+	 int iv1, int op, const wg_bsum *bs)
 {
 	const int w16 = W == 16;
 	for (int k = 0; k < K; k++)
@@ -564,12 +564,13 @@ out_tl_t(float *out, const float *restrict m, size_t ms, size_t mrow,
 			for (int j = 0; j < 4; j++) {
 				const int r = w16 ? 2 * i + j : 2 * i + j / 2;
 				const int c0 = w16 ? 0 : 16 * (j % 2);
-				const v16f v =
-				    w16 ? (j < 2 ? lo[j] : hi[j - 2])
-					: (j % 2 ? hi[j / 2] : lo[j / 2]);
+				v16f v = w16 ? (j < 2 ? lo[j] : hi[j - 2])
+					     : (j % 2 ? hi[j / 2] : lo[j / 2]);
 				if (r >= H)
 					continue;
 				const size_t at = (size_t)r * W + c0;
+				if (res)
+					v += LD_U(res + (size_t)k * H * W + at);
 				put_row(pk + at, v, op, bs, bs ? xk + at : NULL,
 					ba, bm, A);
 			}
@@ -582,10 +583,10 @@ out_tl_t(float *out, const float *restrict m, size_t ms, size_t mrow,
  * own (one loop with both kept the sums' registers in the forward's) */
 NB_GP_CLONES
 static void out_tl_plain(float *out, const float *restrict m, size_t ms,
-			 size_t mrow, const float *bias, int K, int H, int W,
-			 int iv0, int iv1, int op)
+			 size_t mrow, const float *bias, const float *res,
+			 int K, int H, int W, int iv0, int iv1, int op)
 {
-	out_tl_t(out, m, ms, mrow, bias, K, H, W, iv0, iv1, op, NULL);
+	out_tl_t(out, m, ms, mrow, bias, res, K, H, W, iv0, iv1, op, NULL);
 }
 
 NB_GP_CLONES
@@ -593,7 +594,7 @@ static void out_tl_sums(float *out, const float *restrict m, size_t ms,
 			size_t mrow, int K, int H, int W, int iv0, int iv1,
 			int op, const wg_bsum *bs)
 {
-	out_tl_t(out, m, ms, mrow, NULL, K, H, W, iv0, iv1, op, bs);
+	out_tl_t(out, m, ms, mrow, NULL, NULL, K, H, W, iv0, iv1, op, bs);
 }
 
 #undef SHUF
@@ -820,14 +821,14 @@ static size_t tl_floats(int n)
 
 /*
  * out (Cout x H x 32) op= the convolution of one image x (Cin x H x 32)
- * with tiles on the lanes: uw the transformed weights (16 planes of
- * Cp x Kp), element (o, i) of U^T at uw[i * ais + o]; v and m
- * tl_floats(Cin) and tl_floats(Cout) floats.
+ * (+ res, as out, if not NULL) with tiles on the lanes: uw the
+ * transformed weights (16 planes of Cp x Kp), element (o, i) of U^T at
+ * uw[i * ais + o]; v and m tl_floats(Cin) and tl_floats(Cout) floats.
  */
 static void tl_image(float *out, const float *x, const nb_conv_pre *pre,
-		     const float *uw, size_t ais, const float *bias, int Cin,
-		     int Cout, const wg_geom *g, float *v, float *m, int op,
-		     const wg_bsum *bs)
+		     const float *uw, size_t ais, const float *bias,
+		     const float *res, int Cin, int Cout, const wg_geom *g,
+		     float *v, float *m, int op, const wg_bsum *bs)
 {
 	const size_t vrow = TL_ROWS * 16, vs = plane_floats(Cin, vrow),
 		     ms = plane_floats(Cout, vrow);
@@ -844,8 +845,8 @@ static void tl_image(float *out, const float *x, const nb_conv_pre *pre,
 			out_tl_sums(out, m, ms, vrow, Cout, g->H, g->W, iv0,
 				    iv1, op, bs);
 		else
-			out_tl_plain(out, m, ms, vrow, bias, Cout, g->H, g->W,
-				     iv0, iv1, op);
+			out_tl_plain(out, m, ms, vrow, bias, res, Cout, g->H,
+				     g->W, iv0, iv1, op);
 	}
 }
 
@@ -853,9 +854,9 @@ static void tl_image(float *out, const float *x, const nb_conv_pre *pre,
 
 int nb_wino_forward(float *out, const float *in, const float *w, const float *b,
 		    const nb_conv2d_shape *s, nb_workspace *ws, int act,
-		    int lanes, const nb_conv_pre *pre)
+		    int lanes, const nb_conv_pre *pre, const float *res)
 {
-	if (!nb_wino_fits(s))
+	if (!nb_wino_fits(s) || (res && act != NB_ACT_NONE))
 		return NB_EINVAL;
 	const wg_geom g = geom(s, lanes);
 	const int Cp = g.Cp, Kp = g.Kp;
@@ -895,10 +896,12 @@ int nb_wino_forward(float *out, const float *in, const float *w, const float *b,
 		if (g.tl) {
 #pragma omp for schedule(static)
 			for (int n = 0; n < g.N; n++)
-				tl_image(out + (size_t)n * g.K * g.HW,
-					 in + (size_t)n * g.C * g.HW, pre, u,
-					 Kp, b, g.C, g.K, &g, xb,
-					 xb + tl_floats(g.C), op, NULL);
+				tl_image(
+				    out + (size_t)n * g.K * g.HW,
+				    in + (size_t)n * g.C * g.HW, pre, u, Kp, b,
+				    res ? res + (size_t)n * g.K * g.HW : NULL,
+				    g.C, g.K, &g, xb, xb + tl_floats(g.C), op,
+				    NULL);
 		}
 #pragma omp for schedule(static)
 		for (int un = 0; un < (g.tl ? 0 : g.NU); un++) {
@@ -920,9 +923,14 @@ int nb_wino_forward(float *out, const float *in, const float *w, const float *b,
 				out_tf(ob, ob1, m, ms, bias, Kp, g.T, g.tw, r0,
 				       r1);
 			}
-			for (int i = 0; i < nb; i++)
-				take_out(out + (size_t)(n0 + i) * g.K * g.HW,
-					 ob + ob1 * i, tr, g.K, Kp, &g, op);
+			for (int i = 0; i < nb; i++) {
+				const size_t at = (size_t)(n0 + i) * g.K * g.HW;
+				take_out(out + at, ob + ob1 * i, tr, g.K, Kp,
+					 &g, op);
+				/* while the image is in cache */
+				for (size_t j = 0; res && j < g.K * g.HW; j++)
+					out[at + j] += res[at + j];
+			}
 		}
 	}
 	return NB_OK;
@@ -1055,7 +1063,7 @@ int nb_wino_backward(float *din, float *dw, const float *dout, const float *in,
 			for (int n = 0; n < g.N; n++)
 				tl_image(din + (size_t)n * g.C * g.HW,
 					 dout + (size_t)n * g.K * g.HW, NULL,
-					 uf, Cp, NULL, g.K, g.C, &g, tv,
+					 uf, Cp, NULL, NULL, g.K, g.C, &g, tv,
 					 tv + tl_floats(Kp), dop, NULL);
 		}
 		if (sums) {
@@ -1073,9 +1081,9 @@ int nb_wino_backward(float *din, float *dw, const float *dout, const float *in,
 					bs.x = in + (size_t)n * g.C * g.HW;
 					tl_image(din + (size_t)n * g.C * g.HW,
 						 dout + (size_t)n * g.K * g.HW,
-						 NULL, uf, Cp, NULL, g.K, g.C,
-						 &g, tv, tv + tl_floats(Kp),
-						 dop, &bs);
+						 NULL, uf, Cp, NULL, NULL, g.K,
+						 g.C, &g, tv,
+						 tv + tl_floats(Kp), dop, &bs);
 				}
 				double *q = pre->sums + (size_t)sl * 3 * g.C;
 				for (int c = 0; c < g.C; c++)

@@ -1118,6 +1118,92 @@ static void test_conv_pre_sums_twins(void)
 	omp_set_num_threads(keep);
 }
 
+/*
+ * nb_conv2d_forward_res against the convolution followed by nb_add_forward:
+ * the same bits, with the tiles on the lanes (32- and 16-wide maps, odd
+ * heights), the channels on the lanes, rows not whole vectors, channels
+ * not whole vectors (forced Winograd), a shape the Winograd kernels do not
+ * take (stride 2), with and without a bias and a BatchNorm applied as the
+ * convolution reads (pre), every kernel choice, 1 and 3 threads.
+ */
+static void test_conv_res_twins(void)
+{
+	static const conv_case cases[] = {
+	    {3, 16, 9, 32, 16, 3, 3, 1, 1, 1, 1, 1, 0},
+	    {2, 32, 7, 16, 32, 3, 3, 1, 1, 1, 1, 1, 1},
+	    {2, 64, 8, 8, 64, 3, 3, 1, 1, 1, 1, 1, 0},
+	    {2, 48, 7, 9, 16, 3, 3, 1, 1, 1, 1, 1, 1},
+	    {2, 20, 6, 6, 8, 3, 3, 1, 1, 1, 1, 1, 0},
+	    {2, 16, 9, 9, 32, 3, 3, 2, 2, 1, 1, 1, 1},
+	};
+	static const int kernels[] = {NB_CONV_AUTO, NB_CONV_WINOGRAD,
+				      NB_CONV_BLAS};
+	const int keep = omp_get_max_threads();
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		conv_bufs cb;
+		conv_bufs_init(&cb, &cases[i], 7700 + i);
+		const nb_conv2d_shape *s = &cb.s;
+		const int C = s->C, L = s->H * s->W;
+		const size_t no = n_out(s), ni = n_in(s);
+		float *gamma = fzeros(C), *beta = fzeros(C), *aff = fzeros(4 * C);
+		float *m = fzeros(C), *is = fzeros(C), *y = fzeros(ni);
+		float *o[2] = {fzeros(no), fzeros(no)};
+		tu_fill_uniform(gamma, C, 0.5f, 2.0f, 7790 + i);
+		tu_fill_uniform(beta, C, -1.0f, 1.0f, 7795 + i);
+		CU_ASSERT_EQUAL(nb_batchnorm_relu_forward_train(
+				    y, m, is, aff, NULL, NULL, cb.in, gamma,
+				    beta, s->N, C, L, 0.1f, 1e-5f),
+				NB_OK);
+		const nb_conv_pre pre = {aff, NB_ACT_RELU, NULL, NULL};
+		for (size_t kern = 0; kern < 3; kern++)
+			for (int with_pre = 0; with_pre < 2; with_pre++) {
+				nb_conv2d_set_kernels(kernels[kern]);
+				if (with_pre && !nb_conv2d_takes_pre(s)) {
+					CU_ASSERT_EQUAL(
+					    nb_conv2d_forward_res(
+						o[1], cb.in, cb.w, cb.b, s,
+						&cb.ws, &pre, cb.r),
+					    NB_EINVAL);
+					continue;
+				}
+				for (int th = 1; th <= 3; th += 2) {
+					omp_set_num_threads(th);
+					CU_ASSERT_EQUAL(
+					    nb_conv2d_forward(o[0],
+							      with_pre ? y
+								       : cb.in,
+							      cb.w, cb.b, s,
+							      &cb.ws),
+					    NB_OK);
+					nb_add_forward(o[0], o[0], cb.r, no);
+					for (size_t j = 0; j < no; j++)
+						o[1][j] = NAN;
+					CU_ASSERT_EQUAL(
+					    nb_conv2d_forward_res(
+						o[1], cb.in, cb.w, cb.b, s,
+						&cb.ws, with_pre ? &pre : NULL,
+						cb.r),
+					    NB_OK);
+					CU_ASSERT_EQUAL(
+					    memcmp(o[0], o[1], no * 4), 0);
+				}
+				omp_set_num_threads(keep);
+			}
+		CU_ASSERT(max_abs(o[0], no) > 0);
+		free(gamma);
+		free(beta);
+		free(aff);
+		free(m);
+		free(is);
+		free(y);
+		free(o[0]);
+		free(o[1]);
+		conv_bufs_free(&cb);
+	}
+	omp_set_num_threads(keep);
+	nb_conv2d_set_kernels(NB_CONV_AUTO);
+}
+
 /* ---- linear ---------------------------------------------------------------
  */
 
@@ -1765,6 +1851,8 @@ static const nb_test_entry tests[] = {
      test_conv_pre_twins},
     {"conv2d taking a BatchNorm's backward sums: same bits as the two",
      test_conv_pre_sums_twins},
+    {"conv2d adding a residual as it writes: same bits as the two",
+     test_conv_res_twins},
     {"conv2d gradcheck", test_conv_gradcheck},
     {"conv2d backward accumulates", test_conv_accumulates},
     {"conv2d backward_store writes din, the same values",

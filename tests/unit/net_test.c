@@ -528,7 +528,9 @@ static void inplace_relu_matches_twin(void)
  * addends that are convolutions, their BatchNorms write their outputs and
  * the adds' addends keep their own gradients; without, the convolutions
  * apply the BatchNorms as they read (nb_conv_pre) where the kernels take
- * it, and an addend reads the other's gradient (add_hand_over). */
+ * it, the first block's second convolution adds the residual as it
+ * writes (link_res), and an addend reads the other's gradient
+ * (add_hand_over). */
 static nb_net *pre_net(int taps, int *r1, int *r2, char *err)
 {
 	nb_net *net = nb_net_new(3, 16, 16);
@@ -572,8 +574,9 @@ static nb_net *pre_net(int taps, int *r1, int *r2, char *err)
 	return net;
 }
 
-/* The BatchNorms left to their convolutions and the addends reading the
- * other addend's gradient change no bit of the outputs, gradients,
+/* The BatchNorms left to their convolutions, the residuals added by the
+ * convolutions and the addends reading the other addend's gradient
+ * change no bit of the outputs, gradients,
  * parameters or running statistics against the twin without them (taps),
  * over training and evaluation steps, on both Winograd layouts; an
  * activation asked for by nb_net_output in between is written then, with

@@ -117,6 +117,14 @@ int nb_conv2d_takes_pre(const nb_conv2d_shape *s);
 int nb_conv2d_forward_pre(float *out, const float *in, const float *w,
 			  const float *b, const nb_conv2d_shape *s,
 			  nb_workspace *ws, const nb_conv_pre *pre);
+/* out = the convolution (of in as pre reads it, if pre is not NULL) + res
+ * (N,K,P,Q), the same bits as the convolution followed by nb_add_forward;
+ * the Winograd kernels add res while each image's output is in cache (a
+ * residual block's add without a pass of its own). */
+int nb_conv2d_forward_res(float *out, const float *in, const float *w,
+			  const float *b, const nb_conv2d_shape *s,
+			  nb_workspace *ws, const nb_conv_pre *pre,
+			  const float *res);
 /* 0, or 1 if it took the BatchNorm's sums (see sums above) */
 int nb_conv2d_backward_pre(float *din, float *dw, float *db,
 			   const float *dout, const float *in, const float *w,
