@@ -988,6 +988,97 @@ static void add_filter_grads(float *dw, const float *du, const wg_geom *g)
 	}
 }
 
+/* iterations [*lo, *hi) of n for thread t of nt, as OpenMP's
+ * schedule(static) without a chunk size gives them in libgomp: the first
+ * n % nt threads one more */
+static void share(int n, int nt, int t, int *lo, int *hi)
+{
+	const int q = n / nt, r = n % nt;
+	*lo = t * q + (t < r ? t : r);
+	*hi = *lo + q + (t < r);
+}
+
+/* whether each of nt threads gets the same images from the slices (for
+ * the BatchNorm's sums) as from the units (the weight gradient), and
+ * every slice is whole units */
+static int units_match(const wg_geom *g, int nt)
+{
+	for (int t = 0; t < nt; t++) {
+		int u0, u1, s0, s1;
+		share(g->NU, nt, t, &u0, &u1);
+		share(NB_BN_SLICES, nt, t, &s0, &s1);
+		const int a = nb_bn_slice_begin(g->N, s0),
+			  b = nb_bn_slice_begin(g->N, s1);
+		const int ua = u0 * g->nimg,
+			  ub = u1 * g->nimg < g->N ? u1 * g->nimg : g->N;
+		if (a != ua || b != ub)
+			return 0;
+	}
+	for (int sl = 0; sl <= NB_BN_SLICES; sl++) {
+		const int n = nb_bn_slice_begin(g->N, sl);
+		if (n % g->nimg && n != g->N)
+			return 0;
+	}
+	return 1;
+}
+
+/* one thread's share of the backward's loop over units: its buffers */
+typedef struct wg_unit_ctx {
+	const wg_geom *g;
+	const float *in, *dout;
+	float *din; /* din with the channels on the lanes, or NULL */
+	const nb_conv_pre *pre;
+	const float *uf;
+	float *xb, *gb, *tr, *vx, *vg, *z, *m, *ob, *du;
+	size_t xb1, gb1, ob1, xs, gs;
+	int store;
+} wg_unit_ctx;
+
+/* unit un of the backward with the channels on the lanes: dw's partial du
+ * (if du) and din (if din) */
+static void wg_unit(const wg_unit_ctx *u, int un)
+{
+	const wg_geom *g = u->g;
+	const int Cp = g->Cp, Kp = g->Kp;
+	const int n0 = un * g->nimg,
+		  nb = g->N - n0 < g->nimg ? g->N - n0 : g->nimg;
+	for (int i = 0; i < nb; i++) {
+		const size_t n = (size_t)(n0 + i);
+		if (u->du)
+			place_in(u->xb + u->xb1 * i, u->tr,
+				 u->in + n * g->C * g->HW, g->C, Cp, g, u->pre);
+		place_in(u->gb + u->gb1 * i, u->tr, u->dout + n * g->K * g->HW,
+			 g->K, Kp, g, NULL);
+	}
+	for (int r0 = 0; r0 < nb * g->T; r0 += g->rb) {
+		const int r1 = r0 + g->rb < nb * g->T ? r0 + g->rb : nb * g->T;
+		if (u->du) {
+			in_tf(u->vx, u->xs, u->xb, u->xb1, Cp, g->Wb, g->T,
+			      g->tw, r0, r1);
+			z_tf(u->z, u->gs, u->gb + ((size_t)g->Wb + 1) * Kp,
+			     u->gb1, Kp, g->Wb, g->T, g->tw, r0, r1);
+			for (int x = 0; x < XI; x++)
+				gemm(u->du + (size_t)x * Cp * Kp, Kp,
+				     u->vx + x * u->xs, 1, Cp, u->z + x * u->gs,
+				     Kp, Cp, Kp / 16, r1 - r0, 1);
+		}
+		if (!u->din)
+			continue;
+		in_tf(u->vg, u->gs, u->gb, u->gb1, Kp, g->Wb, g->T, g->tw, r0,
+		      r1);
+		for (int x = 0; x < XI; x++)
+			gemm(u->m + x * u->xs, Cp, u->vg + x * u->gs, Kp, 1,
+			     u->uf + (size_t)x * Kp * Cp, Cp, r1 - r0, Cp / 16,
+			     Kp, 0);
+		out_tf(u->ob, u->ob1, u->m, u->xs, NULL, Cp, g->T, g->tw, r0,
+		       r1);
+	}
+	for (int i = 0; u->din && i < nb; i++)
+		take_out(u->din + (size_t)(n0 + i) * g->C * g->HW,
+			 u->ob + u->ob1 * i, u->tr, g->C, Cp, g,
+			 u->store ? NB_GP_PUT_STORE : NB_GP_PUT_ADD);
+}
+
 int nb_wino_backward(float *din, float *dw, const float *dout, const float *in,
 		     const float *w, const nb_conv2d_shape *s, nb_workspace *ws,
 		     int store, int lanes, const nb_conv_pre *pre)
@@ -1040,24 +1131,49 @@ int nb_wino_backward(float *din, float *dw, const float *dout, const float *in,
 #pragma omp parallel num_threads(T)
 	{
 		float *at = base + uf_n + slice * omp_get_thread_num();
-		float *xb = xb_n ? at : NULL;
-		float *gb = at + xb_n;
-		float *tr = tr_n ? gb + gb_n : NULL;
-		float *vx = gb + gb_n + tr_n;
-		float *vg = vx + vx_n, *z = vg + vg_n, *m = z + z_n,
-		      *ob = m + m_n, *tv = ob + ob_n;
-		float *du = dw ? at + work : NULL;
-		if (xb)
-			memset(xb, 0, sizeof(float) * xb_n);
+		wg_unit_ctx u = {.g = &g,
+				 .in = in,
+				 .dout = dout,
+				 .din = dcl,
+				 .pre = pre,
+				 .uf = uf,
+				 .xb = xb_n ? at : NULL,
+				 .gb = at + xb_n,
+				 .xb1 = xb1,
+				 .gb1 = gb1,
+				 .ob1 = ob1,
+				 .xs = xs,
+				 .gs = gs,
+				 .store = store};
+		u.tr = tr_n ? u.gb + gb_n : NULL;
+		u.vx = u.gb + gb_n + tr_n;
+		u.vg = u.vx + vx_n;
+		u.z = u.vg + vg_n;
+		u.m = u.z + z_n;
+		u.ob = u.m + m_n;
+		float *tv = u.ob + ob_n;
+		u.du = dw ? at + work : NULL;
+		if (u.xb)
+			memset(u.xb, 0, sizeof(float) * xb_n);
 		if (gb_n)
-			memset(gb, 0, sizeof(float) * gb_n);
-		if (du)
-			memset(du, 0, sizeof(float) * du_n);
+			memset(u.gb, 0, sizeof(float) * gb_n);
+		if (u.du)
+			memset(u.du, 0, sizeof(float) * du_n);
 		if (din)
 			weights_tf(uf, w, &g, 1); /* ends in a barrier */
 #pragma omp single
 		used = omp_get_num_threads();
+		const int nt = omp_get_num_threads(), t = omp_get_thread_num();
 		const int dop = store ? NB_GP_PUT_STORE : NB_GP_PUT_ADD;
+		/* this thread's units and slices, as schedule(static) */
+		int u0, u1, s0, s1;
+		share(dw || dcl ? g.NU : 0, nt, t, &u0, &u1);
+		share(sums ? NB_BN_SLICES : 0, nt, t, &s0, &s1);
+		/* din with the sums and dw image by image in one loop, while
+		 * each image's dout and input are in cache, where the two
+		 * loops below would give this thread the same images (always
+		 * with one thread): the same bits */
+		const int one = sums && dw && units_match(&g, nt);
 		if (tl_d && !sums) {
 #pragma omp for schedule(static) nowait
 			for (int n = 0; n < g.N; n++)
@@ -1073,17 +1189,21 @@ int nb_wino_backward(float *din, float *dw, const float *dout, const float *in,
 				      .act = pre->act,
 				      .acc = (double *)(tv + tl_n)};
 			const size_t an = (size_t)3 * NB_BN_LANES * g.C;
-#pragma omp for schedule(static) nowait
-			for (int sl = 0; sl < NB_BN_SLICES; sl++) {
+			for (int sl = s0; sl < s1; sl++) {
 				memset(bs.acc, 0, sizeof(double) * an);
-				for (int n = nb_bn_slice_begin(g.N, sl);
-				     n < nb_bn_slice_begin(g.N, sl + 1); n++) {
+				const int n1 = nb_bn_slice_begin(g.N, sl + 1);
+				for (int n = nb_bn_slice_begin(g.N, sl); n < n1;
+				     n++) {
 					bs.x = in + (size_t)n * g.C * g.HW;
 					tl_image(din + (size_t)n * g.C * g.HW,
 						 dout + (size_t)n * g.K * g.HW,
 						 NULL, uf, Cp, NULL, NULL, g.K,
 						 g.C, &g, tv,
 						 tv + tl_floats(Kp), dop, &bs);
+					/* the unit this image ends */
+					if (one && ((n + 1) % g.nimg == 0 ||
+						    n + 1 == g.N))
+						wg_unit(&u, n / g.nimg);
 				}
 				double *q = pre->sums + (size_t)sl * 3 * g.C;
 				for (int c = 0; c < g.C; c++)
@@ -1095,54 +1215,10 @@ int nb_wino_backward(float *din, float *dw, const float *dout, const float *in,
 							    NB_BN_LANES);
 			}
 		}
-#pragma omp for schedule(static)
-		for (int un = 0; un < (dw || dcl ? g.NU : 0); un++) {
-			const int n0 = un * g.nimg,
-				  nb = g.N - n0 < g.nimg ? g.N - n0 : g.nimg;
-			for (int i = 0; i < nb; i++) {
-				const size_t n = (size_t)(n0 + i);
-				if (dw)
-					place_in(xb + xb1 * i, tr,
-						 in + n * g.C * g.HW, g.C, Cp,
-						 &g, pre);
-				place_in(gb + gb1 * i, tr,
-					 dout + n * g.K * g.HW, g.K, Kp, &g,
-					 NULL);
-			}
-			for (int r0 = 0; r0 < nb * g.T; r0 += g.rb) {
-				const int r1 =
-				    r0 + g.rb < nb * g.T ? r0 + g.rb : nb * g.T;
-				if (dw) {
-					in_tf(vx, xs, xb, xb1, Cp, g.Wb, g.T,
-					      g.tw, r0, r1);
-					z_tf(z, gs,
-					     gb + ((size_t)g.Wb + 1) * Kp, gb1,
-					     Kp, g.Wb, g.T, g.tw, r0, r1);
-					for (int x = 0; x < XI; x++)
-						gemm(du + (size_t)x * Cp * Kp,
-						     Kp, vx + x * xs, 1, Cp,
-						     z + x * gs, Kp, Cp,
-						     Kp / 16, r1 - r0, 1);
-				}
-				if (!dcl)
-					continue;
-				in_tf(vg, gs, gb, gb1, Kp, g.Wb, g.T, g.tw, r0,
-				      r1);
-				for (int x = 0; x < XI; x++)
-					gemm(m + x * xs, Cp, vg + x * gs, Kp, 1,
-					     uf + (size_t)x * Kp * Cp, Cp,
-					     r1 - r0, Cp / 16, Kp, 0);
-				out_tf(ob, ob1, m, xs, NULL, Cp, g.T, g.tw, r0,
-				       r1);
-			}
-			for (int i = 0; dcl && i < nb; i++)
-				take_out(din + (size_t)(n0 + i) * g.C * g.HW,
-					 ob + ob1 * i, tr, g.C, Cp, &g,
-					 store ? NB_GP_PUT_STORE
-					       : NB_GP_PUT_ADD);
-		}
-		/* the partials in thread order, then G^T dU G; the loop
-		 * above ends in a barrier */
+		for (int un = one ? 0 : u0; un < (one ? 0 : u1); un++)
+			wg_unit(&u, un);
+#pragma omp barrier
+		/* the partials in thread order, then G^T dU G */
 		if (dw) {
 			const size_t plane = (size_t)Cp * Kp;
 			float *du0 = base + uf_n + work;

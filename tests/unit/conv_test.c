@@ -1019,9 +1019,11 @@ static void test_conv_pre_twins(void)
  * The BatchNorm backward's first pass taken by the convolution as it
  * writes din (nb_conv_pre's sums) and nb_batchnorm_backward_train_sums
  * against the convolution's din and nb_batchnorm_relu(6)_backward_train:
- * the same bits for din (masked), the BatchNorm's din, dgamma and dbeta;
- * 32- and 16-wide maps with odd heights, batches that leave slices empty
- * or uneven, din written or added to, 1 and 3 threads.
+ * the same bits for din (masked), the weight gradient, the BatchNorm's
+ * din, dgamma and dbeta; 32- and 16-wide maps with odd heights, batches
+ * that leave slices empty or uneven, or that split into slices as into
+ * the weight gradient's units (din and dw in one loop), din written or
+ * added to, 1 and 3 threads.
  */
 static void test_conv_pre_sums_twins(void)
 {
@@ -1029,6 +1031,10 @@ static void test_conv_pre_sums_twins(void)
 	    {5, 16, 9, 32, 16, 3, 3, 1, 1, 1, 1, 1, 1},
 	    {19, 32, 7, 16, 16, 3, 3, 1, 1, 1, 1, 1, 0},
 	    {3, 16, 16, 16, 32, 3, 3, 1, 1, 1, 1, 1, 1},
+	    /* units of one image and of two that the slices split alike:
+	     * din and dw in one loop (with 3 threads too, and 1) */
+	    {16, 16, 18, 32, 16, 3, 3, 1, 1, 1, 1, 1, 0},
+	    {32, 32, 12, 16, 32, 3, 3, 1, 1, 1, 1, 1, 0},
 	};
 	nb_conv2d_set_kernels(NB_CONV_AUTO);
 	if (nb_conv2d_kernels() != NB_CONV_WINOGRAD)
@@ -1059,12 +1065,14 @@ static void test_conv_pre_sums_twins(void)
 			for (int store = 0; store <= 1; store++)
 				for (int th = 1; th <= 3; th += 2) {
 					omp_set_num_threads(th);
-					float *g[2], *d[2], *dg[2], *db[2];
+					float *g[2], *d[2], *dg[2], *db[2],
+					    *dw[2];
 					for (int k = 0; k < 2; k++) {
 						g[k] = fzeros(ni);
 						d[k] = fzeros(ni);
 						dg[k] = fzeros(C);
 						db[k] = fzeros(C);
+						dw[k] = fzeros(n_w(s));
 						tu_fill_uniform(g[k], ni, -1, 1,
 								13);
 					}
@@ -1072,8 +1080,8 @@ static void test_conv_pre_sums_twins(void)
 					CU_ASSERT_EQUAL(
 					    (store ? nb_conv2d_backward_store
 						   : nb_conv2d_backward)(
-						g[0], NULL, NULL, cb.r, y, cb.w,
-						s, &cb.ws),
+						g[0], dw[0], NULL, cb.r, y,
+						cb.w, s, &cb.ws),
 					    NB_OK);
 					(act == NB_ACT_RELU6
 					     ? nb_batchnorm_relu6_backward_train
@@ -1082,7 +1090,7 @@ static void test_conv_pre_sums_twins(void)
 					    is, aff, gamma, N, C, L, 1);
 					CU_ASSERT_EQUAL(
 					    nb_conv2d_backward_pre(
-						g[1], NULL, NULL, cb.r, cb.in,
+						g[1], dw[1], NULL, cb.r, cb.in,
 						cb.w, s, &cb.ws, store, &pre),
 					    1);
 					nb_batchnorm_backward_train_sums(
@@ -1096,8 +1104,13 @@ static void test_conv_pre_sums_twins(void)
 					    memcmp(dg[0], dg[1], C * 4), 0);
 					CU_ASSERT_EQUAL(
 					    memcmp(db[0], db[1], C * 4), 0);
+					CU_ASSERT_EQUAL(memcmp(dw[0], dw[1],
+							       n_w(s) * 4),
+							0);
 					CU_ASSERT(max_abs(d[1], ni) > 0);
+					CU_ASSERT(max_abs(dw[1], n_w(s)) > 0);
 					for (int k = 0; k < 2; k++) {
+						free(dw[k]);
 						free(g[k]);
 						free(d[k]);
 						free(dg[k]);
