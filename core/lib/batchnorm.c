@@ -371,12 +371,15 @@ static void block_apply(float *out, const float *in, int n0, int n1, int C,
  * ReLU or ReLU6 applied to out in the same pass (ACT_*). Block by block: the
  * threads sum their slices, one thread turns the sums into the normalisation
  * (and the saved and running statistics), the threads normalise their slices.
+ * sums (or NULL): the slices' sums taken already (slice s: s1 of channel c
+ * at sums[s * 2 * C + c], s2 at sums[(s * 2 + 1) * C + c]).
  */
 static int forward_train(float *out, float *save_mean, float *save_invstd,
 			 float *save_affine, float *running_mean,
 			 float *running_var, const float *in,
 			 const float *gamma, const float *beta, int N, int C,
-			 int L, float momentum, float eps, int act)
+			 int L, float momentum, float eps, int act,
+			 const double *sums)
 {
 	if (N <= 0 || C <= 0 || L <= 0 || (long long)N * L <= 1)
 		return NB_EINVAL;
@@ -388,10 +391,19 @@ static int forward_train(float *out, float *save_mean, float *save_invstd,
 	for (int c0 = 0; c0 < C; c0 += NB_BN_BLOCK) {
 		const bn_block b = block_at(c0, C);
 #pragma omp for schedule(static)
-		for (int s = 0; s < NB_BN_SLICES; s++)
-			slice_stats(in, nb_bn_slice_begin(N, s),
-				    nb_bn_slice_begin(N, s + 1), C, L, b, s1[s],
-				    s2[s]);
+		for (int s = 0; s < NB_BN_SLICES; s++) {
+			if (!sums) {
+				slice_stats(in, nb_bn_slice_begin(N, s),
+					    nb_bn_slice_begin(N, s + 1), C, L,
+					    b, s1[s], s2[s]);
+				continue;
+			}
+			const double *q = sums + (size_t)s * 2 * C + b.c0;
+			for (int j = 0; j < b.nc; j++) {
+				s1[s][j] = q[j];
+				s2[s][j] = q[C + j];
+			}
+		}
 #pragma omp single
 		for (int j = 0; j < b.nc; j++) {
 			const int c = b.c0 + j;
@@ -438,7 +450,24 @@ int nb_batchnorm_forward_train(float *out, float *save_mean, float *save_invstd,
 {
 	return forward_train(out, save_mean, save_invstd, NULL, running_mean,
 			     running_var, in, gamma, beta, N, C, L, momentum,
-			     eps, ACT_NONE);
+			     eps, ACT_NONE, NULL);
+}
+
+int nb_batchnorm_forward_train_sums(float *out, float *save_mean,
+				    float *save_invstd, float *save_affine,
+				    float *running_mean, float *running_var,
+				    const float *in, const float *gamma,
+				    const float *beta, int N, int C, int L,
+				    float momentum, float eps, int act,
+				    const double *sums)
+{
+	return forward_train(out, save_mean, save_invstd, save_affine,
+			     running_mean, running_var, in, gamma, beta, N, C,
+			     L, momentum, eps,
+			     act == NB_ACT_RELU6  ? ACT_RELU6
+			     : act == NB_ACT_RELU ? ACT_RELU
+						  : ACT_NONE,
+			     sums);
 }
 
 int nb_batchnorm_relu_forward_train(float *out, float *save_mean,
@@ -450,7 +479,7 @@ int nb_batchnorm_relu_forward_train(float *out, float *save_mean,
 {
 	return forward_train(out, save_mean, save_invstd, save_affine,
 			     running_mean, running_var, in, gamma, beta, N, C,
-			     L, momentum, eps, ACT_RELU);
+			     L, momentum, eps, ACT_RELU, NULL);
 }
 
 int nb_batchnorm_relu6_forward_train(float *out, float *save_mean,
@@ -462,7 +491,7 @@ int nb_batchnorm_relu6_forward_train(float *out, float *save_mean,
 {
 	return forward_train(out, save_mean, save_invstd, save_affine,
 			     running_mean, running_var, in, gamma, beta, N, C,
-			     L, momentum, eps, ACT_RELU6);
+			     L, momentum, eps, ACT_RELU6, NULL);
 }
 
 void nb_batchnorm_affine_forward(float *out, const float *in,

@@ -1708,21 +1708,21 @@ int nb_conv2d_forward_pre(float *out, const float *in, const float *w,
 			       conv_kernels == NB_CONV_AUTO, pre, NULL);
 }
 
-int nb_conv2d_forward_res(float *out, const float *in, const float *w,
-			  const float *b, const nb_conv2d_shape *s,
-			  nb_workspace *ws, const nb_conv_pre *pre,
-			  const float *res)
+int nb_conv2d_forward_post(float *out, const float *in, const float *w,
+			   const float *b, const nb_conv2d_shape *s,
+			   nb_workspace *ws, const nb_conv_pre *pre,
+			   const nb_conv_post *post)
 {
 	if (pre && !pre_ok(s, pre))
 		return NB_EINVAL;
 	if (use_wino(s))
 		return nb_wino_forward(out, in, w, b, s, ws, NB_ACT_NONE,
-				       conv_kernels == NB_CONV_AUTO, pre, res);
+				       conv_kernels == NB_CONV_AUTO, pre, post);
 	const int rc = conv2d_forward(out, in, w, b, s, ws);
-	if (rc >= 0)
-		nb_add_forward(out, out, res,
+	if (rc >= 0 && post && post->res)
+		nb_add_forward(out, out, post->res,
 			       (size_t)s->N * s->K * s->P * s->Q);
-	return rc;
+	return rc < 0 ? rc : 0;
 }
 
 static int conv2d_forward(float *out, const float *in, const float *w,

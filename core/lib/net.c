@@ -106,6 +106,12 @@ typedef struct nb_node {
 			  buffer and whose other addend comes first: the
 			  conv adds it as it writes (link_res), or 0 */
 	int res_live;  /* add: its conv wrote the sum this forward */
+	int stats_bn;  /* conv: the batchnorm whose input it writes (its
+			  output, or the sum of the add it writes: link_res),
+			  which may take its statistics from it, or 0 */
+	double *fsums; /* batchnorm that is a stats_bn: its statistics'
+			  sums (nb_batchnorm_forward_train_sums) */
+	int fsums_live; /* batchnorm: fsums hold this forward's */
 	float *save_mean, *save_invstd; /* batchnorm (C) */
 	float *save_affine;             /* batchnorm (4C), for grad_relu */
 	int affine_live; /* batchnorm: the last forward kept save_affine */
@@ -206,6 +212,8 @@ static void node_free_buffers(nb_node *n)
 	free(n->save_affine);
 	free(n->gsums);
 	n->gsums = NULL;
+	free(n->fsums);
+	n->fsums = NULL;
 	free(n->argmax);
 	free(n->mask);
 	n->out = n->grad = n->save_mean = n->save_invstd = n->mask = NULL;
@@ -1057,6 +1065,48 @@ static void link_res(nb_net *net)
 	}
 }
 
+/* node i is a tap */
+static int tapped(const nb_net *net, int i)
+{
+	for (int t = 0; t < net->n_taps; t++)
+		if (net->taps[t].node == i)
+			return 1;
+	return 0;
+}
+
+/*
+ * A BatchNorm whose input a convolution writes (its output, or the sum of
+ * the add it writes: link_res), the input not a tap: in training the
+ * convolution takes the BatchNorm's statistics as it writes, where its
+ * kernels can (nb_conv2d_forward_post), and the BatchNorm does not read
+ * its input for them (nb_batchnorm_forward_train_sums; same bits).
+ */
+static int link_stats(nb_net *net)
+{
+	for (int i = 0; i < net->n_nodes; i++)
+		net->nodes[i].stats_bn = 0;
+	for (int i = 1; i < net->n_nodes; i++) {
+		nb_node *bn = &net->nodes[i];
+		const int p = bn->in[0];
+		if (bn->kind != NB_NODE_BATCHNORM || p <= 0 || tapped(net, p))
+			continue;
+		int conv = net->nodes[p].kind == NB_NODE_CONV2D ? p : 0;
+		for (int k = 1; k < p && !conv; k++)
+			if (net->nodes[k].res_add == p)
+				conv = k;
+		if (!conv || net->nodes[conv].stats_bn)
+			continue;
+		net->nodes[conv].stats_bn = i;
+		if (!bn->fsums) {
+			bn->fsums = malloc(sizeof(double) *
+					   NB_BATCHNORM_SLICES * 2 * bn->c);
+			if (!bn->fsums)
+				return NB_ENOMEM;
+		}
+	}
+	return 0;
+}
+
 /* room for the backward's sums of every BatchNorm with a pre_conv */
 static int alloc_gsums(nb_net *net)
 {
@@ -1149,7 +1199,7 @@ static int ensure_buffers(nb_net *net, int n, char *err)
 	}
 	link_pre(net);
 	link_res(net);
-	if (alloc_gsums(net) < 0)
+	if (alloc_gsums(net) < 0 || link_stats(net) < 0)
 		goto oom;
 	/* a conv whose only consumer is a BatchNorm, neither of them a tap
 	 * or the output: nb_net_forward_infer folds the BatchNorm in */
@@ -1242,14 +1292,23 @@ static int node_forward(nb_net *net, nb_node *nd, int N, char *err)
 		nb_node *ad = nd->res_add ? &net->nodes[nd->res_add] : NULL;
 		if (ad && ad->out != nd->out)
 			ad = NULL;
-		const float *res =
-		    ad ? net->nodes[ad->in[ad->in[0] == nd - net->nodes]].out
-		       : NULL;
-		int rc = res ? nb_conv2d_forward_res(
+		nb_conv_post post = {
+		    .res = ad ? net->nodes[ad->in[ad->in[0] == nd - net->nodes]]
+				    .out
+			      : NULL};
+		/* the statistics of the BatchNorm reading what it writes */
+		nb_node *bn = nd->stats_bn ? &net->nodes[nd->stats_bn] : NULL;
+		if (bn && (!net->training || net->reduce ||
+			   (bn->in[0] != nd - net->nodes &&
+			    (!ad || bn->in[0] != ad - net->nodes))))
+			bn = NULL;
+		post.stats = bn ? bn->fsums : NULL;
+		int rc = post.res || post.stats
+			     ? nb_conv2d_forward_post(
 				   nd->out, xb ? xb : x,
 				   pdata(net, nd->p_weight),
 				   pdata(net, nd->p_bias), &s, &net->ws,
-				   xb ? &pre : NULL, res)
+				   xb ? &pre : NULL, &post)
 			 : xb ? nb_conv2d_forward_pre(nd->out, xb,
 						      pdata(net, nd->p_weight),
 						      pdata(net, nd->p_bias),
@@ -1260,6 +1319,8 @@ static int node_forward(nb_net *net, nb_node *nd, int N, char *err)
 						  &net->ws);
 		if (ad)
 			ad->res_live = rc >= 0;
+		if (bn)
+			bn->fsums_live = rc == 1;
 		if (rc < 0)
 			return nb_errorf(err, rc, "conv %s: out of memory",
 					 nd->name);
@@ -1291,6 +1352,27 @@ static int node_forward(nb_net *net, nb_node *nd, int N, char *err)
 							 nd->name);
 				if (rc >= 0 && nd->fuse_act)
 					fused_act_forward(nd, n_elems);
+			} else if (nd->fsums_live) {
+				/* its statistics' sums taken by the conv
+				 * that wrote x (link_stats) */
+				const int pre =
+				    nd->fuse_act && pre_possible(net, nd, N);
+				rc = nb_batchnorm_forward_train_sums(
+				    pre ? NULL : nd->out, nd->save_mean,
+				    nd->save_invstd,
+				    nd->fuse_act ? nd->save_affine : NULL,
+				    pdata(net, nd->p_rmean),
+				    pdata(net, nd->p_rvar), x,
+				    pdata(net, nd->p_weight),
+				    pdata(net, nd->p_bias), N, nd->c, L,
+				    nd->momentum, nd->eps,
+				    nd->fuse_act == FUSE_RELU    ? NB_ACT_RELU
+				    : nd->fuse_act == FUSE_RELU6 ? NB_ACT_RELU6
+								 : NB_ACT_NONE,
+				    nd->fsums);
+				nd->fsums_live = 0;
+				nd->affine_live = nd->fuse_act && rc >= 0;
+				nd->pre_live = pre && rc >= 0;
 			} else if (nd->fuse_act) {
 				const int pre = pre_possible(net, nd, N);
 				rc = (nd->fuse_act == FUSE_RELU
@@ -1415,7 +1497,8 @@ int nb_net_forward(nb_net *net, const float *x, int n, char *err)
 	memcpy(in->out, x, (size_t)n * in->size * sizeof(float));
 	for (int i = 0; i < net->n_nodes; i++)
 		net->nodes[i].grad_live = net->nodes[i].pre_live =
-		    net->nodes[i].sums_live = net->nodes[i].res_live = 0;
+		    net->nodes[i].sums_live = net->nodes[i].res_live =
+		    net->nodes[i].fsums_live = 0;
 	for (int i = 1; i < net->n_nodes; i++) {
 		rc = node_forward(net, &net->nodes[i], n, err);
 		if (rc < 0)
@@ -1632,7 +1715,8 @@ int nb_net_forward_infer(nb_net *net, const float *x, int n, char *err)
 	memcpy(in->out, x, (size_t)n * in->size * sizeof(float));
 	for (int i = 0; i < net->n_nodes; i++)
 		net->nodes[i].grad_live = net->nodes[i].pre_live =
-		    net->nodes[i].sums_live = net->nodes[i].res_live = 0;
+		    net->nodes[i].sums_live = net->nodes[i].res_live =
+		    net->nodes[i].fsums_live = 0;
 	for (int i = 1; i < net->n_nodes && rc >= 0; i++) {
 		nb_node *nd = &net->nodes[i];
 		if (!nd->fold_bn) {

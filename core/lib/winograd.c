@@ -470,6 +470,18 @@ typedef struct wg_bsum {
 			dy, of x - mean, of dy * (x - mean) */
 } wg_bsum;
 
+/*
+ * A training BatchNorm's statistics of the forward's output, taken as
+ * out_tl writes it (nb_conv_post's stats): x - K and (x - K)^2 added into
+ * the slice's lanes as batchnorm.c's slice_stats adds them (a row's 16
+ * positions are lanes 0..15, rows in order).
+ */
+typedef struct wg_fsum {
+	const double *K; /* per channel: the first element of image 0 */
+	double *acc;	 /* per channel: NB_BN_LANES lanes each of the sums of
+			    x - K, of (x - K)^2 */
+} wg_fsum;
+
 typedef double v8d __attribute__((vector_size(64)));
 
 /* the low (h 0) or high (h 1) 8 floats of v as doubles (exact); GCC 12
@@ -492,12 +504,23 @@ static inline __attribute__((always_inline)) v8d half_pd(v16f v, int h)
 
 /* o op= r (16 floats); with bs (channel k of it: a, m) masked and summed
  * too, into the lanes A (a copy of the channel's acc, in registers), x the
- * row's BatchNorm inputs */
+ * row's BatchNorm inputs; with fs, what is written summed into the lanes F
+ * (channel k's, Kk its first element) */
 static inline __attribute__((always_inline)) void
 put_row(float *o, v16f r, int op, const wg_bsum *bs, const float *x,
-	nb_bn_affine a, double m, v8d *A)
+	nb_bn_affine a, double m, v8d *A, const wg_fsum *fs, double Kk, v8d *F)
 {
 	v16f f = nb_put16(r, op == NB_GP_PUT_ADD ? LD_U(o) : (v16f){0}, op);
+	if (fs) {
+		const v8d d0 = half_pd(f, 0) - Kk, d1 = half_pd(f, 1) - Kk;
+		F[0] += d0;
+		F[1] += d1;
+		v8d p0 = d0 * d0, p1 = d1 * d1;
+		NB_UNFUSED(p0);
+		NB_UNFUSED(p1);
+		F[2] += p0;
+		F[3] += p1;
+	}
 	if (bs) {
 		const v16f xv = LD_U(x);
 		if (bs->act)
@@ -524,7 +547,7 @@ put_row(float *o, v16f r, int op, const wg_bsum *bs, const float *x,
 static inline __attribute__((always_inline)) void
 out_tl_t(float *out, const float *restrict m, size_t ms, size_t mrow,
 	 const float *bias, const float *res, int K, int H, int W, int iv0,
-	 int iv1, int op, const wg_bsum *bs)
+	 int iv1, int op, const wg_bsum *bs, const wg_fsum *fs)
 {
 	const int w16 = W == 16;
 	for (int k = 0; k < K; k++)
@@ -538,6 +561,13 @@ out_tl_t(float *out, const float *restrict m, size_t ms, size_t mrow,
 			v8d A[6] = {{0}};
 			for (int q = 0; bs && q < 6; q++)
 				A[q] = acc[q];
+			v8d *facc =
+			    fs ? (v8d *)(fs->acc + (size_t)k * 2 * NB_BN_LANES)
+			       : NULL;
+			const double Kk = fs ? fs->K[k] : 0.0;
+			v8d F[4] = {{0}};
+			for (int q = 0; fs && q < 4; q++)
+				F[q] = facc[q];
 			const float *xk = bs ? bs->x + (size_t)k * H * W : NULL;
 			v16f y[2][2];
 			at_a(m + (size_t)k * mrow + (size_t)(iv - iv0) * 16, ms,
@@ -572,21 +602,34 @@ out_tl_t(float *out, const float *restrict m, size_t ms, size_t mrow,
 				if (res)
 					v += LD_U(res + (size_t)k * H * W + at);
 				put_row(pk + at, v, op, bs, bs ? xk + at : NULL,
-					ba, bm, A);
+					ba, bm, A, fs, Kk, F);
 			}
 			for (int q = 0; bs && q < 6; q++)
 				acc[q] = A[q];
+			for (int q = 0; fs && q < 4; q++)
+				facc[q] = F[q];
 		}
 }
 
-/* out_tl_t without and with the BatchNorm's sums, each compiled on its
- * own (one loop with both kept the sums' registers in the forward's) */
+/* out_tl_t without and with a BatchNorm's sums or statistics, each
+ * compiled on its own (one loop with both kept the sums' registers in the
+ * forward's) */
 NB_GP_CLONES
 static void out_tl_plain(float *out, const float *restrict m, size_t ms,
 			 size_t mrow, const float *bias, const float *res,
 			 int K, int H, int W, int iv0, int iv1, int op)
 {
-	out_tl_t(out, m, ms, mrow, bias, res, K, H, W, iv0, iv1, op, NULL);
+	out_tl_t(out, m, ms, mrow, bias, res, K, H, W, iv0, iv1, op, NULL,
+		 NULL);
+}
+
+NB_GP_CLONES
+static void out_tl_stats(float *out, const float *restrict m, size_t ms,
+			 size_t mrow, const float *bias, const float *res,
+			 int K, int H, int W, int iv0, int iv1, int op,
+			 const wg_fsum *fs)
+{
+	out_tl_t(out, m, ms, mrow, bias, res, K, H, W, iv0, iv1, op, NULL, fs);
 }
 
 NB_GP_CLONES
@@ -594,7 +637,7 @@ static void out_tl_sums(float *out, const float *restrict m, size_t ms,
 			size_t mrow, int K, int H, int W, int iv0, int iv1,
 			int op, const wg_bsum *bs)
 {
-	out_tl_t(out, m, ms, mrow, NULL, NULL, K, H, W, iv0, iv1, op, bs);
+	out_tl_t(out, m, ms, mrow, NULL, NULL, K, H, W, iv0, iv1, op, bs, NULL);
 }
 
 #undef SHUF
@@ -824,17 +867,22 @@ static size_t tl_floats(int n)
  * (+ res, as out, if not NULL) with tiles on the lanes: uw the
  * transformed weights (16 planes of Cp x Kp), element (o, i) of U^T at
  * uw[i * ais + o]; v and m tl_floats(Cin) and tl_floats(Cout) floats.
+ * bs, fs (or NULL): see out_tl_t; first: only the first block of tile
+ * rows (out's first rows).
  */
 static void tl_image(float *out, const float *x, const nb_conv_pre *pre,
 		     const float *uw, size_t ais, const float *bias,
 		     const float *res, int Cin, int Cout, const wg_geom *g,
-		     float *v, float *m, int op, const wg_bsum *bs)
+		     float *v, float *m, int op, const wg_bsum *bs,
+		     const wg_fsum *fs, int first)
 {
 	const size_t vrow = TL_ROWS * 16, vs = plane_floats(Cin, vrow),
 		     ms = plane_floats(Cout, vrow);
 	const size_t uplane = (size_t)g->Cp * g->Kp;
-	/* vectors of 16 tiles: one tile row each (32 wide) or two */
-	const int nvec = g->W == 16 ? (g->th + 1) / 2 : g->th;
+	/* vectors of 16 tiles: one tile row each (32 wide) or two; with
+	 * first, only the first block's */
+	const int nall = g->W == 16 ? (g->th + 1) / 2 : g->th;
+	const int nvec = first && nall > TL_ROWS ? TL_ROWS : nall;
 	for (int iv0 = 0; iv0 < nvec; iv0 += TL_ROWS) {
 		const int iv1 = iv0 + TL_ROWS < nvec ? iv0 + TL_ROWS : nvec;
 		in_tl(v, vs, vrow, x, Cin, g->H, g->W, iv0, iv1, pre);
@@ -844,6 +892,9 @@ static void tl_image(float *out, const float *x, const nb_conv_pre *pre,
 		if (bs)
 			out_tl_sums(out, m, ms, vrow, Cout, g->H, g->W, iv0,
 				    iv1, op, bs);
+		else if (fs)
+			out_tl_stats(out, m, ms, vrow, bias, res, Cout, g->H,
+				     g->W, iv0, iv1, op, fs);
 		else
 			out_tl_plain(out, m, ms, vrow, bias, res, Cout, g->H,
 				     g->W, iv0, iv1, op);
@@ -854,11 +905,14 @@ static void tl_image(float *out, const float *x, const nb_conv_pre *pre,
 
 int nb_wino_forward(float *out, const float *in, const float *w, const float *b,
 		    const nb_conv2d_shape *s, nb_workspace *ws, int act,
-		    int lanes, const nb_conv_pre *pre, const float *res)
+		    int lanes, const nb_conv_pre *pre, const nb_conv_post *post)
 {
-	if (!nb_wino_fits(s) || (res && act != NB_ACT_NONE))
+	const float *res = post ? post->res : NULL;
+	if (!nb_wino_fits(s) || (post && act != NB_ACT_NONE))
 		return NB_EINVAL;
 	const wg_geom g = geom(s, lanes);
+	/* the output's BatchNorm statistics (with the tiles on the lanes) */
+	double *stats = post && post->stats && g.tl ? post->stats : NULL;
 	const int Cp = g.Cp, Kp = g.Kp;
 	const int op = act == NB_ACT_RELU    ? NB_GP_PUT_RELU
 		       : act == NB_ACT_RELU6 ? NB_GP_PUT_RELU6
@@ -874,7 +928,11 @@ int nb_wino_forward(float *out, const float *in, const float *w, const float *b,
 	const size_t tr_n = g.W % 16 ? pad16(g.HW * (Cp > Kp ? Cp : Kp)) : 0;
 	const size_t v_n = pad16(XI * vs), m_n = pad16(XI * ms);
 	const size_t ob_n = ob1 * g.nimg;
-	const size_t slice = g.tl ? tl_floats(g.C) + tl_floats(g.K)
+	/* with stats: image 0's first rows, the first elements, the lanes */
+	const size_t st_n = stats ? pad16(g.K * g.HW) + pad16((size_t)2 * g.K) +
+					pad16((size_t)4 * NB_BN_LANES * g.K)
+				  : 0;
+	const size_t slice = g.tl ? tl_floats(g.C) + tl_floats(g.K) + st_n
 				  : xb_n + tr_n + v_n + m_n + ob_n;
 	const int T = nb_workspace_threads();
 	float *base = nb_workspace_reserve(ws, u_n + bias_n + slice * T);
@@ -893,7 +951,7 @@ int nb_wino_forward(float *out, const float *in, const float *w, const float *b,
 		if (!g.tl) /* the borders stay 0 */
 			memset(xb, 0, sizeof(float) * xb_n);
 		weights_tf(u, w, &g, 0); /* ends in a barrier */
-		if (g.tl) {
+		if (g.tl && !stats) {
 #pragma omp for schedule(static)
 			for (int n = 0; n < g.N; n++)
 				tl_image(
@@ -901,7 +959,47 @@ int nb_wino_forward(float *out, const float *in, const float *w, const float *b,
 				    in + (size_t)n * g.C * g.HW, pre, u, Kp, b,
 				    res ? res + (size_t)n * g.K * g.HW : NULL,
 				    g.C, g.K, &g, xb, xb + tl_floats(g.C), op,
-				    NULL);
+				    NULL, NULL, 0);
+		}
+		if (stats) {
+			float *first = xb + tl_floats(g.C) + tl_floats(g.K);
+			double *K = (double *)(first + pad16(g.K * g.HW));
+			wg_fsum fs = {.K = K,
+				      .acc =
+					  (double *)(first + pad16(g.K * g.HW) +
+						     pad16((size_t)2 * g.K))};
+			/* K: every thread writes image 0's first rows as the
+			 * loop below does, for their first elements */
+			tl_image(first, in, pre, u, Kp, b, res, g.C, g.K, &g,
+				 xb, xb + tl_floats(g.C), op, NULL, NULL, 1);
+			for (int k = 0; k < g.K; k++)
+				K[k] = first[(size_t)k * g.HW];
+			/* slice by slice, each slice's images in order */
+			const size_t an = (size_t)2 * NB_BN_LANES * g.K;
+#pragma omp for schedule(static)
+			for (int sl = 0; sl < NB_BN_SLICES; sl++) {
+				memset(fs.acc, 0, sizeof(double) * an);
+				const int n1 = nb_bn_slice_begin(g.N, sl + 1);
+				for (int n = nb_bn_slice_begin(g.N, sl); n < n1;
+				     n++)
+					tl_image(out + (size_t)n * g.K * g.HW,
+						 in + (size_t)n * g.C * g.HW,
+						 pre, u, Kp, b,
+						 res ? res + (size_t)n * g.K *
+								 g.HW
+						     : NULL,
+						 g.C, g.K, &g, xb,
+						 xb + tl_floats(g.C), op, NULL,
+						 &fs, 0);
+				double *q = stats + (size_t)sl * 2 * g.K;
+				for (int k = 0; k < g.K; k++)
+					for (int j = 0; j < 2; j++)
+						q[j * g.K + k] =
+						    nb_bn_lanes_sum(
+							fs.acc +
+							((size_t)k * 2 + j) *
+							    NB_BN_LANES);
+			}
 		}
 #pragma omp for schedule(static)
 		for (int un = 0; un < (g.tl ? 0 : g.NU); un++) {
@@ -933,7 +1031,7 @@ int nb_wino_forward(float *out, const float *in, const float *w, const float *b,
 			}
 		}
 	}
-	return NB_OK;
+	return stats ? 1 : NB_OK;
 }
 
 /* ---- backward ----------------------------------------------------------- */
@@ -1180,7 +1278,8 @@ int nb_wino_backward(float *din, float *dw, const float *dout, const float *in,
 				tl_image(din + (size_t)n * g.C * g.HW,
 					 dout + (size_t)n * g.K * g.HW, NULL,
 					 uf, Cp, NULL, NULL, g.K, g.C, &g, tv,
-					 tv + tl_floats(Kp), dop, NULL);
+					 tv + tl_floats(Kp), dop, NULL, NULL,
+					 0);
 		}
 		if (sums) {
 			/* slice by slice, each slice's images in order */
@@ -1199,7 +1298,8 @@ int nb_wino_backward(float *din, float *dw, const float *dout, const float *in,
 						 dout + (size_t)n * g.K * g.HW,
 						 NULL, uf, Cp, NULL, NULL, g.K,
 						 g.C, &g, tv,
-						 tv + tl_floats(Kp), dop, &bs);
+						 tv + tl_floats(Kp), dop, &bs,
+						 NULL, 0);
 					/* the unit this image ends */
 					if (one && ((n + 1) % g.nimg == 0 ||
 						    n + 1 == g.N))

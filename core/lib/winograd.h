@@ -27,11 +27,12 @@ int nb_wino_fits(const nb_conv2d_shape *s);
  * as it is read (ops.h, nb_conv_pre); the weight gradient reads it so too,
  * din is the gradient of the normalised input. The backward returns 1 if
  * it took pre's BatchNorm sums with din (on the tiles' lanes), else 0.
- * res (or NULL; act NB_ACT_NONE): added to the forward's output, as
- * nb_add_forward after it would, while the output is in cache. */
+ * post (or NULL; act NB_ACT_NONE; ops.h, nb_conv_post): its res added to
+ * the forward's output while the output is in cache, its stats taken with
+ * the tiles on the lanes (the forward then returns 1). */
 int nb_wino_forward(float *out, const float *in, const float *w, const float *b,
 		    const nb_conv2d_shape *s, nb_workspace *ws, int act,
-		    int lanes, const nb_conv_pre *pre, const float *res);
+		    int lanes, const nb_conv_pre *pre, const nb_conv_post *post);
 int nb_wino_backward(float *din, float *dw, const float *dout, const float *in,
 		     const float *w, const nb_conv2d_shape *s, nb_workspace *ws,
 		     int store, int lanes, const nb_conv_pre *pre);

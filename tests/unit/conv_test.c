@@ -1131,19 +1131,31 @@ static void test_conv_pre_sums_twins(void)
 	omp_set_num_threads(keep);
 }
 
+static void fill_const(float *x, size_t n, float v)
+{
+	for (size_t i = 0; i < n; i++)
+		x[i] = v;
+}
+
 /*
- * nb_conv2d_forward_res against the convolution followed by nb_add_forward:
- * the same bits, with the tiles on the lanes (32- and 16-wide maps, odd
- * heights), the channels on the lanes, rows not whole vectors, channels
- * not whole vectors (forced Winograd), a shape the Winograd kernels do not
- * take (stride 2), with and without a bias and a BatchNorm applied as the
- * convolution reads (pre), every kernel choice, 1 and 3 threads.
+ * nb_conv2d_forward_post against the convolution followed by
+ * nb_add_forward and a BatchNorm (+ ReLU) taking its own statistics: the
+ * same bits for the output and, where the kernels took the statistics
+ * (tiles on the lanes: 32- and 16-wide maps, here), for everything the
+ * BatchNorm's forward writes from them; with the channels on the lanes,
+ * rows not whole vectors, channels not whole vectors (forced Winograd), a
+ * shape the Winograd kernels do not take (stride 2), batches that leave
+ * slices empty or uneven, with and without a bias, a residual and a
+ * BatchNorm applied as the convolution reads (pre), every kernel choice,
+ * 1 and 3 threads.
  */
-static void test_conv_res_twins(void)
+static void test_conv_post_twins(void)
 {
 	static const conv_case cases[] = {
 	    {3, 16, 9, 32, 16, 3, 3, 1, 1, 1, 1, 1, 0},
 	    {2, 32, 7, 16, 32, 3, 3, 1, 1, 1, 1, 1, 1},
+	    {19, 16, 5, 32, 16, 3, 3, 1, 1, 1, 1, 1, 1},
+	    {5, 32, 6, 16, 32, 3, 3, 1, 1, 1, 1, 1, 0},
 	    {2, 64, 8, 8, 64, 3, 3, 1, 1, 1, 1, 1, 0},
 	    {2, 48, 7, 9, 16, 3, 3, 1, 1, 1, 1, 1, 1},
 	    {2, 20, 6, 6, 8, 3, 3, 1, 1, 1, 1, 1, 0},
@@ -1151,14 +1163,17 @@ static void test_conv_res_twins(void)
 	};
 	static const int kernels[] = {NB_CONV_AUTO, NB_CONV_WINOGRAD,
 				      NB_CONV_BLAS};
+	nb_conv2d_set_kernels(NB_CONV_AUTO);
+	const int wino = nb_conv2d_kernels() == NB_CONV_WINOGRAD;
 	const int keep = omp_get_max_threads();
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		conv_bufs cb;
 		conv_bufs_init(&cb, &cases[i], 7700 + i);
 		const nb_conv2d_shape *s = &cb.s;
-		const int C = s->C, L = s->H * s->W;
+		const int C = s->C, L = s->H * s->W, K = s->K, Lo = s->P * s->Q;
 		const size_t no = n_out(s), ni = n_in(s);
-		float *gamma = fzeros(C), *beta = fzeros(C), *aff = fzeros(4 * C);
+		float *gamma = fzeros(C), *beta = fzeros(C),
+		      *aff = fzeros(4 * C);
 		float *m = fzeros(C), *is = fzeros(C), *y = fzeros(ni);
 		float *o[2] = {fzeros(no), fzeros(no)};
 		tu_fill_uniform(gamma, C, 0.5f, 2.0f, 7790 + i);
@@ -1168,41 +1183,120 @@ static void test_conv_res_twins(void)
 				    beta, s->N, C, L, 0.1f, 1e-5f),
 				NB_OK);
 		const nb_conv_pre pre = {aff, NB_ACT_RELU, NULL, NULL};
+		/* the output's BatchNorm: K channels; [0] the twin's */
+		float *og = fzeros(K), *obeta = fzeros(K);
+		tu_fill_uniform(og, K, 0.5f, 2.0f, 7780 + i);
+		tu_fill_uniform(obeta, K, -1.0f, 1.0f, 7785 + i);
+		float *bo[2], *bm[2], *bi[2], *ba[2], *rm[2], *rv[2];
+		for (int k = 0; k < 2; k++) {
+			bo[k] = fzeros(no);
+			bm[k] = fzeros(K);
+			bi[k] = fzeros(K);
+			ba[k] = fzeros(4 * K);
+			rm[k] = fzeros(K);
+			rv[k] = fzeros(K);
+		}
+		double *st =
+		    calloc((size_t)NB_BATCHNORM_SLICES * 2 * K, sizeof(double));
+		CU_ASSERT_FATAL(st != NULL);
 		for (size_t kern = 0; kern < 3; kern++)
 			for (int with_pre = 0; with_pre < 2; with_pre++) {
 				nb_conv2d_set_kernels(kernels[kern]);
+				const nb_conv_post only_res = {cb.r, NULL};
 				if (with_pre && !nb_conv2d_takes_pre(s)) {
-					CU_ASSERT_EQUAL(
-					    nb_conv2d_forward_res(
-						o[1], cb.in, cb.w, cb.b, s,
-						&cb.ws, &pre, cb.r),
-					    NB_EINVAL);
+					CU_ASSERT_EQUAL(nb_conv2d_forward_post(
+							    o[1], cb.in, cb.w,
+							    cb.b, s, &cb.ws,
+							    &pre, &only_res),
+							NB_EINVAL);
 					continue;
 				}
-				for (int th = 1; th <= 3; th += 2) {
-					omp_set_num_threads(th);
-					CU_ASSERT_EQUAL(
-					    nb_conv2d_forward(o[0],
-							      with_pre ? y
-								       : cb.in,
-							      cb.w, cb.b, s,
-							      &cb.ws),
-					    NB_OK);
-					nb_add_forward(o[0], o[0], cb.r, no);
-					for (size_t j = 0; j < no; j++)
-						o[1][j] = NAN;
-					CU_ASSERT_EQUAL(
-					    nb_conv2d_forward_res(
-						o[1], cb.in, cb.w, cb.b, s,
-						&cb.ws, with_pre ? &pre : NULL,
-						cb.r),
-					    NB_OK);
-					CU_ASSERT_EQUAL(
-					    memcmp(o[0], o[1], no * 4), 0);
-				}
+				/* the statistics taken: tiles on the lanes */
+				const int tl = wino && kern == 0 && i < 4;
+				for (int th = 1; th <= 3; th += 2)
+					for (int v = 0; v < 3; v++) {
+						const nb_conv_post post = {
+						    v != 1 ? cb.r : NULL,
+						    v ? st : NULL};
+						omp_set_num_threads(th);
+						CU_ASSERT_EQUAL(
+						    nb_conv2d_forward(
+							o[0],
+							with_pre ? y : cb.in,
+							cb.w, cb.b, s, &cb.ws),
+						    NB_OK);
+						if (post.res)
+							nb_add_forward(
+							    o[0], o[0], cb.r,
+							    no);
+						for (size_t j = 0; j < no; j++)
+							o[1][j] = NAN;
+						const int rc =
+						    nb_conv2d_forward_post(
+							o[1], cb.in, cb.w, cb.b,
+							s, &cb.ws,
+							with_pre ? &pre : NULL,
+							&post);
+						CU_ASSERT_EQUAL(
+						    rc, v && tl ? 1 : 0);
+						CU_ASSERT_EQUAL(
+						    memcmp(o[0], o[1], no * 4),
+						    0);
+						if (rc != 1)
+							continue;
+						for (int k = 0; k < 2; k++) {
+							fill_const(rm[k], K,
+								   0.5f);
+							fill_const(rv[k], K,
+								   2.0f);
+						}
+						nb_batchnorm_relu_forward_train(
+						    bo[0], bm[0], bi[0], ba[0],
+						    rm[0], rv[0], o[0], og,
+						    obeta, s->N, K, Lo, 0.1f,
+						    1e-5f);
+						nb_batchnorm_forward_train_sums(
+						    bo[1], bm[1], bi[1], ba[1],
+						    rm[1], rv[1], o[1], og,
+						    obeta, s->N, K, Lo, 0.1f,
+						    1e-5f, NB_ACT_RELU, st);
+						CU_ASSERT_EQUAL(memcmp(bo[0],
+								       bo[1],
+								       no * 4),
+								0);
+						CU_ASSERT_EQUAL(
+						    memcmp(ba[0], ba[1],
+							   16 * (size_t)K),
+						    0);
+						CU_ASSERT_EQUAL(
+						    memcmp(bm[0], bm[1], 4 * K),
+						    0);
+						CU_ASSERT_EQUAL(
+						    memcmp(bi[0], bi[1], 4 * K),
+						    0);
+						CU_ASSERT_EQUAL(
+						    memcmp(rm[0], rm[1], 4 * K),
+						    0);
+						CU_ASSERT_EQUAL(
+						    memcmp(rv[0], rv[1], 4 * K),
+						    0);
+						CU_ASSERT(max_abs(bo[1], no) >
+							  0);
+					}
 				omp_set_num_threads(keep);
 			}
 		CU_ASSERT(max_abs(o[0], no) > 0);
+		for (int k = 0; k < 2; k++) {
+			free(bo[k]);
+			free(bm[k]);
+			free(bi[k]);
+			free(ba[k]);
+			free(rm[k]);
+			free(rv[k]);
+		}
+		free(st);
+		free(og);
+		free(obeta);
 		free(gamma);
 		free(beta);
 		free(aff);
@@ -1864,8 +1958,8 @@ static const nb_test_entry tests[] = {
      test_conv_pre_twins},
     {"conv2d taking a BatchNorm's backward sums: same bits as the two",
      test_conv_pre_sums_twins},
-    {"conv2d adding a residual as it writes: same bits as the two",
-     test_conv_res_twins},
+    {"conv2d adding a residual, taking BatchNorm statistics: same bits",
+     test_conv_post_twins},
     {"conv2d gradcheck", test_conv_gradcheck},
     {"conv2d backward accumulates", test_conv_accumulates},
     {"conv2d backward_store writes din, the same values",

@@ -524,13 +524,14 @@ static void inplace_relu_matches_twin(void)
  * ReLU -> conv -> BN -> ReLU6 -> conv] + add -> [BN -> ReLU -> conv] + 1x1
  * conv (built before the block, as preresnet's projection is not) -> BN
  * -> ReLU -> avg pool -> flatten -> linear. With taps on the two
- * activations inside the first block (*r1, *r2) and on the three
+ * activations inside the first block (*r1, *r2), on c1 and on the three
  * addends that are convolutions, their BatchNorms write their outputs and
- * the adds' addends keep their own gradients; without, the convolutions
- * apply the BatchNorms as they read (nb_conv_pre) where the kernels take
- * it, the first block's second convolution adds the residual as it
- * writes (link_res), and an addend reads the other's gradient
- * (add_hand_over). */
+ * take their own statistics, and the adds' addends keep their own
+ * gradients; without, the convolutions apply the BatchNorms as they read
+ * (nb_conv_pre) where the kernels take it, the first block's second
+ * convolution adds the residual as it writes (link_res), c1 and c2 take
+ * the statistics of the BatchNorms that read what they write (link_stats),
+ * and an addend reads the other's gradient (add_hand_over). */
 static nb_net *pre_net(int taps, int *r1, int *r2, char *err)
 {
 	nb_net *net = nb_net_new(3, 16, 16);
@@ -538,8 +539,8 @@ static nb_net *pre_net(int taps, int *r1, int *r2, char *err)
 				  NB_INIT_DEFAULT, err);
 	int y = nb_net_add_batchnorm(net, x, "bn1", 1e-5f, 0.1f, 1, err);
 	*r1 = y = nb_net_add_relu(net, y, err);
-	y = nb_net_add_conv2d(net, y, "c1", 16, 3, 1, 1, 1, 1, NB_INIT_DEFAULT,
-			      err);
+	const int c1 = y = nb_net_add_conv2d(net, y, "c1", 16, 3, 1, 1, 1, 1,
+					     NB_INIT_DEFAULT, err);
 	y = nb_net_add_batchnorm(net, y, "bn2", 1e-5f, 0.1f, 1, err);
 	*r2 = y = nb_net_add_relu6(net, y, err);
 	y = nb_net_add_conv2d(net, y, "c2", 16, 3, 1, 1, 1, 0, NB_INIT_DEFAULT,
@@ -560,6 +561,7 @@ static nb_net *pre_net(int taps, int *r1, int *r2, char *err)
 	x = nb_net_add_linear(net, x, "fc", 5, 1, NB_INIT_DEFAULT, err);
 	if (x < 0 || (taps && (nb_net_add_tap(net, *r1, "r1", err) < 0 ||
 			       nb_net_add_tap(net, *r2, "r2", err) < 0 ||
+			       nb_net_add_tap(net, c1, "c1", err) < 0 ||
 			       nb_net_add_tap(net, c2, "c2", err) < 0 ||
 			       nb_net_add_tap(net, c3, "c3", err) < 0 ||
 			       nb_net_add_tap(net, ds, "ds", err) < 0)) ||
@@ -574,9 +576,9 @@ static nb_net *pre_net(int taps, int *r1, int *r2, char *err)
 	return net;
 }
 
-/* The BatchNorms left to their convolutions, the residuals added by the
- * convolutions and the addends reading the other addend's gradient
- * change no bit of the outputs, gradients,
+/* The BatchNorms left to their convolutions, the residuals and
+ * statistics the convolutions take and the addends reading the other
+ * addend's gradient change no bit of the outputs, gradients,
  * parameters or running statistics against the twin without them (taps),
  * over training and evaluation steps, on both Winograd layouts; an
  * activation asked for by nb_net_output in between is written then, with

@@ -117,14 +117,26 @@ int nb_conv2d_takes_pre(const nb_conv2d_shape *s);
 int nb_conv2d_forward_pre(float *out, const float *in, const float *w,
 			  const float *b, const nb_conv2d_shape *s,
 			  nb_workspace *ws, const nb_conv_pre *pre);
-/* out = the convolution (of in as pre reads it, if pre is not NULL) + res
- * (N,K,P,Q), the same bits as the convolution followed by nb_add_forward;
- * the Winograd kernels add res while each image's output is in cache (a
- * residual block's add without a pass of its own). */
-int nb_conv2d_forward_res(float *out, const float *in, const float *w,
-			  const float *b, const nb_conv2d_shape *s,
-			  nb_workspace *ws, const nb_conv_pre *pre,
-			  const float *res);
+/*
+ * What the forward does to its output as it writes it: res (or NULL) is
+ * added (N,K,P,Q; not overlapping out), the same bits as the convolution
+ * followed by nb_add_forward (a residual block's add without a pass of its
+ * own, in every kernel; while each image's output is in cache in the
+ * Winograd ones); stats (or NULL; NB_BATCHNORM_SLICES x 2 x K doubles):
+ * where the kernels can (with the tiles on the lanes), the sums a training
+ * BatchNorm of the output takes for its statistics, as
+ * nb_batchnorm_forward_train_sums takes them.
+ */
+typedef struct nb_conv_post {
+	const float *res;
+	double *stats;
+} nb_conv_post;
+/* out = the convolution (of in as pre reads it, if pre is not NULL), post
+ * applied; 1 if it took the statistics, else 0 (or an NB_E* code) */
+int nb_conv2d_forward_post(float *out, const float *in, const float *w,
+			   const float *b, const nb_conv2d_shape *s,
+			   nb_workspace *ws, const nb_conv_pre *pre,
+			   const nb_conv_post *post);
 /* 0, or 1 if it took the BatchNorm's sums (see sums above) */
 int nb_conv2d_backward_pre(float *din, float *dw, float *db,
 			   const float *dout, const float *in, const float *w,
@@ -220,6 +232,23 @@ int nb_batchnorm_relu6_forward_train(float *out, float *save_mean,
 				     const float *in, const float *gamma,
 				     const float *beta, int N, int C, int L,
 				     float momentum, float eps);
+/*
+ * The training forward (act NB_ACT_NONE, NB_ACT_RELU or NB_ACT_RELU6, as
+ * the three calls above) with its statistics' sums taken already (by the
+ * convolution that wrote in: nb_conv2d_forward_post): for slice s of the
+ * batch (NB_BATCHNORM_SLICES, see bnaffine.h) and channel c, sums[s * 2 *
+ * C + c] is the sum of x - K and sums[(s * 2 + 1) * C + c] that of
+ * (x - K)^2, K the channel's first element (image 0, position 0), each in
+ * 16 double lanes (element l to lane l % 16, in order) added in lane
+ * order. The same bits as the forward taking them itself.
+ */
+int nb_batchnorm_forward_train_sums(float *out, float *save_mean,
+				    float *save_invstd, float *save_affine,
+				    float *running_mean, float *running_var,
+				    const float *in, const float *gamma,
+				    const float *beta, int N, int C, int L,
+				    float momentum, float eps, int act,
+				    const double *sums);
 void nb_batchnorm_relu6_forward_eval(float *out, const float *in,
 				     const float *gamma, const float *beta,
 				     const float *running_mean,
