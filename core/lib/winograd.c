@@ -558,16 +558,22 @@ out_tl_t(float *out, const float *restrict m, size_t ms, size_t mrow,
 			v8d *acc =
 			    bs ? (v8d *)(bs->acc + (size_t)k * 3 * NB_BN_LANES)
 			       : NULL;
+			/* the lanes in registers (constant indices: a copy
+			 * through memory stalled on store forwarding) */
 			v8d A[6] = {{0}};
-			for (int q = 0; bs && q < 6; q++)
-				A[q] = acc[q];
+			if (bs)
+#pragma GCC unroll 6
+				for (int q = 0; q < 6; q++)
+					A[q] = acc[q];
 			v8d *facc =
 			    fs ? (v8d *)(fs->acc + (size_t)k * 2 * NB_BN_LANES)
 			       : NULL;
 			const double Kk = fs ? fs->K[k] : 0.0;
 			v8d F[4] = {{0}};
-			for (int q = 0; fs && q < 4; q++)
-				F[q] = facc[q];
+			if (fs)
+#pragma GCC unroll 4
+				for (int q = 0; q < 4; q++)
+					F[q] = facc[q];
 			const float *xk = bs ? bs->x + (size_t)k * H * W : NULL;
 			v16f y[2][2];
 			at_a(m + (size_t)k * mrow + (size_t)(iv - iv0) * 16, ms,
@@ -604,10 +610,14 @@ out_tl_t(float *out, const float *restrict m, size_t ms, size_t mrow,
 				put_row(pk + at, v, op, bs, bs ? xk + at : NULL,
 					ba, bm, A, fs, Kk, F);
 			}
-			for (int q = 0; bs && q < 6; q++)
-				acc[q] = A[q];
-			for (int q = 0; fs && q < 4; q++)
-				facc[q] = F[q];
+			if (bs)
+#pragma GCC unroll 6
+				for (int q = 0; q < 6; q++)
+					acc[q] = A[q];
+			if (fs)
+#pragma GCC unroll 4
+				for (int q = 0; q < 4; q++)
+					facc[q] = F[q];
 		}
 }
 
