@@ -502,6 +502,24 @@ static inline __attribute__((always_inline)) v8d half_pd(v16f v, int h)
 #endif
 }
 
+/* s[0], s[1] += a0, a1 (the low and high halves of 16 lanes) */
+static inline __attribute__((always_inline)) void acc2(v8d *s, v8d a0, v8d a1)
+{
+	s[0] += a0;
+	s[1] += a1;
+}
+
+/* s[0], s[1] += a0 b0, a1 b1, each product rounded on its own where
+ * batchnorm.c's is (NB_UNFUSED) */
+static inline __attribute__((always_inline)) void
+acc2_prod(v8d *s, v8d a0, v8d a1, v8d b0, v8d b1)
+{
+	v8d p0 = a0 * b0, p1 = a1 * b1;
+	NB_UNFUSED(p0);
+	NB_UNFUSED(p1);
+	acc2(s, p0, p1);
+}
+
 /* o op= r (16 floats); with bs (channel k of it: a, m) masked and summed
  * too, into the lanes A (a copy of the channel's acc, in registers), x the
  * row's BatchNorm inputs; with fs, what is written summed into the lanes F
@@ -513,13 +531,8 @@ put_row(float *o, v16f r, int op, const wg_bsum *bs, const float *x,
 	v16f f = nb_put16(r, op == NB_GP_PUT_ADD ? LD_U(o) : (v16f){0}, op);
 	if (fs) {
 		const v8d d0 = half_pd(f, 0) - Kk, d1 = half_pd(f, 1) - Kk;
-		F[0] += d0;
-		F[1] += d1;
-		v8d p0 = d0 * d0, p1 = d1 * d1;
-		NB_UNFUSED(p0);
-		NB_UNFUSED(p1);
-		F[2] += p0;
-		F[3] += p1;
+		acc2(F, d0, d1);
+		acc2_prod(F + 2, d0, d1, d0, d1);
 	}
 	if (bs) {
 		const v16f xv = LD_U(x);
@@ -527,15 +540,9 @@ put_row(float *o, v16f r, int op, const wg_bsum *bs, const float *x,
 			f = nb_bn_mask16(f, xv, a, bs->act);
 		const v8d g0 = half_pd(f, 0), g1 = half_pd(f, 1),
 			  d0 = half_pd(xv, 0) - m, d1 = half_pd(xv, 1) - m;
-		A[0] += g0;
-		A[1] += g1;
-		A[2] += d0;
-		A[3] += d1;
-		v8d p0 = g0 * d0, p1 = g1 * d1;
-		NB_UNFUSED(p0);
-		NB_UNFUSED(p1);
-		A[4] += p0;
-		A[5] += p1;
+		acc2(A, g0, g1);
+		acc2(A + 2, d0, d1);
+		acc2_prod(A + 4, g0, g1, d0, d1);
 	}
 	ST_U(o, f);
 }
