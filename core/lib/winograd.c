@@ -918,6 +918,16 @@ static void tl_image(float *out, const float *x, const nb_conv_pre *pre,
 	}
 }
 
+/* a slice's sums from their lanes: q[j * C + c] = the lanes of sum j of
+ * channel c added (acc: per channel, ns sums of NB_BN_LANES lanes) */
+static void slice_out(double *q, const double *acc, int C, int ns)
+{
+	for (int c = 0; c < C; c++)
+		for (int j = 0; j < ns; j++)
+			q[(size_t)j * C + c] = nb_bn_lanes_sum(
+			    acc + ((size_t)c * ns + j) * NB_BN_LANES);
+}
+
 /* ---- forward ------------------------------------------------------------ */
 
 int nb_wino_forward(float *out, const float *in, const float *w, const float *b,
@@ -1008,14 +1018,8 @@ int nb_wino_forward(float *out, const float *in, const float *w, const float *b,
 						 g.C, g.K, &g, xb,
 						 xb + tl_floats(g.C), op, NULL,
 						 &fs, 0);
-				double *q = stats + (size_t)sl * 2 * g.K;
-				for (int k = 0; k < g.K; k++)
-					for (int j = 0; j < 2; j++)
-						q[j * g.K + k] =
-						    nb_bn_lanes_sum(
-							fs.acc +
-							((size_t)k * 2 + j) *
-							    NB_BN_LANES);
+				slice_out(stats + (size_t)sl * 2 * g.K, fs.acc,
+					  g.K, 2);
 			}
 		}
 #pragma omp for schedule(static)
@@ -1322,14 +1326,8 @@ int nb_wino_backward(float *din, float *dw, const float *dout, const float *in,
 						    n + 1 == g.N))
 						wg_unit(&u, n / g.nimg);
 				}
-				double *q = pre->sums + (size_t)sl * 3 * g.C;
-				for (int c = 0; c < g.C; c++)
-					for (int k = 0; k < 3; k++)
-						q[k * g.C + c] =
-						    nb_bn_lanes_sum(
-							bs.acc +
-							((size_t)c * 3 + k) *
-							    NB_BN_LANES);
+				slice_out(pre->sums + (size_t)sl * 3 * g.C,
+					  bs.acc, g.C, 3);
 			}
 		}
 		for (int un = one ? 0 : u0; un < (one ? 0 : u1); un++)
