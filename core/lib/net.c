@@ -973,6 +973,15 @@ static void *xrealloc_free(void *old, size_t bytes)
 	return p;
 }
 
+/* node i is a tap */
+static int tapped(const nb_net *net, int i)
+{
+	for (int t = 0; t < net->n_taps; t++)
+		if (net->taps[t].node == i)
+			return 1;
+	return 0;
+}
+
 /* 1 if node i's output may be overwritten in place by node j = its only
  * consumer: a ReLU or ReLU6, or an add with node i as an addend where node i's own backward does not read its output (see the top of
  * this file). */
@@ -981,9 +990,8 @@ static int can_share(const nb_net *net, int i, int j)
 	const nb_node *src = &net->nodes[i];
 	if (i == 0 || i == net->n_nodes - 1 || src->kind == NB_NODE_TANH)
 		return 0;
-	for (int t = 0; t < net->n_taps; t++)
-		if (net->taps[t].node == i)
-			return 0;
+	if (tapped(net, i))
+		return 0;
 	for (int k = i + 1; k < net->n_nodes; k++)
 		for (int m = 0; m < net->nodes[k].n_in; m++)
 			if (net->nodes[k].in[m] == i && k != j)
@@ -1009,10 +1017,7 @@ static int sole_consumer(const nb_net *net, int i)
 				user = k;
 				users++;
 			}
-	for (int t = 0; t < net->n_taps; t++)
-		if (net->taps[t].node == i)
-			return -1;
-	return users == 1 ? user : -1;
+	return users == 1 && !tapped(net, i) ? user : -1;
 }
 
 /*
@@ -1063,15 +1068,6 @@ static void link_res(nb_net *net)
 		if (conv->kind == NB_NODE_CONV2D && ad->in[1 - b] < ad->in[b])
 			conv->res_add = a;
 	}
-}
-
-/* node i is a tap */
-static int tapped(const nb_net *net, int i)
-{
-	for (int t = 0; t < net->n_taps; t++)
-		if (net->taps[t].node == i)
-			return 1;
-	return 0;
 }
 
 /*
@@ -1212,10 +1208,7 @@ static int ensure_buffers(nb_net *net, int n, char *err)
 		if (nd->kind != NB_NODE_CONV2D || i == net->n_nodes - 1)
 			continue;
 		const int user = sole_consumer(net, i);
-		int tap = 0;
-		for (int t = 0; t < net->n_taps; t++)
-			tap |= net->taps[t].node == user;
-		if (user >= 0 && !tap &&
+		if (user >= 0 && !tapped(net, user) &&
 		    net->nodes[user].kind == NB_NODE_BATCHNORM &&
 		    net->nodes[user].c == nd->c && user != net->n_nodes - 1) {
 			nd->fold_bn = user;
