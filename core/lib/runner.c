@@ -63,8 +63,11 @@
  * build the depthwise plane kernels' multiply-adds fused on AVX-512.
  * 8: 3x3 convolutions of stride 1 and padding 1 with whole vectors of up
  * to 128 channels through Winograd's F(2x2, 3x3) (winograd.c); the key
- * names the kernels "winograd" where they run. */
-#define NB_NUMERICS_VERSION 8
+ * names the kernels "winograd" where they run.
+ * 9: Winograd's weight gradient with the tiles on the lanes (32- and
+ * 16-wide maps, at most 32 channels) summed in four partial sums per
+ * weight, a unit's tiles at a time. */
+#define NB_NUMERICS_VERSION 9
 
 enum job_state { J_PENDING, J_RUNNING, J_DONE, J_FAILED };
 

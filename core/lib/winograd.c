@@ -355,9 +355,11 @@ static void out_tf(float *restrict o, size_t os, const float *restrict m,
  * and odd ones by two shuffles), and the products put the tiles on the
  * lanes too: out^T_xi (K x tiles) = U^T_xi (K x C) V^T_xi (C x tiles), so
  * no image is transposed, and with 16 output channels a product loads half
- * a vector per multiply-add instead of a broadcast for each. Every element
- * is computed with the same operations in the same order as on the
- * channels' lanes (same bits; a test compares them).
+ * a vector per multiply-add instead of a broadcast for each. The forward
+ * and the input gradient compute every element with the same operations
+ * in the same order as on the channels' lanes (same bits; a test compares
+ * them). The weight gradient (wg_unit_tl) sums each weight's products over
+ * the tiles on the lanes, in four partial sums (lane_tile).
  */
 #define SHUF __builtin_shufflevector
 
@@ -450,6 +452,105 @@ static void in_tl(float *restrict v, size_t vs, size_t vrow,
 			}
 			store16(v + (size_t)c * vrow + (size_t)(iv - iv0) * 16,
 				vs, o);
+		}
+}
+
+/* r[j] <- tiles 4 j..4 j + 3 of p[0], then of p[1], p[2], p[3] (a 4 x 4
+ * transpose of 4-float blocks) */
+static inline __attribute__((always_inline)) void quads4(const v16f p[4],
+							 v16f r[4])
+{
+	const v16f t0 = SHUF(p[0], p[1], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19,
+			     20, 21, 22, 23),
+		   t1 = SHUF(p[0], p[1], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25,
+			     26, 27, 28, 29, 30, 31),
+		   t2 = SHUF(p[2], p[3], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19,
+			     20, 21, 22, 23),
+		   t3 = SHUF(p[2], p[3], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25,
+			     26, 27, 28, 29, 30, 31);
+	r[0] = SHUF(t0, t2, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25,
+		    26, 27);
+	r[1] = SHUF(t0, t2, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29,
+		    30, 31);
+	r[2] = SHUF(t1, t3, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25,
+		    26, 27);
+	r[3] = SHUF(t1, t3, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29,
+		    30, 31);
+}
+
+/*
+ * z <- A dY A^T for the tile vectors iv0..iv1 of the output gradient y (K
+ * x H x W, W 32 or 16; each tile's 2x2 block zero past the map), with four
+ * output channels on each vector's lanes for the weight gradient's
+ * products (lane_tile): plane xi at z + xi * zs holds rows of Kp / 4
+ * channel quads, zq floats apart; in a row, vector 4 (iv - iv0) + j holds
+ * tiles 4 j..4 j + 3 of vector iv for channel 4 q, then 4 q + 1, 4 q + 2,
+ * 4 q + 3 (channels past K zero). The transform works lane by lane, so
+ * the columns are interleaved before it.
+ */
+NB_GP_CLONES
+static void z_tl(float *restrict z, size_t zs, size_t zq,
+		 const float *restrict y, int K, int Kp, int H, int W, int iv0,
+		 int iv1)
+{
+	const int w16 = W == 16;
+	const nb_bn_affine none = {0};
+	for (int k0 = 0; k0 < Kp; k0 += 4)
+		for (int iv = iv0; iv < iv1; iv++) {
+			const int i = w16 ? 2 * iv : iv;
+			/* columns 2 j and 2 j + 1 of rows 2 i, 2 i + 1: e[a],
+			 * o[a] of each channel, then of the quad */
+			v16f e[2][4], o[2][4];
+			for (int kk = 0; kk < 4; kk++) {
+				const int k = k0 + kk;
+				for (int a = 0; a < 2; a++) {
+					if (k >= K) {
+						e[a][kk] = o[a][kk] = (v16f){0};
+						continue;
+					}
+					const float *p = y + (size_t)k * H * W;
+					const int r = 2 * i + a;
+					v16f d[4];
+					if (w16)
+						cols4(row16(p, r, H, W, 0, 0,
+							    none, 0),
+						      row16(p, r + 2, H, W, 0,
+							    0, none, 0),
+						      1, d);
+					else
+						cols4(row16(p, r, H, W, 0, 0,
+							    none, 0),
+						      row16(p, r, H, W, 1, 0,
+							    none, 0),
+						      0, d);
+					e[a][kk] = d[1];
+					o[a][kk] = d[2];
+				}
+			}
+			v16f qe[2][4], qo[2][4];
+			for (int a = 0; a < 2; a++) {
+				quads4(e[a], qe[a]);
+				quads4(o[a], qo[a]);
+			}
+			for (int j = 0; j < 4; j++) {
+				v16f q[2][4], t[16];
+				for (int a = 0; a < 2; a++) {
+					const v16f y0 = qe[a][j], y1 = qo[a][j];
+					q[a][0] = y0;
+					q[a][1] = y0 + y1;
+					q[a][2] = y0 - y1;
+					q[a][3] = -y1;
+				}
+				for (int s = 0; s < 4; s++) {
+					t[0 + s] = q[0][s];
+					t[4 + s] = q[0][s] + q[1][s];
+					t[8 + s] = q[0][s] - q[1][s];
+					t[12 + s] = -q[1][s];
+				}
+				store16(z + (size_t)(k0 / 4) * zq +
+					    (size_t)(4 * (iv - iv0) + j) * 16,
+					zs, t);
+			}
 		}
 }
 
@@ -808,6 +909,113 @@ static void gemm(float *c, size_t ldc, const float *a, size_t ams, size_t ais,
 	f(c, ldc, a, ams, ais, b, ldb, M, nvec, nred, acc);
 }
 
+/* p[0..3] on each of the four 4-lane groups (one load; GCC 12 builds the
+ * generic form through the stack) */
+static inline __attribute__((always_inline)) v16f bcast4(const float *p)
+{
+#ifdef __AVX512F__
+	return (v16f)_mm512_broadcast_f32x4(_mm_loadu_ps(p));
+#else
+	typedef float v4f_u
+	    __attribute__((vector_size(16), aligned(4), may_alias));
+	const v4f_u t = *(const v4f_u *)p;
+	return __builtin_shufflevector(t, t, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3,
+				       0, 1, 2, 3);
+#endif
+}
+
+/*
+ * The weight gradient's products with the tiles on the lanes, for one
+ * plane: du (Cp rows of Kp) += V Z^T, V's row c (C of them) row floats
+ * from v (tiles on the lanes), Z from z (z_tl's quads, nq vectors a row,
+ * rows zq floats apart). A tile of MR rows c and 16 columns k keeps four
+ * vectors per c in registers, lanes (k, tile % 4): each step loads four
+ * tiles of V's row once, broadcast to the four 4-lane groups, and one
+ * vector per channel quad (MR + 4 loads per 4 MR multiply-adds, where the
+ * channels on the lanes took a broadcast per multiply-add). At the end
+ * each k's four lanes are added, (l0 + l2) + (l1 + l3), into du.
+ */
+static inline __attribute__((always_inline)) void
+lane_tile(float *restrict du, int Kp, const float *restrict v, size_t row,
+	  const float *restrict z, size_t zq, int nq, const int MR)
+{
+	v16f s[6][4];
+#pragma GCC unroll 6
+	for (int m = 0; m < MR; m++)
+#pragma GCC unroll 4
+		for (int q = 0; q < 4; q++)
+			s[m][q] = (v16f){0};
+	for (int j = 0; j < nq; j++) {
+		v16f zz[4];
+#pragma GCC unroll 4
+		for (int q = 0; q < 4; q++)
+			zz[q] = LD(z + q * zq + (size_t)j * 16);
+#pragma GCC unroll 6
+		for (int m = 0; m < MR; m++) {
+			const v16f b = bcast4(v + m * row + 4 * j);
+#pragma GCC unroll 4
+			for (int q = 0; q < 4; q++)
+				s[m][q] += b * zz[q];
+		}
+	}
+#pragma GCC unroll 6
+	for (int m = 0; m < MR; m++) {
+		/* lane 4 r + q of e: k 4 q + r's sum; then k on lane k */
+		const v16f *A = s[m];
+		const v16f c01 =
+			       __builtin_shufflevector(A[0], A[1], 0, 16, 1, 17,
+						       4, 20, 5, 21, 8, 24, 9,
+						       25, 12, 28, 13, 29) +
+			       __builtin_shufflevector(A[0], A[1], 2, 18, 3, 19,
+						       6, 22, 7, 23, 10, 26, 11,
+						       27, 14, 30, 15, 31),
+			   c23 =
+			       __builtin_shufflevector(A[2], A[3], 0, 16, 1, 17,
+						       4, 20, 5, 21, 8, 24, 9,
+						       25, 12, 28, 13, 29) +
+			       __builtin_shufflevector(A[2], A[3], 2, 18, 3, 19,
+						       6, 22, 7, 23, 10, 26, 11,
+						       27, 14, 30, 15, 31);
+		const v16f e =
+		    __builtin_shufflevector(c01, c23, 0, 1, 16, 17, 4, 5, 20,
+					    21, 8, 9, 24, 25, 12, 13, 28, 29) +
+		    __builtin_shufflevector(c01, c23, 2, 3, 18, 19, 6, 7, 22,
+					    23, 10, 11, 26, 27, 14, 15, 30, 31);
+		float *d = du + (size_t)m * Kp;
+		ST(d, LD(d) + __builtin_shufflevector(e, e, 0, 4, 8, 12, 1, 5,
+						      9, 13, 2, 6, 10, 14, 3, 7,
+						      11, 15));
+	}
+}
+
+/* lane_tile over the plane: rows in tiles of 6 (the rest 4, 2, 1),
+ * columns in blocks of 16 */
+NB_GP_CLONES
+static void lane_prod(float *du, const float *v, size_t row, const float *z,
+		      size_t zq, int C, int Kp, int nq)
+{
+	for (int k0 = 0; k0 < Kp; k0 += 16) {
+		const float *zk = z + (size_t)(k0 / 4) * zq;
+		int c = 0;
+		for (; c + 6 <= C; c += 6)
+			lane_tile(du + (size_t)c * Kp + k0, Kp, v + c * row,
+				  row, zk, zq, nq, 6);
+		if (c + 4 <= C) {
+			lane_tile(du + (size_t)c * Kp + k0, Kp, v + c * row,
+				  row, zk, zq, nq, 4);
+			c += 4;
+		}
+		if (c + 2 <= C) {
+			lane_tile(du + (size_t)c * Kp + k0, Kp, v + c * row,
+				  row, zk, zq, nq, 2);
+			c += 2;
+		}
+		if (c < C)
+			lane_tile(du + (size_t)c * Kp + k0, Kp, v + c * row,
+				  row, zk, zq, nq, 1);
+	}
+}
+
 /* ---- weights ------------------------------------------------------------ */
 
 /* u (16) <- G g G^T for the 3x3 filter f (its taps reversed if flip) */
@@ -1151,13 +1359,43 @@ typedef struct wg_unit_ctx {
 	float *xb, *gb, *tr, *vx, *vg, *z, *m, *ob, *du;
 	size_t xb1, gb1, ob1, xs, gs;
 	int store;
+	/* the weight gradient with the tiles on the lanes (g->tl): tile
+	 * vectors per image, floats of a unit's tiles (V's rows) */
+	int nall;
+	size_t trow;
 } wg_unit_ctx;
 
-/* unit un of the backward with the channels on the lanes: dw's partial du
- * (if du) and din (if din) */
+/* unit un's weight gradient with the tiles on the lanes: the unit's V and
+ * Z, image after image, then their products into du */
+static void wg_unit_tl(const wg_unit_ctx *u, int un)
+{
+	const wg_geom *g = u->g;
+	const int n0 = un * g->nimg,
+		  nb = g->N - n0 < g->nimg ? g->N - n0 : g->nimg;
+	for (int i = 0; i < nb; i++) {
+		const size_t n = (size_t)(n0 + i),
+			     at = (size_t)i * u->nall * 16;
+		in_tl(u->vx + at, u->xs, u->trow, u->in + n * g->C * g->HW,
+		      g->C, g->H, g->W, 0, u->nall, u->pre);
+		z_tl(u->z + 4 * at, u->gs, 4 * u->trow,
+		     u->dout + n * g->K * g->HW, g->K, g->Kp, g->H, g->W, 0,
+		     u->nall);
+	}
+	for (int x = 0; x < XI; x++)
+		lane_prod(u->du + (size_t)x * g->Cp * g->Kp, u->vx + x * u->xs,
+			  u->trow, u->z + x * u->gs, 4 * u->trow, g->C, g->Kp,
+			  nb * u->nall * 4);
+}
+
+/* unit un of the backward: dw's partial du (if du) and din (if din); with
+ * the tiles on the lanes (only dw then), wg_unit_tl */
 static void wg_unit(const wg_unit_ctx *u, int un)
 {
 	const wg_geom *g = u->g;
+	if (g->tl) {
+		wg_unit_tl(u, un);
+		return;
+	}
 	const int Cp = g->Cp, Kp = g->Kp;
 	const int n0 = un * g->nimg,
 		  nb = g->N - n0 < g->nimg ? g->N - n0 : g->nimg;
@@ -1214,7 +1452,13 @@ int nb_wino_backward(float *din, float *dw, const float *dout, const float *in,
 	float *dcl = tl_d ? NULL : din;
 	/* the BatchNorm's sums taken with din (on the tiles' lanes only) */
 	const int sums = tl_d && pre && pre->sums && pre->mean;
-	const size_t xs = plane_floats(g.rb, Cp), gs = plane_floats(g.rb, Kp);
+	/* the weight gradient with the tiles on the lanes: a unit's tile
+	 * vectors in each row of V and Z, the lanes of the sums */
+	const int wl = dw && g.tl;
+	const int nall = g.W == 16 ? (g.th + 1) / 2 : g.th;
+	const size_t trow = (size_t)g.nimg * nall * 16;
+	const size_t xs = wl ? plane_floats(Cp, trow) : plane_floats(g.rb, Cp),
+		     gs = wl ? plane_floats(Kp, trow) : plane_floats(g.rb, Kp);
 	/* shared: the flipped U (din). Per thread: the unit's bordered
 	 * inputs (dw) and output gradients, tr, a block's V of the input
 	 * (dw), V of the output gradient (din), Z (dw) and M (din), the
@@ -1224,10 +1468,10 @@ int nb_wino_backward(float *din, float *dw, const float *dout, const float *in,
 	const size_t xb1 = pad16((size_t)g.Hb * g.Wb * Cp);
 	const size_t gb1 = pad16((size_t)g.Hb * g.Wb * Kp);
 	const size_t ob1 = pad16((size_t)4 * g.T * Cp);
-	const size_t xb_n = dw ? xb1 * g.nimg : 0;
+	const size_t xb_n = dw && !wl ? xb1 * g.nimg : 0;
 	/* (the channels-on-lanes loop runs only for dw or a din not on the
 	 * tiles' lanes) */
-	const size_t gb_n = dw || dcl ? gb1 * g.nimg : 0;
+	const size_t gb_n = (dw && !wl) || dcl ? gb1 * g.nimg : 0;
 	const size_t tr_n = g.W % 16 ? pad16(g.HW * (Cp > Kp ? Cp : Kp)) : 0;
 	const size_t vx_n = dw ? pad16(XI * xs) : 0;
 	const size_t vg_n = dcl ? pad16(XI * gs) : 0;
@@ -1263,7 +1507,9 @@ int nb_wino_backward(float *din, float *dw, const float *dout, const float *in,
 				 .ob1 = ob1,
 				 .xs = xs,
 				 .gs = gs,
-				 .store = store};
+				 .store = store,
+				 .nall = nall,
+				 .trow = trow};
 		u.tr = tr_n ? u.gb + gb_n : NULL;
 		u.vx = u.gb + gb_n + tr_n;
 		u.vg = u.vx + vx_n;
