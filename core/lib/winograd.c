@@ -404,6 +404,91 @@ static inline __attribute__((always_inline)) v16f row16(const float *p, int y,
 	return pre ? nb_bn_act16(r, a, op) : r;
 }
 
+/* the columns' transform of one row of d (its four columns d[0..3]) */
+static inline __attribute__((always_inline)) void bt_cols(const v16f d[4],
+							  v16f q[4])
+{
+	q[0] = d[0] - d[2];
+	q[1] = d[1] + d[2];
+	q[2] = d[2] - d[1];
+	q[3] = d[1] - d[3];
+}
+
+/* v's 16 planes for one vector of tiles from the columns' transforms of
+ * its four rows */
+static inline __attribute__((always_inline)) void
+bt_rows(float *v, size_t vs, const v16f q0[4], const v16f q1[4],
+	const v16f q2[4], const v16f q3[4])
+{
+	v16f o[16];
+	for (int s = 0; s < 4; s++) {
+		o[0 + s] = q0[s] - q2[s];
+		o[4 + s] = q1[s] + q2[s];
+		o[8 + s] = q2[s] - q1[s];
+		o[12 + s] = q1[s] - q3[s];
+	}
+	store16(v, vs, o);
+}
+
+/*
+ * in_tl for one setting of W (16 or 32) and of pre (PRE: pre not NULL).
+ * With W 32 a vector is one row of tiles, and the next vector's first two
+ * rows are this one's last two: their columns' transforms are carried
+ * over (the same operations on each row, so the same bits).
+ */
+static inline __attribute__((always_inline)) void
+in_tl_t(float *restrict v, size_t vs, size_t vrow, const float *restrict x,
+	int C, int H, int W, int iv0, int iv1, const nb_conv_pre *pre,
+	const int W16, const int PRE)
+{
+	const int op = PRE ? nb_bn_act_op(pre->act) : 0;
+	for (int c = 0; c < C; c++) {
+		const float *p = x + (size_t)c * H * W;
+		const nb_bn_affine na =
+		    PRE ? nb_bn_affine_at(pre->affine, c) : (nb_bn_affine){0};
+		float *vc = v + (size_t)c * vrow;
+		if (!W16) {
+			v16f q[4][4], d[4];
+			for (int a = 0; a < 2; a++) {
+				const int y = 2 * iv0 + a - 1;
+				cols4(row16(p, y, H, W, 0, PRE, na, op),
+				      row16(p, y, H, W, 1, PRE, na, op), 0, d);
+				bt_cols(d, q[a]);
+			}
+			for (int iv = iv0; iv < iv1; iv++) {
+				for (int a = 2; a < 4; a++) {
+					const int y = 2 * iv + a - 1;
+					cols4(row16(p, y, H, W, 0, PRE, na, op),
+					      row16(p, y, H, W, 1, PRE, na, op),
+					      0, d);
+					bt_cols(d, q[a]);
+				}
+				bt_rows(vc + (size_t)(iv - iv0) * 16, vs, q[0],
+					q[1], q[2], q[3]);
+				for (int s = 0; s < 4; s++) {
+					q[0][s] = q[2][s];
+					q[1][s] = q[3][s];
+				}
+			}
+			continue;
+		}
+		for (int iv = iv0; iv < iv1; iv++) {
+			const int i = 2 * iv;
+			v16f q[4][4];
+			for (int a = 0; a < 4; a++) {
+				const int y = 2 * i + a - 1;
+				v16f d[4];
+				cols4(row16(p, y, H, W, 0, PRE, na, op),
+				      row16(p, y + 2, H, W, 0, PRE, na, op), 1,
+				      d);
+				bt_cols(d, q[a]);
+			}
+			bt_rows(vc + (size_t)(iv - iv0) * 16, vs, q[0], q[1],
+				q[2], q[3]);
+		}
+	}
+}
+
 /*
  * v (16 planes vs floats apart; channel c's row at c * vrow, vector iv's
  * 16 tiles at (iv - iv0) * 16) <- B^T d B for the tile vectors iv0..iv1 of
@@ -415,44 +500,14 @@ static void in_tl(float *restrict v, size_t vs, size_t vrow,
 		  const float *restrict x, int C, int H, int W, int iv0,
 		  int iv1, const nb_conv_pre *pre)
 {
-	const int w16 = W == 16;
-	const int op = pre ? nb_bn_act_op(pre->act) : 0;
-	for (int c = 0; c < C; c++)
-		for (int iv = iv0; iv < iv1; iv++) {
-			const float *p = x + (size_t)c * H * W;
-			const nb_bn_affine na =
-			    pre ? nb_bn_affine_at(pre->affine, c)
-				: (nb_bn_affine){0};
-			const int i = w16 ? 2 * iv : iv;
-			v16f q[4][4], o[16];
-			for (int a = 0; a < 4; a++) {
-				const int y = 2 * i + a - 1;
-				v16f d[4];
-				if (w16)
-					cols4(
-					    row16(p, y, H, W, 0, !!pre, na, op),
-					    row16(p, y + 2, H, W, 0, !!pre, na,
-						  op),
-					    1, d);
-				else
-					cols4(
-					    row16(p, y, H, W, 0, !!pre, na, op),
-					    row16(p, y, H, W, 1, !!pre, na, op),
-					    0, d);
-				q[a][0] = d[0] - d[2];
-				q[a][1] = d[1] + d[2];
-				q[a][2] = d[2] - d[1];
-				q[a][3] = d[1] - d[3];
-			}
-			for (int s = 0; s < 4; s++) {
-				o[0 + s] = q[0][s] - q[2][s];
-				o[4 + s] = q[1][s] + q[2][s];
-				o[8 + s] = q[2][s] - q[1][s];
-				o[12 + s] = q[1][s] - q[3][s];
-			}
-			store16(v + (size_t)c * vrow + (size_t)(iv - iv0) * 16,
-				vs, o);
-		}
+	if (W == 16 && pre)
+		in_tl_t(v, vs, vrow, x, C, H, W, iv0, iv1, pre, 1, 1);
+	else if (W == 16)
+		in_tl_t(v, vs, vrow, x, C, H, W, iv0, iv1, pre, 1, 0);
+	else if (pre)
+		in_tl_t(v, vs, vrow, x, C, H, W, iv0, iv1, pre, 0, 1);
+	else
+		in_tl_t(v, vs, vrow, x, C, H, W, iv0, iv1, pre, 0, 0);
 }
 
 /* r[j] <- tiles 4 j..4 j + 3 of p[0], then of p[1], p[2], p[3] (a 4 x 4
