@@ -474,13 +474,14 @@ in_tl_t(float *restrict v, size_t vs, size_t vrow, const float *restrict x,
 		}
 		for (int iv = iv0; iv < iv1; iv++) {
 			const int i = 2 * iv;
-			v16f q[4][4];
+			/* rows 2 i - 1..2 i + 4, each read once */
+			v16f r[6], q[4][4];
+			for (int a = 0; a < 6; a++)
+				r[a] = row16(p, 2 * i + a - 1, H, W, 0, PRE, na,
+					     op);
 			for (int a = 0; a < 4; a++) {
-				const int y = 2 * i + a - 1;
 				v16f d[4];
-				cols4(row16(p, y, H, W, 0, PRE, na, op),
-				      row16(p, y + 2, H, W, 0, PRE, na, op), 1,
-				      d);
+				cols4(r[a], r[a + 2], 1, d);
 				bt_cols(d, q[a]);
 			}
 			bt_rows(vc + (size_t)(iv - iv0) * 16, vs, q[0], q[1],
@@ -556,6 +557,7 @@ static void z_tl(float *restrict z, size_t zs, size_t zq,
 			/* columns 2 j and 2 j + 1 of rows 2 i, 2 i + 1: e[a],
 			 * o[a] of each channel, then of the quad */
 			v16f e[2][4], o[2][4];
+#pragma GCC unroll 4
 			for (int kk = 0; kk < 4; kk++) {
 				const int k = k0 + kk;
 				for (int a = 0; a < 2; a++) {
@@ -583,10 +585,12 @@ static void z_tl(float *restrict z, size_t zs, size_t zq,
 				}
 			}
 			v16f qe[2][4], qo[2][4];
+#pragma GCC unroll 2
 			for (int a = 0; a < 2; a++) {
 				quads4(e[a], qe[a]);
 				quads4(o[a], qo[a]);
 			}
+#pragma GCC unroll 4
 			for (int j = 0; j < 4; j++) {
 				v16f q[2][4], t[16];
 				for (int a = 0; a < 2; a++) {
