@@ -404,6 +404,20 @@ static inline __attribute__((always_inline)) v16f row16(const float *p, int y,
 	return pre ? nb_bn_act16(r, a, op) : r;
 }
 
+/* prefetch the output rows of the tile vectors iv0..iv1 in plane p (H x
+ * W, W 32 or 16): out_tl reads a plane a block of tile rows at a time,
+ * channel after channel, which the hardware's prefetchers missed */
+static inline __attribute__((always_inline)) void
+pf_rows(const float *p, int H, int W, int iv0, int iv1)
+{
+	const int per = W == 16 ? 4 : 2; /* rows a vector covers */
+	const int r1 = per * iv1 < H ? per * iv1 : H;
+	const char *a = (const char *)(p + (size_t)per * iv0 * W),
+		   *e = (const char *)(p + (size_t)r1 * W);
+	for (; a < e; a += 64)
+		__builtin_prefetch(a);
+}
+
 /* the columns' transform of one row of d (its four columns d[0..3]) */
 static inline __attribute__((always_inline)) void bt_cols(const v16f d[4],
 							  v16f q[4])
@@ -742,6 +756,17 @@ out_tl_t(float *out, const float *restrict m, size_t ms, size_t mrow,
 				for (int q = 0; q < 4; q++)
 					F[q] = facc[q];
 			const float *xk = bs ? bs->x + (size_t)k * H * W : NULL;
+			/* what the next channel's rows of this block read,
+			 * ahead */
+			if (iv == iv0 && k + 1 < K) {
+				const size_t nx = (size_t)(k + 1) * H * W;
+				if (bs)
+					pf_rows(bs->x + nx, H, W, iv0, iv1);
+				if (res)
+					pf_rows(res + nx, H, W, iv0, iv1);
+				if (op == NB_GP_PUT_ADD)
+					pf_rows(out + nx, H, W, iv0, iv1);
+			}
 			v16f y[2][2];
 			at_a(m + (size_t)k * mrow + (size_t)(iv - iv0) * 16, ms,
 			     y);
