@@ -261,6 +261,27 @@ static void in_tf(float *restrict v, size_t vs, const float *restrict x,
 	}
 }
 
+/* z's 16 planes (zs floats apart) <- A dY A^T for a vector of tiles,
+ * y[a][b] row a, column b of each tile's 2x2 block of dY */
+static inline __attribute__((always_inline)) void a_dy_at(float *z, size_t zs,
+							  const v16f y[2][2])
+{
+	v16f q[2][4], o[16];
+	for (int a = 0; a < 2; a++) {
+		q[a][0] = y[a][0];
+		q[a][1] = y[a][0] + y[a][1];
+		q[a][2] = y[a][0] - y[a][1];
+		q[a][3] = -y[a][1];
+	}
+	for (int s = 0; s < 4; s++) {
+		o[0 + s] = q[0][s];
+		o[4 + s] = q[0][s] + q[1][s];
+		o[8 + s] = q[0][s] - q[1][s];
+		o[12 + s] = -q[1][s];
+	}
+	store16(z, zs, o);
+}
+
 /* z <- A dY A^T, dY the tile's 2x2 block of the output gradient in y (as
  * x above with Kp lanes, the block from (2 i, 2 j) on; zero past the
  * map) */
@@ -271,22 +292,13 @@ static void z_tf(float *restrict z, size_t zs, const float *restrict y,
 	for (int r = r0; r < r1; r++) {
 		const float *d = tile_at(y, ys, r, T, tw, Wb, Kp);
 		for (int c0 = 0; c0 < Kp; c0 += 16) {
-			v16f q[2][4], o[16];
+			v16f y2[2][2];
 			for (int a = 0; a < 2; a++) {
 				const float *row = d + (size_t)a * Wb * Kp + c0;
-				const v16f y0 = LD(row), y1 = LD(row + Kp);
-				q[a][0] = y0;
-				q[a][1] = y0 + y1;
-				q[a][2] = y0 - y1;
-				q[a][3] = -y1;
+				y2[a][0] = LD(row);
+				y2[a][1] = LD(row + Kp);
 			}
-			for (int s = 0; s < 4; s++) {
-				o[0 + s] = q[0][s];
-				o[4 + s] = q[0][s] + q[1][s];
-				o[8 + s] = q[0][s] - q[1][s];
-				o[12 + s] = -q[1][s];
-			}
-			store16(z + (size_t)(r - r0) * Kp + c0, zs, o);
+			a_dy_at(z + (size_t)(r - r0) * Kp + c0, zs, y2);
 		}
 	}
 }
@@ -606,23 +618,11 @@ static void z_tl(float *restrict z, size_t zs, size_t zq,
 			}
 #pragma GCC unroll 4
 			for (int j = 0; j < 4; j++) {
-				v16f q[2][4], t[16];
-				for (int a = 0; a < 2; a++) {
-					const v16f y0 = qe[a][j], y1 = qo[a][j];
-					q[a][0] = y0;
-					q[a][1] = y0 + y1;
-					q[a][2] = y0 - y1;
-					q[a][3] = -y1;
-				}
-				for (int s = 0; s < 4; s++) {
-					t[0 + s] = q[0][s];
-					t[4 + s] = q[0][s] + q[1][s];
-					t[8 + s] = q[0][s] - q[1][s];
-					t[12 + s] = -q[1][s];
-				}
-				store16(z + (size_t)(k0 / 4) * zq +
+				const v16f y2[2][2] = {{qe[0][j], qo[0][j]},
+						       {qe[1][j], qo[1][j]}};
+				a_dy_at(z + (size_t)(k0 / 4) * zq +
 					    (size_t)(4 * (iv - iv0) + j) * 16,
-					zs, t);
+					zs, y2);
 			}
 		}
 }
