@@ -1165,7 +1165,9 @@ static void weights_tf(float *u, const float *w, const wg_geom *g, int flip)
 
 /* tile rows per block on the lanes: V and M of a block 16 x 3 x 16 tiles
  * x up to 32 channels, products in tiles of 8 x 3 vectors (preresnet20
- * trained 2.8 % faster than with 2 rows; 4 rows: the same as 3) */
+ * trained 2.8 % faster than with 2 rows; 4 rows: the same as 3); a last
+ * block of one row joins the one before (4 rows, tiles of 6 x 4 vectors:
+ * +1 %), so the planes have room for TL_ROWS + 1 */
 #define TL_ROWS 3
 
 /*
@@ -1179,7 +1181,7 @@ static void weights_tf(float *u, const float *w, const wg_geom *g, int flip)
 static size_t tl_floats(int Cin, int Cout)
 {
 	return pad16((XI + 1) *
-		     plane_floats(Cin > Cout ? Cin : Cout, TL_ROWS * 16));
+		     plane_floats(Cin > Cout ? Cin : Cout, (TL_ROWS + 1) * 16));
 }
 
 /*
@@ -1196,7 +1198,7 @@ static void tl_image(float *out, const float *x, const nb_conv_pre *pre,
 		     float *vm, int op, const wg_bsum *bs, const wg_fsum *fs,
 		     int first)
 {
-	const size_t vrow = TL_ROWS * 16,
+	const size_t vrow = (TL_ROWS + 1) * 16,
 		     vs = plane_floats(Cin > Cout ? Cin : Cout, vrow), ms = vs;
 	float *m = vm, *v = vm + vs;
 	const size_t uplane = (size_t)g->Cp * g->Kp;
@@ -1205,7 +1207,10 @@ static void tl_image(float *out, const float *x, const nb_conv_pre *pre,
 	const int nall = g->W == 16 ? (g->th + 1) / 2 : g->th;
 	const int nvec = first && nall > TL_ROWS ? TL_ROWS : nall;
 	for (int iv0 = 0; iv0 < nvec;) {
-		const int iv1 = iv0 + TL_ROWS < nvec ? iv0 + TL_ROWS : nvec;
+		/* a last block of one vector joins the one before (its
+		 * products' tiles are the slowest) */
+		const int iv1 =
+		    nvec - iv0 <= TL_ROWS + 1 ? nvec : iv0 + TL_ROWS;
 		in_tl(v, vs, vrow, x, Cin, g->H, g->W, iv0, iv1, pre);
 		for (int xi = 0; xi < XI; xi++)
 			gemm(m + xi * ms, vrow, uw + xi * uplane, 1, ais,
