@@ -52,7 +52,7 @@
 #include <string.h>
 
 #include <omp.h>
-#ifdef __AVX512F__
+#if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #endif
 
@@ -995,11 +995,28 @@ static void gemm(float *c, size_t ldc, const float *a, size_t ams, size_t ais,
 	f(c, ldc, a, ams, ais, b, ldb, M, nvec, nred, acc);
 }
 
-/* p[0..3] on each of the four 4-lane groups (one load; GCC 12 builds the
- * generic form through the stack) */
-static inline __attribute__((always_inline)) v16f bcast4(const float *p)
+/*
+ * The weight gradient's products with the tiles on the lanes run only
+ * where the tiles-on-lanes path does, on AVX-512; a generic build compiles
+ * them for x86-64-v4 alone (LANE_FN), so that they can name the broadcast
+ * below (a 4-float vector shuffled out to 16 went through the stack with
+ * GCC 12, in the AVX-512 clone too: the whole step 2x slower).
+ */
+#if defined(__AVX512F__)
+#define LANE_FN
+#define LANE_AVX512 1
+#elif NB_GP_RUNTIME_CHECK
+#define LANE_FN __attribute__((target("arch=x86-64-v4")))
+#define LANE_AVX512 1
+#else
+#define LANE_FN
+#define LANE_AVX512 0
+#endif
+
+/* p[0..3] on each of the four 4-lane groups: one load (vbroadcastf32x4) */
+static inline __attribute__((always_inline)) LANE_FN v16f bcast4(const float *p)
 {
-#ifdef __AVX512F__
+#if LANE_AVX512
 	return (v16f)_mm512_broadcast_f32x4(_mm_loadu_ps(p));
 #else
 	typedef float v4f_u
@@ -1021,7 +1038,7 @@ static inline __attribute__((always_inline)) v16f bcast4(const float *p)
  * channels on the lanes took a broadcast per multiply-add). At the end
  * each k's four lanes are added, (l0 + l2) + (l1 + l3), into du.
  */
-static inline __attribute__((always_inline)) void
+static inline __attribute__((always_inline)) LANE_FN void
 lane_tile(float *restrict du, int Kp, const float *restrict v, size_t row,
 	  const float *restrict z, size_t zq, int nq, const int MR)
 {
@@ -1076,9 +1093,8 @@ lane_tile(float *restrict du, int Kp, const float *restrict v, size_t row,
 
 /* lane_tile over the plane: rows in tiles of 6 (the rest 4, 2, 1),
  * columns in blocks of 16 */
-NB_GP_CLONES
-static void lane_prod(float *du, const float *v, size_t row, const float *z,
-		      size_t zq, int C, int Kp, int nq)
+LANE_FN static void lane_prod(float *du, const float *v, size_t row,
+			      const float *z, size_t zq, int C, int Kp, int nq)
 {
 	for (int k0 = 0; k0 < Kp; k0 += 16) {
 		const float *zk = z + (size_t)(k0 / 4) * zq;
