@@ -1190,9 +1190,10 @@ static void weights_tf(float *u, const float *w, const wg_geom *g, int flip)
  * Floats of a block's V and M on the lanes, for Cin and Cout channels: 17
  * planes of the larger, V's plane xi in plane xi + 1 and M's in plane xi.
  * The product of plane xi reads V's and writes M's over V's plane xi - 1,
- * which the product before it has read: half the footprint of two sets of
- * 16 planes (up to 34 KB instead of 66 KB), so that with U the block
- * stays nearer the L1 cache.
+ * which the product before it has read: about half the footprint of two
+ * sets of 16 planes (16 channels, 3 tile rows: 51 KB instead of 98 KB), so
+ * that with U the block stays nearer the L1 cache. Rows have room for
+ * TL_ROWS + 1 vectors (tl_image's last block).
  */
 static size_t tl_floats(int Cin, int Cout)
 {
