@@ -1191,7 +1191,7 @@ static void weights_tf(float *u, const float *w, const wg_geom *g, int flip)
  * planes of the larger, V's plane xi in plane xi + 1 and M's in plane xi.
  * The product of plane xi reads V's and writes M's over V's plane xi - 1,
  * which the product before it has read: about half the footprint of two
- * sets of 16 planes (16 channels, 3 tile rows: 51 KB instead of 98 KB), so
+ * sets of 16 planes (16 channels, 3 tile rows: 52 KB instead of 98 KB), so
  * that with U the block stays nearer the L1 cache. Rows have room for
  * TL_ROWS + 1 vectors (tl_image's last block).
  */
