@@ -126,7 +126,8 @@ static wg_geom geom(const nb_conv2d_shape *s, int lanes)
 	 * stay in the L1 cache between the transforms and the products;
 	 * with more, longer blocks read U fewer times (measured) */
 	g.rb = cmax <= 32 ? 16 : 64;
-	g.tl = lanes && (g.W == 32 || g.W == 16) && cmax <= TL_CMAX;
+	g.tl = lanes && (g.W == 32 || g.W == 16) && cmax <= TL_CMAX &&
+	       g.C == g.Cp && g.K == g.Kp; /* (auto takes whole vectors) */
 	if (g.rb > g.rows)
 		g.rb = g.rows;
 	return g;
@@ -564,20 +565,19 @@ static inline __attribute__((always_inline)) void quads4(const v16f p[4],
  * z <- A dY A^T for the tile vectors iv0..iv1 of the output gradient y (K
  * x H x W, W 32 or 16; each tile's 2x2 block zero past the map), with four
  * output channels on each vector's lanes for the weight gradient's
- * products (lane_tile): plane xi at z + xi * zs holds rows of Kp / 4
+ * products (lane_tile): plane xi at z + xi * zs holds rows of K / 4
  * channel quads, zq floats apart; in a row, vector 4 (iv - iv0) + j holds
  * tiles 4 j..4 j + 3 of vector iv for channel 4 q, then 4 q + 1, 4 q + 2,
- * 4 q + 3 (channels past K zero). The transform works lane by lane, so
+ * 4 q + 3 (K a multiple of 4). The transform works lane by lane, so
  * the columns are interleaved before it.
  */
 NB_GP_CLONES
 static void z_tl(float *restrict z, size_t zs, size_t zq,
-		 const float *restrict y, int K, int Kp, int H, int W, int iv0,
-		 int iv1)
+		 const float *restrict y, int K, int H, int W, int iv0, int iv1)
 {
 	const int w16 = W == 16;
 	const nb_bn_affine none = {0};
-	for (int k0 = 0; k0 < Kp; k0 += 4)
+	for (int k0 = 0; k0 < K; k0 += 4)
 		for (int iv = iv0; iv < iv1; iv++) {
 			const int i = w16 ? 2 * iv : iv;
 			/* columns 2 j and 2 j + 1 of rows 2 i, 2 i + 1: e[a],
@@ -587,10 +587,6 @@ static void z_tl(float *restrict z, size_t zs, size_t zq,
 			for (int kk = 0; kk < 4; kk++) {
 				const int k = k0 + kk;
 				for (int a = 0; a < 2; a++) {
-					if (k >= K) {
-						e[a][kk] = o[a][kk] = (v16f){0};
-						continue;
-					}
 					const float *p = y + (size_t)k * H * W;
 					const int r = 2 * i + a;
 					v16f d[4];
@@ -1091,8 +1087,8 @@ lane_tile(float *restrict du, int Kp, const float *restrict v, size_t row,
 	}
 }
 
-/* lane_tile over the plane: rows in tiles of 6 (the rest 4, 2, 1),
- * columns in blocks of 16 */
+/* lane_tile over the plane: rows in tiles of 6 (the rest 4 or 2: C is
+ * a multiple of 16), columns in blocks of 16 */
 LANE_FN static void lane_prod(float *du, const float *v, size_t row,
 			      const float *z, size_t zq, int C, int Kp, int nq)
 {
@@ -1112,9 +1108,6 @@ LANE_FN static void lane_prod(float *du, const float *v, size_t row,
 				  row, zk, zq, nq, 2);
 			c += 2;
 		}
-		if (c < C)
-			lane_tile(du + (size_t)c * Kp + k0, Kp, v + c * row,
-				  row, zk, zq, nq, 1);
 	}
 }
 
@@ -1494,8 +1487,7 @@ static void wg_unit_tl(const wg_unit_ctx *u, int un)
 		in_tl(u->vx + at, u->xs, u->trow, u->in + n * g->C * g->HW,
 		      g->C, g->H, g->W, 0, u->nall, u->pre);
 		z_tl(u->z + 4 * at, u->gs, 4 * u->trow,
-		     u->dout + n * g->K * g->HW, g->K, g->Kp, g->H, g->W, 0,
-		     u->nall);
+		     u->dout + n * g->K * g->HW, g->K, g->H, g->W, 0, u->nall);
 	}
 	for (int x = 0; x < XI; x++)
 		lane_prod(u->du + (size_t)x * g->Cp * g->Kp, u->vx + x * u->xs,
